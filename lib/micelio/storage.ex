@@ -1,0 +1,297 @@
+defmodule Micelio.Storage do
+  @moduledoc """
+  One storage API for Elixir apps over three backends: the local filesystem
+  (the default), any S3-compatible service, and a tiered read cache
+  (RAM -> SSD -> CDN -> origin). The I/O is done by a Rust engine.
+
+      {:ok, "sessions/abc/files/main.ex"} =
+        Micelio.Storage.put("sessions/abc/files/main.ex", "IO.puts(:hi)")
+
+      {:ok, "IO.puts(:hi)"} = Micelio.Storage.get("sessions/abc/files/main.ex")
+      true = Micelio.Storage.exists?("sessions/abc/files/main.ex")
+      {:ok, ["sessions/abc/files/main.ex"]} = Micelio.Storage.list("sessions/abc/")
+      {:ok, _} = Micelio.Storage.delete("sessions/abc/files/main.ex")
+
+  ## Keys
+
+  A key is a relative, `/`-separated UTF-8 path of at most 1024 bytes. These
+  give `{:error, {:invalid_key, key}}`: an empty key, a leading `/`, empty,
+  `.` or `..` segments, control characters (NUL included) and backslashes.
+
+  ## Options
+
+  Every function takes a trailing keyword list that overrides the
+  configuration for that call (see `Micelio.Storage.Config` for all settings):
+
+    * `:backend` - `:local`, `:s3` or `:tiered`;
+    * `:local_path` - the root directory of the local backend;
+    * `:timeout` - milliseconds before the call gives `{:error, :timeout}`
+      (default 30 000);
+    * `:durable` - `true` fsyncs local writes and their directory.
+
+  ## Errors
+
+  Functions return `{:error, reason}` where `reason` is an atom or a small
+  tagged tuple: `:not_found`, `:precondition_failed`, `:timeout`,
+  `{:invalid_key, key}`, `{:invalid_prefix, prefix}`, `{:unsafe_path, key}`,
+  `{:invalid_config, setting, message}`, `{:io, posix}`,
+  `{:forbidden, code}`, `{:s3_error, status, code, message}`,
+  `{:network, reason}`, `:missing_s3_bucket`, `:missing_s3_credentials`.
+  The bang variants raise `Micelio.Storage.Error` with that reason.
+  """
+
+  alias Micelio.Storage.{Backend, Config, Error}
+
+  @typedoc "A storage key: a relative `/`-separated path."
+  @type key :: String.t()
+
+  @typedoc "Per-call options; see the module doc."
+  @type opts :: keyword()
+
+  @typedoc "The reason of an `{:error, reason}`."
+  @type reason ::
+          :not_found
+          | :precondition_failed
+          | :timeout
+          | :missing_s3_bucket
+          | :missing_s3_credentials
+          | {:invalid_key, term()}
+          | {:invalid_prefix, term()}
+          | {:unsafe_path, key}
+          | {:invalid_config, atom(), String.t()}
+          | {:io, atom() | {:errno, integer()}}
+          | {:forbidden, String.t()}
+          | {:s3_error, pos_integer(), String.t(), String.t()}
+          | {:network, String.t()}
+          | {:panic, String.t()}
+
+  @typedoc "Object metadata returned by `head/2`."
+  @type metadata :: %{size: non_neg_integer(), etag: String.t(), last_modified: DateTime.t()}
+
+  @doc """
+  Stores `content` (any iodata) under `key`, replacing what was there.
+
+  The write is atomic: readers see the old or the new content, never a mix.
+
+      iex> {:ok, "notes/today.txt"} = Micelio.Storage.put("notes/today.txt", ["buy ", "milk"], local_path: tmp)
+      iex> Micelio.Storage.get("notes/today.txt", local_path: tmp)
+      {:ok, "buy milk"}
+  """
+  @spec put(key, iodata, opts) :: {:ok, key} | {:error, reason}
+  def put(key, content, opts \\ []), do: do_put(key, content, :always, opts)
+
+  @doc """
+  Stores `content` only if `key` does not exist yet.
+
+  When many processes race on one key, exactly one wins; the others get
+  `{:error, :precondition_failed}`.
+
+      iex> Micelio.Storage.put_if_none_match("locks/job-1", "owner-a", local_path: tmp)
+      {:ok, "locks/job-1"}
+      iex> Micelio.Storage.put_if_none_match("locks/job-1", "owner-b", local_path: tmp)
+      {:error, :precondition_failed}
+  """
+  @spec put_if_none_match(key, iodata, opts) :: {:ok, key} | {:error, reason}
+  def put_if_none_match(key, content, opts \\ []), do: do_put(key, content, :if_none_match, opts)
+
+  @doc """
+  Stores `content` only if the current object's ETag is `etag`
+  (compare-and-swap). A stale ETag or a missing key gives
+  `{:error, :precondition_failed}`.
+
+      iex> {:ok, _} = Micelio.Storage.put("counter", "1", local_path: tmp)
+      iex> {:ok, %{etag: etag}} = Micelio.Storage.head("counter", local_path: tmp)
+      iex> Micelio.Storage.put_if_match("counter", "2", etag, local_path: tmp)
+      {:ok, "counter"}
+      iex> Micelio.Storage.put_if_match("counter", "3", etag, local_path: tmp)
+      {:error, :precondition_failed}
+  """
+  @spec put_if_match(key, iodata, String.t(), opts) :: {:ok, key} | {:error, reason}
+  def put_if_match(key, content, etag, opts \\ [])
+
+  def put_if_match(key, content, etag, opts) when is_binary(etag),
+    do: do_put(key, content, {:if_match, etag}, opts)
+
+  def put_if_match(_key, _content, etag, _opts),
+    do: {:error, {:invalid_config, :etag, "expected a string, got #{inspect(etag)}"}}
+
+  defp do_put(key, content, condition, opts) do
+    run(key, opts, fn mod, store, config ->
+      case mod.put(store, key, content, condition, config) do
+        :ok -> {:ok, key}
+        error -> error
+      end
+    end)
+  end
+
+  @doc """
+  Reads the content stored under `key`.
+
+      iex> {:ok, _} = Micelio.Storage.put("a.txt", "hello", local_path: tmp)
+      iex> Micelio.Storage.get("a.txt", local_path: tmp)
+      {:ok, "hello"}
+      iex> Micelio.Storage.get("missing.txt", local_path: tmp)
+      {:error, :not_found}
+  """
+  @spec get(key, opts) :: {:ok, binary} | {:error, reason}
+  def get(key, opts \\ []),
+    do: run(key, opts, fn mod, store, config -> mod.get(store, key, config) end)
+
+  @doc """
+  Reads the content and its metadata in one consistent step.
+
+      iex> {:ok, _} = Micelio.Storage.put("a.txt", "hello", local_path: tmp)
+      iex> {:ok, %{content: "hello", size: 5, etag: etag}} = Micelio.Storage.get_with_metadata("a.txt", local_path: tmp)
+      iex> is_binary(etag)
+      true
+  """
+  @spec get_with_metadata(key, opts) ::
+          {:ok,
+           %{
+             content: binary,
+             etag: String.t(),
+             size: non_neg_integer,
+             last_modified: DateTime.t()
+           }}
+          | {:error, reason}
+  def get_with_metadata(key, opts \\ []) do
+    run(key, opts, fn mod, store, config ->
+      case mod.get_with_meta(store, key, config) do
+        {:ok, content, meta} -> {:ok, Map.put(metadata(meta), :content, content)}
+        error -> error
+      end
+    end)
+  end
+
+  @doc """
+  Returns the size, ETag and last modification time of `key` without reading
+  its content.
+
+      iex> {:ok, _} = Micelio.Storage.put("a.txt", "hello", local_path: tmp)
+      iex> {:ok, %{size: 5, etag: _, last_modified: %DateTime{}}} = Micelio.Storage.head("a.txt", local_path: tmp)
+  """
+  @spec head(key, opts) :: {:ok, metadata} | {:error, reason}
+  def head(key, opts \\ []) do
+    run(key, opts, fn mod, store, config ->
+      case mod.head(store, key, config) do
+        {:ok, meta} -> {:ok, metadata(meta)}
+        error -> error
+      end
+    end)
+  end
+
+  @doc """
+  Tells whether `key` holds an object. Only objects count, not directories.
+
+  Raises `Micelio.Storage.Error` when the answer is not known (an I/O error,
+  an invalid key, a network failure): it never answers a silent `false`.
+
+      iex> {:ok, _} = Micelio.Storage.put("dir/a.txt", "x", local_path: tmp)
+      iex> Micelio.Storage.exists?("dir/a.txt", local_path: tmp)
+      true
+      iex> Micelio.Storage.exists?("dir", local_path: tmp)
+      false
+  """
+  @spec exists?(key, opts) :: boolean
+  def exists?(key, opts \\ []) do
+    case head(key, opts) do
+      {:ok, _} -> true
+      {:error, :not_found} -> false
+      {:error, reason} -> raise Error, reason: reason, operation: :exists?, key: key
+    end
+  end
+
+  @doc """
+  Lists every key that starts with `prefix`, recursively and sorted.
+
+  The prefix is a plain string prefix, as in S3's ListObjectsV2: `"a/b"`
+  matches `"a/b/c"` and `"a/bc"`. `""` lists everything.
+
+      iex> for k <- ["s/1/a", "s/1/b/c", "s/2/a"], do: {:ok, _} = Micelio.Storage.put(k, "x", local_path: tmp)
+      iex> Micelio.Storage.list("s/1/", local_path: tmp)
+      {:ok, ["s/1/a", "s/1/b/c"]}
+  """
+  @spec list(String.t(), opts) :: {:ok, [key]} | {:error, reason}
+  def list(prefix \\ "", opts \\ [])
+
+  def list(prefix, opts) when is_binary(prefix) do
+    with {:ok, mod, store, config} <- open(opts), do: mod.list(store, prefix, config)
+  end
+
+  def list(prefix, _opts), do: {:error, {:invalid_prefix, prefix}}
+
+  @doc """
+  Deletes `key`. Deleting a missing key also succeeds.
+
+      iex> {:ok, _} = Micelio.Storage.put("a.txt", "x", local_path: tmp)
+      iex> Micelio.Storage.delete("a.txt", local_path: tmp)
+      {:ok, "a.txt"}
+      iex> Micelio.Storage.delete("a.txt", local_path: tmp)
+      {:ok, "a.txt"}
+  """
+  @spec delete(key, opts) :: {:ok, key} | {:error, reason}
+  def delete(key, opts \\ []) do
+    run(key, opts, fn mod, store, config ->
+      case mod.delete(store, key, config) do
+        :ok -> {:ok, key}
+        error -> error
+      end
+    end)
+  end
+
+  @doc "Like `put/3`, but returns the key or raises `Micelio.Storage.Error`."
+  @spec put!(key, iodata, opts) :: key
+  def put!(key, content, opts \\ []), do: bang(put(key, content, opts), :put, key)
+
+  @doc "Like `put_if_none_match/3`, but returns the key or raises `Micelio.Storage.Error`."
+  @spec put_if_none_match!(key, iodata, opts) :: key
+  def put_if_none_match!(key, content, opts \\ []),
+    do: bang(put_if_none_match(key, content, opts), :put_if_none_match, key)
+
+  @doc "Like `put_if_match/4`, but returns the key or raises `Micelio.Storage.Error`."
+  @spec put_if_match!(key, iodata, String.t(), opts) :: key
+  def put_if_match!(key, content, etag, opts \\ []),
+    do: bang(put_if_match(key, content, etag, opts), :put_if_match, key)
+
+  @doc "Like `get/2`, but returns the content or raises `Micelio.Storage.Error`."
+  @spec get!(key, opts) :: binary
+  def get!(key, opts \\ []), do: bang(get(key, opts), :get, key)
+
+  @doc "Like `get_with_metadata/2`, but returns the map or raises `Micelio.Storage.Error`."
+  @spec get_with_metadata!(key, opts) :: map
+  def get_with_metadata!(key, opts \\ []),
+    do: bang(get_with_metadata(key, opts), :get_with_metadata, key)
+
+  @doc "Like `head/2`, but returns the metadata or raises `Micelio.Storage.Error`."
+  @spec head!(key, opts) :: metadata
+  def head!(key, opts \\ []), do: bang(head(key, opts), :head, key)
+
+  @doc "Like `list/2`, but returns the keys or raises `Micelio.Storage.Error`."
+  @spec list!(String.t(), opts) :: [key]
+  def list!(prefix \\ "", opts \\ []), do: bang(list(prefix, opts), :list, prefix)
+
+  @doc "Like `delete/2`, but returns the key or raises `Micelio.Storage.Error`."
+  @spec delete!(key, opts) :: key
+  def delete!(key, opts \\ []), do: bang(delete(key, opts), :delete, key)
+
+  defp bang({:ok, value}, _op, _key), do: value
+  defp bang({:error, reason}, op, key), do: raise(Error, reason: reason, operation: op, key: key)
+
+  defp run(key, opts, fun) when is_binary(key) do
+    with {:ok, mod, store, config} <- open(opts), do: fun.(mod, store, config)
+  end
+
+  defp run(key, _opts, _fun), do: {:error, {:invalid_key, key}}
+
+  defp open(opts) do
+    with {:ok, config} <- Config.resolve(opts),
+         mod = Backend.module(config.backend),
+         {:ok, store} <- mod.open(config) do
+      {:ok, mod, store, config}
+    end
+  end
+
+  defp metadata({size, etag, modified_ns}) do
+    %{size: size, etag: etag, last_modified: DateTime.from_unix!(modified_ns, :nanosecond)}
+  end
+end

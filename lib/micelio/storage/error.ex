@@ -1,0 +1,56 @@
+defmodule Micelio.Storage.Error do
+  @moduledoc """
+  Raised by the bang functions of `Micelio.Storage` (`get!/2`, `put!/3`, ...)
+  and by `Micelio.Storage.exists?/2` when the answer is not known.
+
+  `reason` is the same term the non-bang function returns in `{:error, reason}`,
+  so it can be matched:
+
+      try do
+        Micelio.Storage.get!("missing")
+      rescue
+        e in Micelio.Storage.Error -> e.reason
+      end
+      #=> :not_found
+  """
+
+  defexception [:reason, :operation, :key]
+
+  @type t :: %__MODULE__{reason: term(), operation: atom() | nil, key: String.t() | nil}
+
+  @impl true
+  def message(%__MODULE__{reason: reason, operation: op, key: key}) do
+    where =
+      case {op, key} do
+        {nil, _} -> ""
+        {op, nil} -> "#{op}: "
+        {op, key} -> "#{op} #{inspect(key)}: "
+      end
+
+    where <> describe(reason)
+  end
+
+  @doc false
+  def describe(:not_found), do: "not found"
+  def describe(:precondition_failed), do: "precondition failed (the object changed or exists)"
+  def describe(:timeout), do: "timed out"
+  def describe(:missing_s3_bucket), do: "no S3 bucket configured (s3_bucket or S3_BUCKET)"
+
+  def describe(:missing_s3_credentials),
+    do:
+      "no S3 credentials (s3_access_key_id/s3_secret_access_key or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)"
+
+  def describe({:invalid_key, key}), do: "invalid key #{inspect(key)}"
+  def describe({:invalid_prefix, p}), do: "invalid prefix #{inspect(p)}"
+
+  def describe({:unsafe_path, key}),
+    do: "#{inspect(key)} resolves through a symlink or out of the root"
+
+  def describe({:invalid_config, setting, msg}), do: "invalid #{setting}: #{msg}"
+  def describe({:io, posix}), do: "I/O error #{inspect(posix)}"
+  def describe({:forbidden, code}), do: "forbidden (#{code})"
+  def describe({:s3_error, status, code, msg}), do: "S3 error #{status} #{code}: #{msg}"
+  def describe({:network, reason}), do: "network error: #{reason}"
+  def describe({:panic, msg}), do: "internal error (Rust panic): #{msg}"
+  def describe(other), do: inspect(other)
+end

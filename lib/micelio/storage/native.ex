@@ -1,0 +1,34 @@
+defmodule Micelio.Storage.Native do
+  @moduledoc false
+  # NIF stubs only, grouped by backend. The Rust crate is native/micelio_storage.
+
+  @on_load :load_nif
+
+  def load_nif do
+    path = Path.join(:code.priv_dir(:micelio_storage), "native/libmicelio_storage")
+
+    case :erlang.load_nif(String.to_charlist(path), 0) do
+      :ok -> :ok
+      {:error, {:reload, _}} -> :ok
+      {:error, reason} -> {:error, reason}
+    end
+  end
+
+  defp nif_error, do: :erlang.nif_error(:nif_not_loaded)
+
+  # Local backend (dirty I/O schedulers).
+  def local_open(_root), do: nif_error()
+  def local_get(_store, _key, _with_meta, _timeout_ms), do: nif_error()
+  def local_head(_store, _key, _timeout_ms), do: nif_error()
+  def local_put(_store, _key, _content, _condition, _durable, _timeout_ms), do: nif_error()
+  def local_delete(_store, _key, _durable, _timeout_ms), do: nif_error()
+  def local_list(_store, _prefix, _timeout_ms), do: nif_error()
+
+  # Async tasks.
+  def task_cancel(_guard), do: nif_error()
+
+  # Test hooks.
+  def debug_panic_sync, do: nif_error()
+  def debug_panic_async(_ref), do: nif_error()
+  def debug_sleep(_ref, _sleep_ms, _timeout_ms), do: nif_error()
+end

@@ -1,0 +1,125 @@
+defmodule MicelioStorage.MixProject do
+  use Mix.Project
+
+  @version "0.1.0"
+
+  def project do
+    [
+      app: :micelio_storage,
+      version: @version,
+      elixir: "~> 1.14",
+      start_permanent: Mix.env() == :prod,
+      compilers: [:micelio_cargo] ++ Mix.compilers(),
+      elixirc_paths: elixirc_paths(Mix.env()),
+      deps: [],
+      description:
+        "One storage API for Elixir apps (local, S3, tiered cache) with a Rust engine.",
+      docs: [main: "Micelio.Storage"]
+    ]
+  end
+
+  def application do
+    [
+      extra_applications: [:logger, :crypto, :inets, :ssl, :public_key],
+      mod: {Micelio.Storage.Application, []}
+    ]
+  end
+
+  defp elixirc_paths(:test), do: ["lib", "test/support"]
+  defp elixirc_paths(_), do: ["lib"]
+end
+
+defmodule Mix.Tasks.Compile.MicelioCargo do
+  @moduledoc """
+  Builds the Rust crate with cargo and installs the NIF into `priv/native/`.
+
+  It lives in `mix.exs` because a task under `lib/` cannot be found yet when a
+  clean checkout (or a host app's `deps/`) compiles for the first time. The
+  cargo target directory sits under `_build/`, shared by every `MIX_ENV`.
+  """
+  use Mix.Task.Compiler
+
+  @crate "micelio_storage"
+
+  @impl true
+  def run(_args) do
+    project_dir = Path.dirname(Mix.Project.project_file())
+    target_dir = Path.join(Path.dirname(Mix.Project.build_path()), "micelio_storage_cargo")
+    cargo = System.find_executable("cargo") || Mix.raise(missing_cargo())
+
+    args = [
+      "build",
+      "--release",
+      "--manifest-path",
+      Path.join(project_dir, "Cargo.toml"),
+      "-p",
+      @crate,
+      "--target-dir",
+      target_dir
+    ]
+
+    case System.cmd(cargo, args, stderr_to_stdout: true, into: IO.stream(:stdio, :line)) do
+      {_, 0} -> install(Path.join([target_dir, "release", "lib#{@crate}.so"]), project_dir)
+      {_, code} -> Mix.raise("cargo build of #{@crate} failed (exit #{code})")
+    end
+  end
+
+  # Copies the library beside the code through a temp file and a rename: a
+  # running VM may have the old .so mapped, and overwriting it in place would
+  # corrupt that VM.
+  defp install(built, project_dir) do
+    dest_dir = Path.join([project_dir, "priv", "native"])
+    dest = Path.join(dest_dir, "lib#{@crate}.so")
+    File.mkdir_p!(dest_dir)
+    Mix.Project.build_structure()
+
+    if same_file?(built, dest) do
+      {:noop, []}
+    else
+      tmp = dest <> ".tmp#{System.unique_integer([:positive])}"
+      File.cp!(built, tmp)
+      File.rename!(tmp, dest)
+      {:ok, []}
+    end
+  end
+
+  defp same_file?(a, b) do
+    with {:ok, sa} <- File.stat(a), {:ok, sb} <- File.stat(b), true <- sa.size == sb.size do
+      File.read!(a) == File.read!(b)
+    else
+      _ -> false
+    end
+  end
+
+  defp missing_cargo do
+    "cargo was not found on PATH. micelio_storage builds a Rust NIF: install the Rust " <>
+      "toolchain (https://rustup.rs, rustc 1.91 or later) and run mix compile again."
+  end
+end
+
+defmodule Mix.Tasks.Bench do
+  @shortdoc "Runs the benchmarks in bench/ (all, or the ones named)"
+  @moduledoc """
+  Runs benchmarks: `mix bench` runs every `bench/*.exs`, `mix bench local`
+  runs `bench/local.exs`. Each prints our figures beside a baseline measured
+  in the same VM, with the ratio.
+  """
+  use Mix.Task
+
+  @impl true
+  def run(names) do
+    Mix.Task.run("app.start")
+
+    files =
+      case names do
+        [] -> Path.wildcard("bench/*.exs") |> Enum.sort()
+        names -> Enum.map(names, &"bench/#{Path.basename(&1, ".exs")}.exs")
+      end
+
+    for file <- files do
+      File.exists?(file) || Mix.raise("no such bench: #{file}")
+      Mix.shell().info("==> #{file}")
+      Code.eval_file(file)
+    end
+  end
+end

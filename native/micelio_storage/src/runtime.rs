@@ -1,0 +1,98 @@
+//! The one process-wide tokio runtime, and replying to Elixir by message.
+//!
+//! An async NIF checks its arguments, spawns the work here and returns a
+//! `TaskGuard` at once; the result arrives in the caller's mailbox as
+//! `{ref, result}`. If the caller dies, its guard is garbage-collected and the
+//! task is aborted, so abandoned work does not run on.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use rustler::env::OwnedEnv;
+use rustler::{Encoder, Env, LocalPid, ResourceArc, Term};
+use tokio::runtime::Runtime;
+
+use crate::encode::error_tuple;
+use micelio_storage_core::error::{panic_message, StoreError};
+
+static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+
+/// The shared runtime, started on first use.
+pub fn runtime() -> &'static Runtime {
+    RUNTIME.get_or_init(|| {
+        let workers = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+            .max(2);
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .thread_name("micelio-storage-io")
+            .enable_all()
+            .build()
+            .expect("cannot start the micelio_storage tokio runtime")
+    })
+}
+
+/// Aborts its task when dropped: held by the caller while it waits.
+pub struct TaskGuard {
+    abort: tokio::task::AbortHandle,
+}
+
+#[rustler::resource_impl]
+impl rustler::Resource for TaskGuard {}
+
+impl TaskGuard {
+    /// Stops the task now (used when the Elixir side times out first).
+    pub fn cancel(&self) {
+        self.abort.abort();
+    }
+}
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        self.abort.abort();
+    }
+}
+
+/// A successful result that can be turned into a term in the reply env.
+pub trait Reply: Send + 'static {
+    /// Encodes the `{:ok, ...}` (or bare) success term.
+    fn encode_reply<'a>(self, env: Env<'a>) -> Term<'a>;
+}
+
+/// Runs `work` on the runtime with a timeout and sends `{ref, result}` to the caller.
+pub fn spawn_reply<F, T>(
+    env: Env,
+    reply_ref: Term,
+    timeout: Duration,
+    work: F,
+) -> ResourceArc<TaskGuard>
+where
+    F: Future<Output = Result<T, StoreError>> + Send + 'static,
+    T: Reply,
+{
+    let pid: LocalPid = env.pid();
+    let mut owned = OwnedEnv::new();
+    let saved_ref = owned.save(reply_ref);
+    let handle = runtime().spawn(async move {
+        let outcome =
+            match tokio::time::timeout(timeout, AssertUnwindSafe(work).catch_unwind()).await {
+                Err(_) => Err(StoreError::Timeout),
+                Ok(Err(payload)) => Err(StoreError::Panic(panic_message(payload))),
+                Ok(Ok(result)) => result,
+            };
+        let _ = owned.send_and_clear(&pid, move |env| {
+            let reply = match outcome {
+                Ok(value) => value.encode_reply(env),
+                Err(err) => error_tuple(env, &err),
+            };
+            (saved_ref.load(env), reply).encode(env)
+        });
+    });
+    ResourceArc::new(TaskGuard {
+        abort: handle.abort_handle(),
+    })
+}
