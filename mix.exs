@@ -35,7 +35,8 @@ defmodule Mix.Tasks.Compile.MicelioCargo do
 
   It lives in `mix.exs` because a task under `lib/` cannot be found yet when a
   clean checkout (or a host app's `deps/`) compiles for the first time. The
-  cargo target directory sits under `_build/`, shared by every `MIX_ENV`.
+  cargo target directory sits under `_build/`, shared by every `MIX_ENV`;
+  `MICELIO_STORAGE_CARGO_TARGET_DIR` moves it (to share one cargo cache).
   """
   use Mix.Task.Compiler
 
@@ -44,7 +45,11 @@ defmodule Mix.Tasks.Compile.MicelioCargo do
   @impl true
   def run(_args) do
     project_dir = Path.dirname(Mix.Project.project_file())
-    target_dir = Path.join(Path.dirname(Mix.Project.build_path()), "micelio_storage_cargo")
+
+    target_dir =
+      System.get_env("MICELIO_STORAGE_CARGO_TARGET_DIR") ||
+        Path.join(Path.dirname(Mix.Project.build_path()), "micelio_storage_cargo")
+
     cargo = System.find_executable("cargo") || Mix.raise(missing_cargo())
 
     args = [

@@ -73,8 +73,8 @@ defmodule Micelio.Storage do
 
   The write is atomic: readers see the old or the new content, never a mix.
 
-      iex> {:ok, "notes/today.txt"} = Micelio.Storage.put("notes/today.txt", ["buy ", "milk"], local_path: tmp)
-      iex> Micelio.Storage.get("notes/today.txt", local_path: tmp)
+      iex> {:ok, "notes/today.txt"} = Micelio.Storage.put("notes/today.txt", ["buy ", "milk"])
+      iex> Micelio.Storage.get("notes/today.txt")
       {:ok, "buy milk"}
   """
   @spec put(key, iodata, opts) :: {:ok, key} | {:error, reason}
@@ -86,9 +86,9 @@ defmodule Micelio.Storage do
   When many processes race on one key, exactly one wins; the others get
   `{:error, :precondition_failed}`.
 
-      iex> Micelio.Storage.put_if_none_match("locks/job-1", "owner-a", local_path: tmp)
+      iex> Micelio.Storage.put_if_none_match("locks/job-1", "owner-a")
       {:ok, "locks/job-1"}
-      iex> Micelio.Storage.put_if_none_match("locks/job-1", "owner-b", local_path: tmp)
+      iex> Micelio.Storage.put_if_none_match("locks/job-1", "owner-b")
       {:error, :precondition_failed}
   """
   @spec put_if_none_match(key, iodata, opts) :: {:ok, key} | {:error, reason}
@@ -99,11 +99,11 @@ defmodule Micelio.Storage do
   (compare-and-swap). A stale ETag or a missing key gives
   `{:error, :precondition_failed}`.
 
-      iex> {:ok, _} = Micelio.Storage.put("counter", "1", local_path: tmp)
-      iex> {:ok, %{etag: etag}} = Micelio.Storage.head("counter", local_path: tmp)
-      iex> Micelio.Storage.put_if_match("counter", "2", etag, local_path: tmp)
+      iex> {:ok, _} = Micelio.Storage.put("counter", "1")
+      iex> {:ok, %{etag: etag}} = Micelio.Storage.head("counter")
+      iex> Micelio.Storage.put_if_match("counter", "2", etag)
       {:ok, "counter"}
-      iex> Micelio.Storage.put_if_match("counter", "3", etag, local_path: tmp)
+      iex> Micelio.Storage.put_if_match("counter", "3", etag)
       {:error, :precondition_failed}
   """
   @spec put_if_match(key, iodata, String.t(), opts) :: {:ok, key} | {:error, reason}
@@ -127,10 +127,10 @@ defmodule Micelio.Storage do
   @doc """
   Reads the content stored under `key`.
 
-      iex> {:ok, _} = Micelio.Storage.put("a.txt", "hello", local_path: tmp)
-      iex> Micelio.Storage.get("a.txt", local_path: tmp)
+      iex> {:ok, _} = Micelio.Storage.put("a.txt", "hello")
+      iex> Micelio.Storage.get("a.txt")
       {:ok, "hello"}
-      iex> Micelio.Storage.get("missing.txt", local_path: tmp)
+      iex> Micelio.Storage.get("missing.txt")
       {:error, :not_found}
   """
   @spec get(key, opts) :: {:ok, binary} | {:error, reason}
@@ -140,8 +140,8 @@ defmodule Micelio.Storage do
   @doc """
   Reads the content and its metadata in one consistent step.
 
-      iex> {:ok, _} = Micelio.Storage.put("a.txt", "hello", local_path: tmp)
-      iex> {:ok, %{content: "hello", size: 5, etag: etag}} = Micelio.Storage.get_with_metadata("a.txt", local_path: tmp)
+      iex> {:ok, _} = Micelio.Storage.put("a.txt", "hello")
+      iex> {:ok, %{content: "hello", size: 5, etag: etag}} = Micelio.Storage.get_with_metadata("a.txt")
       iex> is_binary(etag)
       true
   """
@@ -167,8 +167,8 @@ defmodule Micelio.Storage do
   Returns the size, ETag and last modification time of `key` without reading
   its content.
 
-      iex> {:ok, _} = Micelio.Storage.put("a.txt", "hello", local_path: tmp)
-      iex> {:ok, %{size: 5, etag: _, last_modified: %DateTime{}}} = Micelio.Storage.head("a.txt", local_path: tmp)
+      iex> {:ok, _} = Micelio.Storage.put("a.txt", "hello")
+      iex> {:ok, %{size: 5, etag: _, last_modified: %DateTime{}}} = Micelio.Storage.head("a.txt")
   """
   @spec head(key, opts) :: {:ok, metadata} | {:error, reason}
   def head(key, opts \\ []) do
@@ -186,10 +186,10 @@ defmodule Micelio.Storage do
   Raises `Micelio.Storage.Error` when the answer is not known (an I/O error,
   an invalid key, a network failure): it never answers a silent `false`.
 
-      iex> {:ok, _} = Micelio.Storage.put("dir/a.txt", "x", local_path: tmp)
-      iex> Micelio.Storage.exists?("dir/a.txt", local_path: tmp)
+      iex> {:ok, _} = Micelio.Storage.put("dir/a.txt", "x")
+      iex> Micelio.Storage.exists?("dir/a.txt")
       true
-      iex> Micelio.Storage.exists?("dir", local_path: tmp)
+      iex> Micelio.Storage.exists?("dir")
       false
   """
   @spec exists?(key, opts) :: boolean
@@ -207,8 +207,8 @@ defmodule Micelio.Storage do
   The prefix is a plain string prefix, as in S3's ListObjectsV2: `"a/b"`
   matches `"a/b/c"` and `"a/bc"`. `""` lists everything.
 
-      iex> for k <- ["s/1/a", "s/1/b/c", "s/2/a"], do: {:ok, _} = Micelio.Storage.put(k, "x", local_path: tmp)
-      iex> Micelio.Storage.list("s/1/", local_path: tmp)
+      iex> for k <- ["s/1/a", "s/1/b/c", "s/2/a"], do: {:ok, _} = Micelio.Storage.put(k, "x")
+      iex> Micelio.Storage.list("s/1/")
       {:ok, ["s/1/a", "s/1/b/c"]}
   """
   @spec list(String.t(), opts) :: {:ok, [key]} | {:error, reason}
@@ -223,10 +223,10 @@ defmodule Micelio.Storage do
   @doc """
   Deletes `key`. Deleting a missing key also succeeds.
 
-      iex> {:ok, _} = Micelio.Storage.put("a.txt", "x", local_path: tmp)
-      iex> Micelio.Storage.delete("a.txt", local_path: tmp)
+      iex> {:ok, _} = Micelio.Storage.put("a.txt", "x")
+      iex> Micelio.Storage.delete("a.txt")
       {:ok, "a.txt"}
-      iex> Micelio.Storage.delete("a.txt", local_path: tmp)
+      iex> Micelio.Storage.delete("a.txt")
       {:ok, "a.txt"}
   """
   @spec delete(key, opts) :: {:ok, key} | {:error, reason}

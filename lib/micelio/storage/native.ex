@@ -31,4 +31,5 @@ defmodule Micelio.Storage.Native do
   def debug_panic_sync, do: nif_error()
   def debug_panic_async(_ref), do: nif_error()
   def debug_sleep(_ref, _sleep_ms, _timeout_ms), do: nif_error()
+  def debug_live_tasks, do: nif_error()
 end

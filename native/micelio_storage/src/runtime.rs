@@ -7,6 +7,7 @@
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -78,6 +79,7 @@ where
     let mut owned = OwnedEnv::new();
     let saved_ref = owned.save(reply_ref);
     let handle = runtime().spawn(async move {
+        let _live = LiveTask::start();
         let outcome =
             match tokio::time::timeout(timeout, AssertUnwindSafe(work).catch_unwind()).await {
                 Err(_) => Err(StoreError::Timeout),
@@ -95,4 +97,27 @@ where
     ResourceArc::new(TaskGuard {
         abort: handle.abort_handle(),
     })
+}
+
+static LIVE_TASKS: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts tasks on the runtime; an aborted task drops its future, and this with it.
+struct LiveTask;
+
+impl LiveTask {
+    fn start() -> Self {
+        LIVE_TASKS.fetch_add(1, Ordering::Relaxed);
+        LiveTask
+    }
+}
+
+impl Drop for LiveTask {
+    fn drop(&mut self) {
+        LIVE_TASKS.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// How many spawned tasks are running now (for tests of cancellation).
+pub fn live_tasks() -> usize {
+    LIVE_TASKS.load(Ordering::Relaxed)
 }

@@ -60,3 +60,9 @@ fn task_cancel(guard: ResourceArc<TaskGuard>) -> Atom {
     guard.cancel();
     rustler::types::atom::ok()
 }
+
+/// Tasks running on the async runtime.
+#[rustler::nif]
+fn debug_live_tasks() -> usize {
+    crate::runtime::live_tasks()
+}

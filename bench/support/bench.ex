@@ -1,0 +1,67 @@
+defmodule Micelio.Bench do
+  @moduledoc false
+  # Plain-Elixir timing for the benches (Benchee is not available): run a
+  # function in rounds, keep the best round's mean, print ours vs baseline.
+
+  @doc "Mean µs per call of `fun`, best of `rounds` rounds of `n` calls."
+  def us_per_op(fun, n, rounds \\ 5) do
+    for(_ <- 1..n, do: fun.())
+
+    1..rounds
+    |> Enum.map(fn _ ->
+      t0 = System.monotonic_time(:nanosecond)
+      for(_ <- 1..n, do: fun.())
+      (System.monotonic_time(:nanosecond) - t0) / n / 1000
+    end)
+    |> Enum.min()
+  end
+
+  @doc "Latency percentiles in µs over `n` single timed calls."
+  def percentiles(fun, n, ps \\ [50, 99]) do
+    for(_ <- 1..min(n, 1000), do: fun.())
+
+    samples =
+      for _ <- 1..n do
+        t0 = System.monotonic_time(:nanosecond)
+        fun.()
+        System.monotonic_time(:nanosecond) - t0
+      end
+      |> Enum.sort()
+      |> List.to_tuple()
+
+    Map.new(ps, fn p -> {p, elem(samples, min(n - 1, div(n * p, 100))) / 1000} end)
+  end
+
+  def header do
+    IO.puts(
+      String.pad_trailing("operation", 34) <>
+        String.pad_leading("ours µs", 11) <>
+        String.pad_leading("ops/s", 11) <>
+        String.pad_leading("base µs", 11) <>
+        String.pad_leading("ops/s", 11) <>
+        "  ratio"
+    )
+  end
+
+  @doc "Prints one row; `ratio` is baseline time / our time (>1 means we are faster)."
+  def row(name, ours_us, base_us, note \\ "") do
+    ratio = base_us / ours_us
+
+    IO.puts(
+      String.pad_trailing(name, 34) <>
+        fmt(ours_us) <>
+        ops(ours_us) <>
+        fmt(base_us) <>
+        ops(base_us) <> "  #{:erlang.float_to_binary(ratio, decimals: 2)}x #{note}"
+    )
+
+    ratio
+  end
+
+  defp fmt(us), do: String.pad_leading(:erlang.float_to_binary(us * 1.0, decimals: 2), 11)
+  defp ops(us), do: String.pad_leading(Integer.to_string(round(1_000_000 / us)), 11)
+
+  def target(label, ok?) do
+    IO.puts("  target #{label}: #{if ok?, do: "MET", else: "MISSED"}")
+  end
+end

@@ -1,0 +1,92 @@
+defmodule Micelio.Storage.ConfigTest do
+  # Touches the application env and OS environment: not async.
+  use ExUnit.Case, async: false
+
+  alias Micelio.Storage
+  alias Micelio.Storage.Config
+  alias Micelio.Storage.Test.Tmp
+
+  @vars ~w(STORAGE_BACKEND STORAGE_LOCAL_PATH STORAGE_TIMEOUT_MS S3_BUCKET)
+
+  setup do
+    app = Application.get_env(:micelio, Micelio.Storage)
+    env = Map.new(@vars, &{&1, System.get_env(&1)})
+    Application.delete_env(:micelio, Micelio.Storage)
+    Enum.each(@vars, &System.delete_env/1)
+
+    on_exit(fn ->
+      if app,
+        do: Application.put_env(:micelio, Micelio.Storage, app),
+        else: Application.delete_env(:micelio, Micelio.Storage)
+
+      for {k, v} <- env, do: if(v, do: System.put_env(k, v), else: System.delete_env(k))
+    end)
+  end
+
+  test "defaults: local backend under <tmp>/micelio/storage outside prod" do
+    assert {:ok, %{backend: :local, local_path: path, timeout: 30_000, durable: false}} =
+             Config.resolve([])
+
+    assert path == Path.join([System.tmp_dir!(), "micelio", "storage"])
+  end
+
+  test "precedence: call options > app config > env vars > defaults" do
+    System.put_env("STORAGE_LOCAL_PATH", "/from/env")
+    assert {:ok, %{local_path: "/from/env"}} = Config.resolve([])
+    Application.put_env(:micelio, Micelio.Storage, local_path: "/from/app")
+    assert {:ok, %{local_path: "/from/app"}} = Config.resolve([])
+    assert {:ok, %{local_path: "/from/call"}} = Config.resolve(local_path: "/from/call")
+  end
+
+  test "STORAGE_BACKEND selects the backend, case-insensitively" do
+    System.put_env("STORAGE_BACKEND", "LOCAL")
+    assert {:ok, %{backend: :local}} = Config.resolve([])
+    System.put_env("STORAGE_BACKEND", "s3")
+    assert {:ok, %{backend: :s3}} = Config.resolve([])
+  end
+
+  test "bad values name the setting and where they came from" do
+    System.put_env("STORAGE_BACKEND", "ftp")
+    assert {:error, {:invalid_config, :backend, msg}} = Config.resolve([])
+    assert msg =~ "STORAGE_BACKEND" and msg =~ "ftp"
+    System.delete_env("STORAGE_BACKEND")
+
+    System.put_env("STORAGE_LOCAL_PATH", "relative/dir")
+    assert {:error, {:invalid_config, :local_path, msg}} = Config.resolve([])
+    assert msg =~ "absolute" and msg =~ "STORAGE_LOCAL_PATH"
+
+    Application.put_env(:micelio, Micelio.Storage, timeout: -5)
+    assert {:error, {:invalid_config, :timeout, msg}} = Config.resolve([])
+    assert msg =~ "config :micelio"
+
+    assert {:error, {:invalid_config, :bogus, _}} = Config.resolve(bogus: 1)
+    assert {:error, {:invalid_config, :options, _}} = Config.resolve(:not_a_list)
+  end
+
+  test "API calls return the config error, bang calls raise it" do
+    assert {:error, {:invalid_config, :local_path, _}} = Storage.put("k", "v", local_path: "rel")
+
+    assert_raise Storage.Error, ~r/invalid local_path/, fn ->
+      Storage.get!("k", local_path: "rel")
+    end
+  end
+
+  test "an app config change takes effect on the next call" do
+    a = Tmp.dir!("cfg-a")
+    b = Tmp.dir!("cfg-b")
+    Application.put_env(:micelio, Micelio.Storage, local_path: a)
+    Storage.put!("k", "in a")
+    Application.put_env(:micelio, Micelio.Storage, local_path: b)
+    assert {:error, :not_found} = Storage.get("k")
+    Storage.put!("k", "in b")
+    assert File.read!(Path.join(a, "k")) == "in a"
+    assert File.read!(Path.join(b, "k")) == "in b"
+  end
+
+  test "STORAGE_TIMEOUT_MS is parsed as an integer" do
+    System.put_env("STORAGE_TIMEOUT_MS", "1_500")
+    assert {:ok, %{timeout: 1500}} = Config.resolve([])
+    System.put_env("STORAGE_TIMEOUT_MS", "soon")
+    assert {:error, {:invalid_config, :timeout, _}} = Config.resolve([])
+  end
+end

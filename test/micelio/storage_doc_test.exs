@@ -1,0 +1,22 @@
+defmodule Micelio.StorageDocTest do
+  # The examples in the docs use the application config, so this module
+  # points it at a fresh directory and cannot run async.
+  use ExUnit.Case, async: false
+
+  setup do
+    previous = Application.get_env(:micelio, Micelio.Storage)
+
+    Application.put_env(:micelio, Micelio.Storage,
+      local_path: Micelio.Storage.Test.Tmp.dir!("doc")
+    )
+
+    on_exit(fn ->
+      if previous,
+        do: Application.put_env(:micelio, Micelio.Storage, previous),
+        else: Application.delete_env(:micelio, Micelio.Storage)
+    end)
+  end
+
+  doctest Micelio.Storage
+  doctest Micelio.Storage.Config
+end

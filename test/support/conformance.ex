@@ -1,0 +1,244 @@
+defmodule Micelio.Storage.Conformance do
+  @moduledoc false
+  # The contract every backend must meet. A backend's test module does
+  #
+  #     use Micelio.Storage.Conformance
+  #
+  # and a `setup` that puts `opts:` (the storage options of a fresh, empty
+  # store) in the context. The same cases then run against local, S3 and
+  # tiered stores.
+
+  defmacro __using__(_) do
+    quote do
+      alias Micelio.Storage
+      alias Micelio.Storage.Error
+
+      describe "conformance: put/get" do
+        test "round-trips binaries, iodata, empty and all byte values", %{opts: o} do
+          all_bytes = :binary.list_to_bin(Enum.to_list(0..255))
+          assert {:ok, "bin"} = Storage.put("bin", all_bytes, o)
+          assert {:ok, ^all_bytes} = Storage.get("bin", o)
+          assert {:ok, "io"} = Storage.put("io", ["a", ?b, ["c", <<"d">>]], o)
+          assert {:ok, "abcd"} = Storage.get("io", o)
+          assert {:ok, "empty"} = Storage.put("empty", "", o)
+          assert {:ok, ""} = Storage.get("empty", o)
+        end
+
+        test "overwrites replace the content", %{opts: o} do
+          Storage.put!("k", "one", o)
+          Storage.put!("k", "two, longer", o)
+          assert Storage.get!("k", o) == "two, longer"
+          Storage.put!("k", "3", o)
+          assert Storage.get!("k", o) == "3"
+        end
+
+        test "a missing key is :not_found everywhere", %{opts: o} do
+          assert {:error, :not_found} = Storage.get("nope", o)
+          assert {:error, :not_found} = Storage.head("nope", o)
+          assert {:error, :not_found} = Storage.get_with_metadata("nope", o)
+          refute Storage.exists?("nope", o)
+          assert_raise Error, ~r/not found/, fn -> Storage.get!("nope", o) end
+        end
+
+        test "a 1 MiB value round-trips", %{opts: o} do
+          big = :crypto.strong_rand_bytes(1_048_576)
+          Storage.put!("big/one", big, o)
+          assert Storage.get!("big/one", o) == big
+          assert %{size: 1_048_576} = Storage.head!("big/one", o)
+        end
+      end
+
+      describe "conformance: metadata" do
+        test "head reports size and an etag that changes with the content", %{opts: o} do
+          Storage.put!("m", "12345", o)
+          assert {:ok, %{size: 5, etag: etag1, last_modified: %DateTime{}}} = Storage.head("m", o)
+          assert is_binary(etag1) and etag1 != ""
+          Storage.put!("m", "abcdef", o)
+          assert {:ok, %{size: 6, etag: etag2}} = Storage.head("m", o)
+          assert etag1 != etag2
+        end
+
+        test "get_with_metadata agrees with head", %{opts: o} do
+          Storage.put!("gm", "content", o)
+
+          assert {:ok, %{content: "content", size: 7, etag: etag}} =
+                   Storage.get_with_metadata("gm", o)
+
+          assert Storage.head!("gm", o).etag == etag
+          assert Storage.get_with_metadata!("gm", o).content == "content"
+        end
+      end
+
+      describe "conformance: list" do
+        test "lists recursively, sorted, by plain string prefix", %{opts: o} do
+          for k <- ["s/1/b", "s/1/a", "s/1/deep/er/x", "s/10/a", "s/2/a", "t"],
+              do: Storage.put!(k, "x", o)
+
+          assert {:ok, ["s/1/a", "s/1/b", "s/1/deep/er/x"]} = Storage.list("s/1/", o)
+          assert {:ok, ["s/1/a", "s/1/b", "s/1/deep/er/x", "s/10/a"]} = Storage.list("s/1", o)
+          assert {:ok, all} = Storage.list("", o)
+          assert all == Enum.sort(all) and length(all) == 6
+          assert {:ok, []} = Storage.list("missing/", o)
+          assert Storage.list!("s/2", o) == ["s/2/a"]
+        end
+
+        test "lists only objects, never directories", %{opts: o} do
+          Storage.put!("d/e/f", "x", o)
+          assert Storage.list!("d", o) == ["d/e/f"]
+          refute Storage.exists?("d/e", o)
+        end
+
+        test "rejects prefixes that escape", %{opts: o} do
+          for p <- ["/", "../", "a/../", "a//", "a\\b"] do
+            assert {:error, {:invalid_prefix, ^p}} = Storage.list(p, o)
+          end
+        end
+      end
+
+      describe "conformance: delete" do
+        test "deletes, and deleting a missing key succeeds", %{opts: o} do
+          Storage.put!("del/me", "x", o)
+          assert {:ok, "del/me"} = Storage.delete("del/me", o)
+          assert {:error, :not_found} = Storage.get("del/me", o)
+          assert {:ok, []} = Storage.list("del/", o)
+          assert {:ok, "del/me"} = Storage.delete("del/me", o)
+          assert Storage.delete!("never/was", o) == "never/was"
+        end
+      end
+
+      describe "conformance: odd keys" do
+        test "spaces, unicode, reserved characters and deep nesting round-trip", %{opts: o} do
+          keys = [
+            "with space/file name.txt",
+            "unicodé/日本語/файл.txt",
+            "emoji/🚀.bin",
+            "sym/a+b%20c&d#e?f=g",
+            "xml/&amp; <tag> 'q' \"dq\"",
+            "dots/..hidden/file.",
+            "tilde~/semi;colon/at@/comma,/star*",
+            Enum.map_join(1..40, "/", &"n#{&1}") <> "/leaf"
+          ]
+
+          for k <- keys do
+            assert {:ok, ^k} = Storage.put(k, "v:" <> k, o)
+          end
+
+          for k <- keys do
+            assert Storage.get!(k, o) == "v:" <> k
+            assert Storage.exists?(k, o)
+            assert Storage.head!(k, o).size == byte_size("v:" <> k)
+          end
+
+          assert Storage.list!("", o) == Enum.sort(keys)
+
+          for k <- keys, do: assert({:ok, ^k} = Storage.delete(k, o))
+          assert Storage.list!("", o) == []
+        end
+      end
+
+      describe "conformance: invalid keys" do
+        @bad_keys [
+          "",
+          "/etc/passwd",
+          "../escape",
+          "a/../../escape",
+          "a/./b",
+          ".",
+          "..",
+          "a//b",
+          "trailing/",
+          "nul\0byte",
+          "ctrl\nchar",
+          "back\\slash",
+          "bad utf8 " <> <<0xFF>>
+        ]
+
+        test "every operation rejects them with {:invalid_key, key}", %{opts: o} do
+          for k <- @bad_keys do
+            assert {:error, {:invalid_key, ^k}} = Storage.put(k, "x", o)
+            assert {:error, {:invalid_key, ^k}} = Storage.get(k, o)
+            assert {:error, {:invalid_key, ^k}} = Storage.head(k, o)
+            assert {:error, {:invalid_key, ^k}} = Storage.delete(k, o)
+            assert {:error, {:invalid_key, ^k}} = Storage.put_if_none_match(k, "x", o)
+            assert_raise Error, fn -> Storage.exists?(k, o) end
+            assert_raise Error, fn -> Storage.put!(k, "x", o) end
+          end
+
+          assert {:error, {:invalid_key, nil}} = Storage.get(nil, o)
+          assert {:error, {:invalid_key, :atom}} = Storage.put(:atom, "x", o)
+          assert Storage.list!("", o) == []
+        end
+      end
+
+      describe "conformance: concurrency" do
+        test "1,000 concurrent put/get pairs from separate processes", %{opts: o} do
+          results =
+            1..1_000
+            |> Enum.map(fn i ->
+              Task.async(fn ->
+                key = "conc/#{rem(i, 10)}/#{i}"
+                value = :crypto.strong_rand_bytes(64 + rem(i, 512))
+                {:ok, ^key} = Storage.put(key, value, o)
+                {:ok, got} = Storage.get(key, o)
+                got == value
+              end)
+            end)
+            |> Task.await_many(120_000)
+
+          assert Enum.all?(results)
+          assert length(Storage.list!("conc/", o)) == 1_000
+        end
+
+        test "exactly one put_if_none_match wins a race", %{opts: o} do
+          results =
+            1..50
+            |> Enum.map(fn i ->
+              Task.async(fn -> Storage.put_if_none_match("race/lock", "owner-#{i}", o) end)
+            end)
+            |> Task.await_many(60_000)
+
+          assert Enum.count(results, &match?({:ok, "race/lock"}, &1)) == 1
+          assert Enum.count(results, &match?({:error, :precondition_failed}, &1)) == 49
+          assert "owner-" <> _ = Storage.get!("race/lock", o)
+        end
+
+        test "put_if_match is a compare-and-swap: no increment is lost", %{opts: o} do
+          Storage.put!("race/counter", "0", o)
+
+          increment = fn increment ->
+            %{content: n, etag: etag} = Storage.get_with_metadata!("race/counter", o)
+            next = Integer.to_string(String.to_integer(n) + 1)
+
+            case Storage.put_if_match("race/counter", next, etag, o) do
+              {:ok, _} -> :ok
+              {:error, :precondition_failed} -> increment.(increment)
+            end
+          end
+
+          1..10
+          |> Enum.map(fn _ -> Task.async(fn -> for _ <- 1..10, do: increment.(increment) end) end)
+          |> Task.await_many(120_000)
+
+          assert Storage.get!("race/counter", o) == "100"
+        end
+
+        test "conditional puts report stale etags and missing keys", %{opts: o} do
+          assert {:error, :precondition_failed} =
+                   Storage.put_if_match("cond/none", "x", "0123", o)
+
+          Storage.put!("cond/k", "v1", o)
+          etag = Storage.head!("cond/k", o).etag
+          assert {:ok, _} = Storage.put_if_match("cond/k", "v2", etag, o)
+          assert {:error, :precondition_failed} = Storage.put_if_match("cond/k", "v3", etag, o)
+
+          assert_raise Error, ~r/precondition/, fn ->
+            Storage.put_if_match!("cond/k", "v3", etag, o)
+          end
+
+          assert_raise Error, fn -> Storage.put_if_none_match!("cond/k", "v3", o) end
+          assert Storage.get!("cond/k", o) == "v2"
+        end
+      end
+    end
+  end
+end
