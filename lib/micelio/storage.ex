@@ -239,6 +239,61 @@ defmodule Micelio.Storage do
     end)
   end
 
+  @doc """
+  Returns a presigned URL for `key` in the configured S3 store, which any
+  HTTP client can use without credentials until it expires.
+
+  ## Options
+
+    * `:method` - `:get` (default) or `:put`;
+    * `:expires_in` - seconds, 1 to 604800 (default 3600);
+    * `:datetime` - a `DateTime` or Unix seconds to sign at (default: now),
+      for reproducible URLs;
+    * any storage setting (`s3_bucket`, `s3_endpoint`, ...).
+
+  ## Examples
+
+      iex> {:ok, url} =
+      ...>   Micelio.Storage.presigned_url("reports/q1.pdf",
+      ...>     method: :get, expires_in: 600, datetime: ~U[2026-01-02 03:04:05Z],
+      ...>     s3_bucket: "docs", s3_region: "eu-west-1",
+      ...>     s3_access_key_id: "AKIDEXAMPLE", s3_secret_access_key: "secret")
+      iex> url =~ "https://docs.s3.eu-west-1.amazonaws.com/reports/q1.pdf?X-Amz-Algorithm=AWS4-HMAC-SHA256"
+      true
+      iex> url =~ "X-Amz-Date=20260102T030405Z" and url =~ "X-Amz-Expires=600"
+      true
+  """
+  @spec presigned_url(key, keyword) :: {:ok, String.t()} | {:error, reason}
+  def presigned_url(key, opts \\ [])
+
+  def presigned_url(key, opts) when is_binary(key) do
+    {presign, storage_opts} = Keyword.split(opts, [:method, :expires_in, :datetime])
+    expires_in = Keyword.get(presign, :expires_in, 3600)
+
+    with {:ok, method} <- presign_method(Keyword.get(presign, :method, :get)),
+         :ok <- check_expiry(expires_in),
+         {:ok, config} <- Config.resolve(Keyword.put(storage_opts, :backend, :s3)),
+         {:ok, store} <- Micelio.Storage.S3.open(config),
+         {:ok, unix} <- Micelio.Storage.S3.unix_time(Keyword.get(presign, :datetime)) do
+      Micelio.Storage.Native.s3_presigned_url(store, key, method, expires_in, unix)
+    end
+  end
+
+  def presigned_url(key, _opts), do: {:error, {:invalid_key, key}}
+
+  defp presign_method(m) when m in [:get, :put, :head, :delete],
+    do: {:ok, m |> Atom.to_string() |> String.upcase()}
+
+  defp presign_method(m),
+    do:
+      {:error,
+       {:invalid_config, :method, "expected :get, :put, :head or :delete, got #{inspect(m)}"}}
+
+  defp check_expiry(s) when is_integer(s) and s in 1..604_800, do: :ok
+
+  defp check_expiry(s),
+    do: {:error, {:invalid_config, :expires_in, "expected 1..604800 seconds, got #{inspect(s)}"}}
+
   @doc "Like `put/3`, but returns the key or raises `Micelio.Storage.Error`."
   @spec put!(key, iodata, opts) :: key
   def put!(key, content, opts \\ []), do: bang(put(key, content, opts), :put, key)

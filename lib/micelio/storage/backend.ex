@@ -20,4 +20,5 @@ defmodule Micelio.Storage.Backend do
 
   @doc "The module that implements `backend`."
   def module(:local), do: Micelio.Storage.Local
+  def module(:s3), do: Micelio.Storage.S3
 end

@@ -33,8 +33,9 @@ defmodule Micelio.Storage.Config do
   | `s3_connect_timeout` | `S3_CONNECT_TIMEOUT_MS` | `5_000` ms |
   | `s3_request_timeout` | `S3_REQUEST_TIMEOUT_MS` | `30_000` ms per attempt |
   | `s3_max_retries` | `S3_MAX_RETRIES` | `3` |
-  | `s3_pool_size` | `S3_POOL_SIZE` | `64` idle connections kept per host |
+  | `s3_pool_size` | `S3_POOL_SIZE` | `64` idle keep-alive connections kept per host (`0`: none) |
   | `s3_unsigned_payload` | | `false`; `true` skips hashing bodies (https only) |
+  | `s3_list_page_size` | `S3_LIST_PAGE_SIZE` | `1000` keys per ListObjectsV2 page |
   | `origin_backend` | `STORAGE_ORIGIN_BACKEND` | `:s3` when a bucket is set, else `:local` |
   | `cache_memory_max_bytes` | `STORAGE_CACHE_MEMORY_MAX_BYTES` | `64_000_000`; `0` turns the RAM tier off |
   | `cache_disk_path` | `STORAGE_CACHE_PATH` | `<tmp>/micelio/cache` (`/var/micelio/cache` in prod) |
@@ -62,8 +63,9 @@ defmodule Micelio.Storage.Config do
     s3_connect_timeout: {["S3_CONNECT_TIMEOUT_MS"], 5_000, :pos_integer},
     s3_request_timeout: {["S3_REQUEST_TIMEOUT_MS"], 30_000, :pos_integer},
     s3_max_retries: {["S3_MAX_RETRIES"], 3, :non_neg_integer},
-    s3_pool_size: {["S3_POOL_SIZE"], 64, :pos_integer},
+    s3_pool_size: {["S3_POOL_SIZE"], 64, :non_neg_integer},
     s3_unsigned_payload: {[], false, :boolean},
+    s3_list_page_size: {["S3_LIST_PAGE_SIZE"], 1000, :pos_integer},
     origin_backend: {["STORAGE_ORIGIN_BACKEND"], :default_origin, {:enum, [:local, :s3]}},
     cache_memory_max_bytes: {["STORAGE_CACHE_MEMORY_MAX_BYTES"], 64_000_000, :non_neg_integer},
     cache_disk_path: {["STORAGE_CACHE_PATH"], :default_cache_path, :abs_path},
@@ -85,7 +87,8 @@ defmodule Micelio.Storage.Config do
     :s3_request_timeout,
     :s3_max_retries,
     :s3_pool_size,
-    :s3_unsigned_payload
+    :s3_unsigned_payload,
+    :s3_list_page_size
   ]
 
   @tiered_settings [
@@ -154,8 +157,14 @@ defmodule Micelio.Storage.Config do
 
   defp fetch_all([key | rest], opts, app, acc) do
     with {:ok, value} <- fetch(key, opts, app),
-         do: fetch_all(rest, opts, app, Map.put(acc, key, value))
+         do: fetch_all(rest, opts, app, Map.put(acc, key, protect(key, value)))
   end
+
+  # Secrets travel wrapped, so inspecting a config never shows them.
+  defp protect(key, value) when key in [:s3_secret_access_key, :s3_session_token],
+    do: Micelio.Storage.Secret.wrap(value)
+
+  defp protect(_key, value), do: value
 
   defp check_known(kw, where) when is_list(kw) do
     Enum.find_value(kw, :ok, fn

@@ -24,6 +24,18 @@ defmodule Micelio.Storage.Native do
   def local_delete(_store, _key, _durable, _timeout_ms), do: nif_error()
   def local_list(_store, _prefix, _timeout_ms), do: nif_error()
 
+  # S3 backend (async: results arrive as {ref, result}).
+  def s3_open(_config), do: nif_error()
+  def s3_get(_store, _ref, _key, _with_meta, _timeout_ms), do: nif_error()
+  def s3_head(_store, _ref, _key, _timeout_ms), do: nif_error()
+  def s3_put(_store, _ref, _key, _content, _condition, _timeout_ms), do: nif_error()
+  def s3_delete(_store, _ref, _key, _timeout_ms), do: nif_error()
+  def s3_list(_store, _ref, _prefix, _timeout_ms), do: nif_error()
+  def s3_presigned_url(_store, _key, _method, _expires_in, _unix_time), do: nif_error()
+
+  def s3_sign_headers(_creds, _region, _service, _method, _path, _query, _headers, _hash, _unix),
+    do: nif_error()
+
   # Async tasks.
   def task_cancel(_guard), do: nif_error()
 

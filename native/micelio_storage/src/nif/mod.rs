@@ -2,6 +2,7 @@
 
 pub mod debug;
 pub mod local;
+pub mod s3;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 

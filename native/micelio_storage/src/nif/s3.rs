@@ -1,0 +1,312 @@
+//! NIFs of the S3 backend. Every request runs on the tokio runtime and
+//! answers by message; only pure computations (presigning) run inline.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use micelio_storage_core::error::StoreError;
+use micelio_storage_core::key::{Key, Prefix};
+use micelio_storage_core::object::{ObjectMeta, PutCondition};
+use micelio_storage_core::s3::signer::{AmzDate, Credentials, Signer};
+use micelio_storage_core::s3::{S3Config, S3Store, UrlStyle};
+use rustler::env::OwnedEnv;
+use rustler::{Binary, Encoder, Env, NifMap, ResourceArc, Term};
+
+use super::{bytes_term, content_bytes, decode_condition, guarded, meta_term, ok, ok_atom};
+use crate::runtime::{spawn_reply, Reply};
+
+/// A configured S3 store (client, pool, signer), reused by every call.
+pub struct S3StoreResource(pub Arc<S3Store>);
+
+#[rustler::resource_impl]
+impl rustler::Resource for S3StoreResource {}
+
+/// The S3 settings as Elixir resolved them.
+#[derive(NifMap)]
+pub struct S3ConfigTerm {
+    bucket: String,
+    region: String,
+    endpoint: Option<String>,
+    url_style: Option<String>,
+    prefix: String,
+    access_key_id: String,
+    secret_access_key: String,
+    session_token: Option<String>,
+    connect_timeout_ms: u64,
+    request_timeout_ms: u64,
+    max_retries: u32,
+    pool_size: usize,
+    unsigned_payload: bool,
+    list_page_size: u32,
+}
+
+impl S3ConfigTerm {
+    fn into_config(self) -> S3Config {
+        S3Config {
+            bucket: self.bucket,
+            region: self.region,
+            endpoint: self.endpoint,
+            url_style: match self.url_style.as_deref() {
+                Some("virtual") => Some(UrlStyle::Virtual),
+                Some("path") => Some(UrlStyle::Path),
+                _ => None,
+            },
+            prefix: self.prefix,
+            credentials: Credentials {
+                access_key_id: self.access_key_id,
+                secret_access_key: self.secret_access_key,
+                session_token: self.session_token,
+            },
+            connect_timeout: Duration::from_millis(self.connect_timeout_ms),
+            request_timeout: Duration::from_millis(self.request_timeout_ms),
+            max_retries: self.max_retries,
+            pool_size: self.pool_size,
+            unsigned_payload: self.unsigned_payload,
+            list_page_size: self.list_page_size,
+        }
+    }
+}
+
+/// What an S3 task answers with.
+pub enum S3Reply {
+    Done,
+    Body(Bytes, Option<ObjectMeta>),
+    Meta(ObjectMeta),
+    Keys(Vec<String>),
+}
+
+impl Reply for S3Reply {
+    fn encode_reply<'a>(self, env: Env<'a>) -> Term<'a> {
+        match self {
+            S3Reply::Done => ok_atom(env),
+            S3Reply::Body(body, None) => ok(env, bytes_term(env, body)),
+            S3Reply::Body(body, Some(meta)) => {
+                (ok_atom(env), bytes_term(env, body), meta_term(env, &meta)).encode(env)
+            }
+            S3Reply::Meta(meta) => ok(env, meta_term(env, &meta)),
+            S3Reply::Keys(keys) => ok(env, keys),
+        }
+    }
+}
+
+/// A BEAM binary kept alive by its own env, seen as `Bytes` without a copy.
+struct EnvBinary {
+    _env: OwnedEnv,
+    ptr: *const u8,
+    len: usize,
+}
+
+// The env owns a reference to the binary; its bytes never move or change.
+unsafe impl Send for EnvBinary {}
+
+impl AsRef<[u8]> for EnvBinary {
+    fn as_ref(&self) -> &[u8] {
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+fn borrow_bytes(env: Env, content: Binary) -> Bytes {
+    let owned = OwnedEnv::new();
+    let saved = owned.save(content.to_term(env));
+    let (ptr, len) = owned.run(|env| {
+        let bin: Binary = saved.load(env).decode().expect("saved a binary");
+        (bin.as_slice().as_ptr(), bin.len())
+    });
+    Bytes::from_owner(EnvBinary {
+        _env: owned,
+        ptr,
+        len,
+    })
+}
+
+fn key_string(raw: Binary) -> Result<String, StoreError> {
+    Key::parse(raw.as_slice()).map(|k| k.as_str().to_string())
+}
+
+fn timeout(ms: u64) -> Duration {
+    Duration::from_millis(ms)
+}
+
+#[rustler::nif(schedule = "DirtyIo")]
+fn s3_open(env: Env, config: S3ConfigTerm) -> Term {
+    guarded(env, || {
+        let store = S3Store::new(config.into_config())?;
+        Ok(ok(env, ResourceArc::new(S3StoreResource(Arc::new(store)))))
+    })
+}
+
+/// Runs the checks of a NIF, then spawns; check failures return at once.
+fn spawn_checked<'a, F, Fut>(
+    env: Env<'a>,
+    reply_ref: Term<'a>,
+    timeout_ms: u64,
+    check: impl FnOnce() -> Result<F, StoreError>,
+) -> Term<'a>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<S3Reply, StoreError>> + Send + 'static,
+{
+    guarded(env, || {
+        let make = check()?;
+        Ok(spawn_reply(env, reply_ref, timeout(timeout_ms), make()).encode(env))
+    })
+}
+
+#[rustler::nif]
+fn s3_get<'a>(
+    env: Env<'a>,
+    store: ResourceArc<S3StoreResource>,
+    reply_ref: Term<'a>,
+    key: Binary<'a>,
+    with_meta: bool,
+    timeout_ms: u64,
+) -> Term<'a> {
+    spawn_checked(env, reply_ref, timeout_ms, || {
+        let key = key_string(key)?;
+        let store = store.0.clone();
+        Ok(move || async move {
+            let (body, meta) = store.get(Key::parse(key.as_bytes())?).await?;
+            Ok(S3Reply::Body(body, with_meta.then_some(meta)))
+        })
+    })
+}
+
+#[rustler::nif]
+fn s3_head<'a>(
+    env: Env<'a>,
+    store: ResourceArc<S3StoreResource>,
+    reply_ref: Term<'a>,
+    key: Binary<'a>,
+    timeout_ms: u64,
+) -> Term<'a> {
+    spawn_checked(env, reply_ref, timeout_ms, || {
+        let key = key_string(key)?;
+        let store = store.0.clone();
+        Ok(move || async move {
+            Ok(S3Reply::Meta(
+                store.head(Key::parse(key.as_bytes())?).await?,
+            ))
+        })
+    })
+}
+
+#[rustler::nif]
+fn s3_put<'a>(
+    env: Env<'a>,
+    store: ResourceArc<S3StoreResource>,
+    reply_ref: Term<'a>,
+    key: Binary<'a>,
+    content: Term<'a>,
+    condition: Term<'a>,
+    timeout_ms: u64,
+) -> Term<'a> {
+    spawn_checked(env, reply_ref, timeout_ms, || {
+        let key = key_string(key)?;
+        let condition: PutCondition = decode_condition(condition)?;
+        let body = borrow_bytes(env, content_bytes(content)?);
+        let store = store.0.clone();
+        Ok(move || async move {
+            store
+                .put(Key::parse(key.as_bytes())?, body, &condition)
+                .await?;
+            Ok(S3Reply::Done)
+        })
+    })
+}
+
+#[rustler::nif]
+fn s3_delete<'a>(
+    env: Env<'a>,
+    store: ResourceArc<S3StoreResource>,
+    reply_ref: Term<'a>,
+    key: Binary<'a>,
+    timeout_ms: u64,
+) -> Term<'a> {
+    spawn_checked(env, reply_ref, timeout_ms, || {
+        let key = key_string(key)?;
+        let store = store.0.clone();
+        Ok(move || async move {
+            store.delete(Key::parse(key.as_bytes())?).await?;
+            Ok(S3Reply::Done)
+        })
+    })
+}
+
+#[rustler::nif]
+fn s3_list<'a>(
+    env: Env<'a>,
+    store: ResourceArc<S3StoreResource>,
+    reply_ref: Term<'a>,
+    prefix: Binary<'a>,
+    timeout_ms: u64,
+) -> Term<'a> {
+    spawn_checked(env, reply_ref, timeout_ms, || {
+        let prefix = Prefix::parse(prefix.as_slice())?.as_str().to_string();
+        let store = store.0.clone();
+        Ok(move || async move {
+            let keys = store.list(Prefix::parse(prefix.as_bytes())?).await?;
+            Ok(S3Reply::Keys(keys))
+        })
+    })
+}
+
+#[rustler::nif]
+fn s3_presigned_url<'a>(
+    env: Env<'a>,
+    store: ResourceArc<S3StoreResource>,
+    key: Binary<'a>,
+    method: String,
+    expires_in: u64,
+    unix_time: i64,
+) -> Term<'a> {
+    guarded(env, || {
+        let key = Key::parse(key.as_slice())?;
+        Ok(ok(
+            env,
+            store.0.presigned_url(key, &method, expires_in, unix_time),
+        ))
+    })
+}
+
+/// Signs one request: returns the headers to add (`x-amz-date`,
+/// `x-amz-content-sha256`, `x-amz-security-token`, `authorization`).
+#[rustler::nif]
+#[allow(clippy::too_many_arguments)]
+fn s3_sign_headers<'a>(
+    env: Env<'a>,
+    credentials: (String, String, Option<String>),
+    region: String,
+    service: String,
+    method: String,
+    encoded_path: String,
+    query: Vec<(String, String)>,
+    headers: Vec<(String, String)>,
+    payload_hash: String,
+    unix_time: i64,
+) -> Term<'a> {
+    guarded(env, || {
+        let (access_key_id, secret_access_key, session_token) = credentials;
+        let signer = Signer::new(
+            Credentials {
+                access_key_id,
+                secret_access_key,
+                session_token,
+            },
+            &region,
+            &service,
+        );
+        let date = AmzDate::from_unix(unix_time);
+        let mut all = headers.clone();
+        signer.sign_headers(
+            &method,
+            &encoded_path,
+            &query,
+            &mut all,
+            &payload_hash,
+            &date,
+        );
+        let added: Vec<(String, String)> = all.split_off(headers.len());
+        Ok(ok(env, added))
+    })
+}

@@ -1,0 +1,420 @@
+//! The S3 backend: any S3-compatible service, signed by our own SigV4 signer,
+//! over one pooled keep-alive HTTP client per configured store.
+
+pub mod error;
+pub mod retry;
+pub mod signer;
+pub mod xml;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use reqwest::{Method, StatusCode};
+
+use crate::error::StoreError;
+use crate::key::{Key, Prefix};
+use crate::object::{bare_etag, ObjectMeta, PutCondition};
+use retry::RetryPolicy;
+use signer::{sha256_hex, uri_encode, AmzDate, Credentials, Signer, UNSIGNED_PAYLOAD};
+
+/// Bucket addressing: `bucket.host/key` or `host/bucket/key`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UrlStyle {
+    /// `https://bucket.s3.region.amazonaws.com/key`
+    Virtual,
+    /// `https://host/bucket/key`
+    Path,
+}
+
+/// Everything needed to build an S3 store.
+#[derive(Debug, Clone)]
+pub struct S3Config {
+    /// The bucket.
+    pub bucket: String,
+    /// The signing region (`us-east-1`, `auto` for R2, ...).
+    pub region: String,
+    /// `http(s)://host[:port]`; `None` means AWS in `region`.
+    pub endpoint: Option<String>,
+    /// `None`: virtual on AWS, path on a custom endpoint.
+    pub url_style: Option<UrlStyle>,
+    /// Prepended to every key.
+    pub prefix: String,
+    /// The credentials.
+    pub credentials: Credentials,
+    /// TCP connect timeout.
+    pub connect_timeout: Duration,
+    /// Timeout of one attempt.
+    pub request_timeout: Duration,
+    /// Retries after the first attempt.
+    pub max_retries: u32,
+    /// Idle keep-alive connections kept per host.
+    pub pool_size: usize,
+    /// Send `UNSIGNED-PAYLOAD` instead of hashing bodies (https only).
+    pub unsigned_payload: bool,
+    /// `max-keys` of each ListObjectsV2 page.
+    pub list_page_size: u32,
+}
+
+/// A configured S3 store. Cheap to share; holds the connection pool.
+#[derive(Debug)]
+pub struct S3Store {
+    scheme: String,
+    host: String,
+    bucket_path: String,
+    prefix: String,
+    signer: Signer,
+    client: reqwest::Client,
+    policy: RetryPolicy,
+    unsigned_payload: bool,
+    list_page_size: u32,
+}
+
+/// A response that passed status checks.
+struct Answer {
+    status: StatusCode,
+    headers: reqwest::header::HeaderMap,
+    body: Bytes,
+}
+
+impl S3Store {
+    /// Builds the store and its HTTP client (no request is sent).
+    pub fn new(cfg: S3Config) -> Result<Self, StoreError> {
+        let invalid = |setting, msg: String| StoreError::InvalidConfig(setting, msg);
+        if cfg.bucket.is_empty() {
+            return Err(invalid("s3_bucket", "must not be empty".into()));
+        }
+        let endpoint = cfg
+            .endpoint
+            .clone()
+            .unwrap_or_else(|| format!("https://s3.{}.amazonaws.com", cfg.region));
+        let url = reqwest::Url::parse(&endpoint)
+            .map_err(|e| invalid("s3_endpoint", format!("{endpoint:?}: {e}")))?;
+        let scheme = url.scheme().to_string();
+        let host_only = url
+            .host_str()
+            .ok_or_else(|| invalid("s3_endpoint", format!("{endpoint:?} has no host")))?;
+        let host = match url.port() {
+            Some(port) => format!("{host_only}:{port}"),
+            None => host_only.to_string(),
+        };
+        let style = cfg
+            .url_style
+            .unwrap_or(if host_only.ends_with("amazonaws.com") {
+                UrlStyle::Virtual
+            } else {
+                UrlStyle::Path
+            });
+        if cfg.unsigned_payload && scheme != "https" {
+            return Err(invalid(
+                "s3_unsigned_payload",
+                "is only allowed over https".into(),
+            ));
+        }
+        let (host, bucket_path) = match style {
+            UrlStyle::Virtual => (format!("{}.{host}", cfg.bucket), String::new()),
+            UrlStyle::Path => (host, format!("/{}", uri_encode(&cfg.bucket, false))),
+        };
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::builder()
+            .connect_timeout(cfg.connect_timeout)
+            .timeout(cfg.request_timeout)
+            .pool_max_idle_per_host(cfg.pool_size)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| invalid("s3_endpoint", format!("cannot build the HTTP client: {e}")))?;
+        Ok(S3Store {
+            scheme,
+            host,
+            bucket_path,
+            prefix: cfg.prefix,
+            signer: Signer::new(cfg.credentials, &cfg.region, "s3"),
+            client,
+            policy: RetryPolicy {
+                max_retries: cfg.max_retries,
+                ..RetryPolicy::default()
+            },
+            unsigned_payload: cfg.unsigned_payload,
+            list_page_size: cfg.list_page_size.clamp(1, 1000),
+        })
+    }
+
+    /// The signer, for presigning and public signing helpers.
+    pub fn signer(&self) -> &Signer {
+        &self.signer
+    }
+
+    fn object_path(&self, key: Key) -> String {
+        let full = format!("{}{}", self.prefix, key.as_str());
+        format!("{}/{}", self.bucket_path, uri_encode(&full, true))
+    }
+
+    /// Reads an object and its metadata.
+    pub async fn get(&self, key: Key<'_>) -> Result<(Bytes, ObjectMeta), StoreError> {
+        let path = self.object_path(key);
+        let ans = self
+            .send(Method::GET, &path, vec![], vec![], None, true)
+            .await?;
+        let mut meta = meta_from_headers(&ans.headers);
+        meta.size = ans.body.len() as u64;
+        Ok((ans.body, meta))
+    }
+
+    /// Metadata via HEAD.
+    pub async fn head(&self, key: Key<'_>) -> Result<ObjectMeta, StoreError> {
+        let path = self.object_path(key);
+        let ans = self
+            .send(Method::HEAD, &path, vec![], vec![], None, true)
+            .await?;
+        Ok(meta_from_headers(&ans.headers))
+    }
+
+    /// Writes an object, with `If-None-Match: *` or `If-Match` when asked.
+    pub async fn put(
+        &self,
+        key: Key<'_>,
+        body: Bytes,
+        condition: &PutCondition,
+    ) -> Result<(), StoreError> {
+        let path = self.object_path(key);
+        let mut headers = vec![(
+            "content-type".to_string(),
+            "application/octet-stream".to_string(),
+        )];
+        match condition {
+            PutCondition::Always => {}
+            PutCondition::IfNoneMatch => headers.push(("if-none-match".into(), "*".into())),
+            PutCondition::IfMatch(etag) => {
+                headers.push(("if-match".into(), format!("\"{}\"", bare_etag(etag))))
+            }
+        }
+        // A conditional put that reached the server must not be replayed: a
+        // lost answer would turn its own success into a 412.
+        let idempotent = *condition == PutCondition::Always;
+        self.send(Method::PUT, &path, vec![], headers, Some(body), idempotent)
+            .await
+            .map(|_| ())
+    }
+
+    /// Deletes an object; a missing one is not an error.
+    pub async fn delete(&self, key: Key<'_>) -> Result<(), StoreError> {
+        let path = self.object_path(key);
+        match self
+            .send(Method::DELETE, &path, vec![], vec![], None, true)
+            .await
+        {
+            Ok(_) | Err(StoreError::NotFound) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Every key under `prefix`, following continuation tokens, sorted.
+    pub async fn list(&self, prefix: Prefix<'_>) -> Result<Vec<String>, StoreError> {
+        let full_prefix = format!("{}{}", self.prefix, prefix.as_str());
+        let path = if self.bucket_path.is_empty() {
+            "/".to_string()
+        } else {
+            self.bucket_path.clone()
+        };
+        let mut keys = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut query = vec![
+                ("list-type".to_string(), "2".to_string()),
+                ("prefix".to_string(), full_prefix.clone()),
+                ("max-keys".to_string(), self.list_page_size.to_string()),
+            ];
+            if let Some(t) = &token {
+                query.push(("continuation-token".to_string(), t.clone()));
+            }
+            let ans = self
+                .send(Method::GET, &path, query, vec![], None, true)
+                .await?;
+            let page = xml::parse_list(&ans.body).map_err(|e| StoreError::S3 {
+                status: ans.status.as_u16(),
+                code: "MalformedXML".into(),
+                message: e,
+            })?;
+            keys.extend(
+                page.keys
+                    .into_iter()
+                    .filter_map(|k| k.strip_prefix(&self.prefix).map(str::to_string)),
+            );
+            match (page.is_truncated, page.next_token) {
+                (true, Some(next)) => token = Some(next),
+                _ => break,
+            }
+        }
+        keys.sort_unstable();
+        Ok(keys)
+    }
+
+    /// A presigned URL for `method` on `key`, valid for `expires_in` seconds
+    /// from `unix_time`.
+    pub fn presigned_url(&self, key: Key, method: &str, expires_in: u64, unix_time: i64) -> String {
+        let path = self.object_path(key);
+        let date = AmzDate::from_unix(unix_time);
+        let query = self
+            .signer
+            .presign_query(method, &self.host, &path, expires_in, &date);
+        format!("{}://{}{}?{}", self.scheme, self.host, path, query)
+    }
+
+    /// Sends one signed request, retrying what is safe to retry.
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        query: Vec<(String, String)>,
+        headers: Vec<(String, String)>,
+        body: Option<Bytes>,
+        idempotent: bool,
+    ) -> Result<Answer, StoreError> {
+        let payload_hash = match (&body, self.unsigned_payload) {
+            (_, true) => UNSIGNED_PAYLOAD.to_string(),
+            (Some(b), false) => sha256_hex(b),
+            (None, false) => signer::EMPTY_SHA256.to_string(),
+        };
+        let query_string = signer::canonical_query(&query);
+        let url = if query_string.is_empty() {
+            format!("{}://{}{}", self.scheme, self.host, path)
+        } else {
+            format!("{}://{}{}?{}", self.scheme, self.host, path, query_string)
+        };
+        let mut attempt = 0;
+        loop {
+            let result = self
+                .attempt(&method, &url, path, &query, &headers, &body, &payload_hash)
+                .await;
+            let retry = match &result {
+                Ok(_) => false,
+                // Nothing reached the server: always safe to try again.
+                Err(Attempt::Connect(_)) => true,
+                Err(Attempt::Failed(e)) => idempotent && error::is_retryable(e),
+            };
+            if !retry || attempt >= self.policy.max_retries {
+                return result.map_err(Attempt::into_error);
+            }
+            tokio::time::sleep(self.policy.backoff(attempt)).await;
+            attempt += 1;
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn attempt(
+        &self,
+        method: &Method,
+        url: &str,
+        path: &str,
+        query: &[(String, String)],
+        headers: &[(String, String)],
+        body: &Option<Bytes>,
+        payload_hash: &str,
+    ) -> Result<Answer, Attempt> {
+        let mut signed = headers.to_vec();
+        signed.push(("host".to_string(), self.host.clone()));
+        if let Some(b) = body {
+            signed.push(("content-length".to_string(), b.len().to_string()));
+        }
+        // One clock reading per attempt, for x-amz-date and the scope alike.
+        let date = AmzDate::now();
+        self.signer.sign_headers(
+            method.as_str(),
+            path,
+            query,
+            &mut signed,
+            payload_hash,
+            &date,
+        );
+        let mut req = self.client.request(method.clone(), url);
+        for (k, v) in &signed {
+            if k != "host" {
+                req = req.header(k.as_str(), v.as_str());
+            }
+        }
+        if let Some(b) = body {
+            req = req.body(b.clone());
+        }
+        let resp = req.send().await.map_err(Attempt::from_reqwest)?;
+        let status = resp.status();
+        let resp_headers = resp.headers().clone();
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| Attempt::Failed(network_error(e)))?;
+        if status.is_success() {
+            Ok(Answer {
+                status,
+                headers: resp_headers,
+                body,
+            })
+        } else {
+            Err(Attempt::Failed(error::from_response(
+                status.as_u16(),
+                &body,
+            )))
+        }
+    }
+}
+
+enum Attempt {
+    /// The connection was never made; the request was not sent.
+    Connect(StoreError),
+    /// The request may have reached the server.
+    Failed(StoreError),
+}
+
+impl Attempt {
+    fn from_reqwest(e: reqwest::Error) -> Self {
+        if e.is_connect() {
+            Attempt::Connect(network_error(e))
+        } else {
+            Attempt::Failed(network_error(e))
+        }
+    }
+
+    fn into_error(self) -> StoreError {
+        match self {
+            Attempt::Connect(e) | Attempt::Failed(e) => e,
+        }
+    }
+}
+
+fn network_error(e: reqwest::Error) -> StoreError {
+    if e.is_timeout() {
+        return StoreError::Timeout;
+    }
+    // The URL holds no secret (auth travels in headers), but keep messages short.
+    let e = e.without_url();
+    let mut msg = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        source = s.source();
+    }
+    StoreError::Network(msg)
+}
+
+fn meta_from_headers(headers: &reqwest::header::HeaderMap) -> ObjectMeta {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let last_modified_ns = text("last-modified")
+        .and_then(|v| httpdate::parse_http_date(v).ok())
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| d.as_nanos() as i128)
+        .unwrap_or_else(|| {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_nanos() as i128)
+                .unwrap_or(0)
+        });
+    ObjectMeta {
+        size: text("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
+        etag: text("etag")
+            .map(|e| bare_etag(e).to_string())
+            .unwrap_or_default(),
+        last_modified_ns,
+    }
+}

@@ -1,0 +1,145 @@
+//! Parsing of S3's XML answers with quick-xml. Entities are decoded, so keys
+//! holding `& < > ' "` come back as they were stored.
+
+use quick_xml::events::Event;
+use quick_xml::Reader;
+
+/// One page of a ListObjectsV2 answer.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ListPage {
+    /// The `<Key>` of every `<Contents>`.
+    pub keys: Vec<String>,
+    /// `<IsTruncated>true</IsTruncated>`.
+    pub is_truncated: bool,
+    /// `<NextContinuationToken>`.
+    pub next_token: Option<String>,
+}
+
+/// The `<Code>` and `<Message>` of an S3 `<Error>`.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ErrorBody {
+    /// e.g. `NoSuchKey`, `SignatureDoesNotMatch`.
+    pub code: String,
+    /// Human-readable text.
+    pub message: String,
+}
+
+/// Parses a ListObjectsV2 result.
+pub fn parse_list(xml: &[u8]) -> Result<ListPage, String> {
+    let mut page = ListPage::default();
+    walk(xml, |path, text| match path {
+        ["ListBucketResult", "Contents", "Key"] => page.keys.push(text),
+        ["ListBucketResult", "IsTruncated"] => page.is_truncated = text == "true",
+        ["ListBucketResult", "NextContinuationToken"] => page.next_token = Some(text),
+        _ => {}
+    })?;
+    Ok(page)
+}
+
+/// Parses an error body; a body that is not XML gives empty fields.
+pub fn parse_error(xml: &[u8]) -> ErrorBody {
+    let mut body = ErrorBody::default();
+    let _ = walk(xml, |path, text| match path {
+        ["Error", "Code"] => body.code = text,
+        ["Error", "Message"] => body.message = text,
+        _ => {}
+    });
+    body
+}
+
+/// Calls `on_text(element path, decoded text)` for each text node.
+fn walk(xml: &[u8], mut on_text: impl FnMut(&[&str], String)) -> Result<(), String> {
+    let mut reader = Reader::from_reader(xml);
+    let mut stack: Vec<String> = Vec::new();
+    let mut text = String::new();
+    loop {
+        match reader.read_event() {
+            Ok(Event::Start(e)) => {
+                stack.push(String::from_utf8_lossy(e.local_name().as_ref()).into_owned());
+                text.clear();
+            }
+            Ok(Event::Text(t)) => {
+                let raw = t.decode().map_err(|e| e.to_string())?;
+                let unescaped = quick_xml::escape::unescape(&raw).map_err(|e| e.to_string())?;
+                text.push_str(&unescaped);
+            }
+            Ok(Event::GeneralRef(r)) => {
+                let name = r.decode().map_err(|e| e.to_string())?;
+                text.push_str(&resolve_entity(&name)?);
+            }
+            Ok(Event::CData(c)) => text.push_str(&String::from_utf8_lossy(&c)),
+            Ok(Event::End(_)) => {
+                let path: Vec<&str> = stack.iter().map(String::as_str).collect();
+                on_text(&path, std::mem::take(&mut text));
+                stack.pop();
+            }
+            Ok(Event::Eof) => return Ok(()),
+            Ok(_) => {}
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
+fn resolve_entity(name: &str) -> Result<String, String> {
+    let s = match name {
+        "amp" => "&",
+        "lt" => "<",
+        "gt" => ">",
+        "quot" => "\"",
+        "apos" => "'",
+        _ => {
+            let code = if let Some(hex) = name.strip_prefix("#x") {
+                u32::from_str_radix(hex, 16)
+            } else if let Some(dec) = name.strip_prefix('#') {
+                dec.parse()
+            } else {
+                return Err(format!("unknown entity &{name};"));
+            };
+            let c = code
+                .ok()
+                .and_then(char::from_u32)
+                .ok_or_else(|| format!("bad character reference &{name};"))?;
+            return Ok(c.to_string());
+        }
+    };
+    Ok(s.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_list_page_and_decodes_entities() {
+        let xml = br#"<?xml version="1.0" encoding="UTF-8"?>
+<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">
+  <Name>bucket</Name><Prefix></Prefix><KeyCount>2</KeyCount><MaxKeys>2</MaxKeys>
+  <IsTruncated>true</IsTruncated>
+  <Contents><Key>a &amp; b &lt;c&gt; &apos;d&apos; &quot;e&quot;</Key><Size>1</Size></Contents>
+  <Contents><Key>caf&#233;/&#x65E5;</Key><Size>2</Size></Contents>
+  <NextContinuationToken>tok+/=</NextContinuationToken>
+</ListBucketResult>"#;
+        let page = parse_list(xml).unwrap();
+        assert_eq!(page.keys, ["a & b <c> 'd' \"e\"", "café/日"]);
+        assert!(page.is_truncated);
+        assert_eq!(page.next_token.as_deref(), Some("tok+/="));
+    }
+
+    #[test]
+    fn parses_aws_error_bodies() {
+        let xml = br#"<?xml version="1.0" encoding="UTF-8"?>
+<Error><Code>SignatureDoesNotMatch</Code><Message>The request signature we calculated does not match the signature you provided.</Message><RequestId>4442587FB7D0A2F9</RequestId></Error>"#;
+        let e = parse_error(xml);
+        assert_eq!(e.code, "SignatureDoesNotMatch");
+        assert!(e.message.starts_with("The request signature"));
+        assert_eq!(parse_error(b"not xml at all").code, "");
+    }
+
+    #[test]
+    fn an_empty_listing_has_no_keys() {
+        let page =
+            parse_list(b"<ListBucketResult><IsTruncated>false</IsTruncated></ListBucketResult>")
+                .unwrap();
+        assert!(page.keys.is_empty() && !page.is_truncated && page.next_token.is_none());
+    }
+}

@@ -1,0 +1,143 @@
+defmodule Micelio.Storage.Test.FaultProxy do
+  @moduledoc false
+  # A TCP proxy in front of the S3 server whose faults the test controls.
+  # Each new connection takes the next fault from the queue (`:pass` when
+  # empty):
+  #   :pass  - relay bytes both ways;
+  #   :drop  - read the request, then close without answering (a reset);
+  #   :s503  - read the request, answer 503 SlowDown and close.
+  # Stores used through it set `s3_pool_size: 0`, so every request opens a
+  # new connection and faults apply per request.
+  use GenServer
+
+  def start_link(upstream_port) do
+    GenServer.start_link(__MODULE__, upstream_port)
+  end
+
+  def port(proxy), do: GenServer.call(proxy, :port)
+  def inject(proxy, faults), do: GenServer.call(proxy, {:inject, faults})
+  def counts(proxy), do: GenServer.call(proxy, :counts)
+
+  @impl true
+  def init(upstream_port) do
+    {:ok, listen} =
+      :gen_tcp.listen(0, [
+        :binary,
+        active: false,
+        reuseaddr: true,
+        ip: {127, 0, 0, 1},
+        backlog: 128
+      ])
+
+    {:ok, port} = :inet.port(listen)
+    me = self()
+    spawn_link(fn -> accept_loop(listen, me) end)
+    {:ok, %{listen: listen, port: port, upstream: upstream_port, faults: [], counts: %{}}}
+  end
+
+  @impl true
+  def handle_call(:port, _from, s), do: {:reply, s.port, s}
+
+  def handle_call({:inject, faults}, _from, s),
+    do: {:reply, :ok, %{s | faults: s.faults ++ faults}}
+
+  def handle_call(:counts, _from, s), do: {:reply, s.counts, s}
+
+  def handle_call(:next_fault, _from, s) do
+    {fault, rest} =
+      case s.faults do
+        [f | rest] -> {f, rest}
+        [] -> {:pass, []}
+      end
+
+    {:reply, {fault, s.upstream},
+     %{s | faults: rest, counts: Map.update(s.counts, fault, 1, &(&1 + 1))}}
+  end
+
+  defp accept_loop(listen, server) do
+    case :gen_tcp.accept(listen) do
+      {:ok, client} ->
+        {fault, upstream} = GenServer.call(server, :next_fault)
+        pid = spawn(fn -> handle(client, fault, upstream) end)
+        :gen_tcp.controlling_process(client, pid)
+        send(pid, :go)
+        accept_loop(listen, server)
+
+      {:error, _} ->
+        :ok
+    end
+  end
+
+  defp handle(client, fault, upstream) do
+    receive do
+      :go -> :ok
+    end
+
+    case fault do
+      :pass -> relay(client, upstream)
+      :drop -> read_request(client) && :gen_tcp.close(client)
+      :s503 -> read_request(client) && answer_503(client)
+    end
+  end
+
+  defp answer_503(client) do
+    body =
+      "<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>"
+
+    :gen_tcp.send(
+      client,
+      "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/xml\r\n" <>
+        "content-length: #{byte_size(body)}\r\nconnection: close\r\n\r\n" <> body
+    )
+
+    :gen_tcp.close(client)
+  end
+
+  defp read_request(client, acc \\ "") do
+    case :binary.split(acc, "\r\n\r\n") do
+      [head, rest] ->
+        length =
+          case Regex.run(~r/content-length:\s*(\d+)/i, head) do
+            [_, n] -> String.to_integer(n)
+            _ -> 0
+          end
+
+        read_body(client, length - byte_size(rest))
+
+      [_] ->
+        case :gen_tcp.recv(client, 0, 10_000) do
+          {:ok, data} -> read_request(client, acc <> data)
+          _ -> true
+        end
+    end
+  end
+
+  defp read_body(_client, n) when n <= 0, do: true
+
+  defp read_body(client, n) do
+    case :gen_tcp.recv(client, 0, 10_000) do
+      {:ok, data} -> read_body(client, n - byte_size(data))
+      _ -> true
+    end
+  end
+
+  defp relay(client, upstream_port) do
+    {:ok, up} = :gen_tcp.connect({127, 0, 0, 1}, upstream_port, [:binary, active: false])
+    me = self()
+    back = spawn_link(fn -> pipe(up, client, me) end)
+    :gen_tcp.controlling_process(up, back)
+    pipe(client, up, me)
+  end
+
+  defp pipe(from, to, _owner) do
+    case :gen_tcp.recv(from, 0) do
+      {:ok, data} ->
+        :gen_tcp.send(to, data)
+        pipe(from, to, nil)
+
+      {:error, _} ->
+        :gen_tcp.close(to)
+        :gen_tcp.close(from)
+    end
+  end
+end

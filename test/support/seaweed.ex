@@ -1,0 +1,157 @@
+defmodule Micelio.Storage.Test.Seaweed do
+  @moduledoc false
+  # Starts a real SeaweedFS (`weed mini`) on loopback for the S3 tests, with an
+  # identity so it verifies SigV4 signatures, and creates the test bucket.
+  # Started once per `mix test` run, stopped when the suite ends.
+  use GenServer
+
+  @access_key "micelio-test-access"
+  @secret_key "micelio-test-secret-5b1f0c2e9d"
+  @bucket "micelio-test"
+  @s3_port 8333
+
+  def access_key, do: @access_key
+  def secret_key, do: @secret_key
+  def bucket, do: @bucket
+  def endpoint, do: "http://127.0.0.1:#{@s3_port}"
+
+  @doc "Storage options for an empty area of the test bucket."
+  def opts(extra \\ []) do
+    [
+      backend: :s3,
+      s3_bucket: @bucket,
+      s3_endpoint: endpoint(),
+      s3_region: "us-east-1",
+      s3_access_key_id: @access_key,
+      s3_secret_access_key: @secret_key,
+      s3_session_token: nil,
+      s3_prefix: "t#{System.unique_integer([:positive])}/"
+    ]
+    |> Keyword.merge(extra)
+  end
+
+  def ensure_started do
+    case GenServer.start(__MODULE__, nil, name: __MODULE__) do
+      {:ok, _} -> :ok
+      {:error, {:already_started, _}} -> :ok
+    end
+
+    GenServer.call(__MODULE__, :ensure_started, 120_000)
+  end
+
+  @impl true
+  def init(nil), do: {:ok, %{os_pid: nil, port: nil}}
+
+  @impl true
+  def handle_call(:ensure_started, _from, %{os_pid: pid} = state) when is_integer(pid),
+    do: {:reply, :ok, state}
+
+  def handle_call(:ensure_started, _from, state) do
+    dir = Path.join(System.tmp_dir!(), "micelio_seaweed_#{System.unique_integer([:positive])}")
+    File.mkdir_p!(Path.join(dir, "data"))
+    identities = Path.join(dir, "identities.json")
+
+    File.write!(identities, """
+    {"identities":[{"name":"tester","credentials":[{"accessKey":"#{@access_key}","secretKey":"#{@secret_key}"}],
+      "actions":["Admin","Read","List","Tagging","Write"]}]}
+    """)
+
+    args = [
+      "mini",
+      "-dir=#{Path.join(dir, "data")}",
+      "-ip=127.0.0.1",
+      "-ip.bind=127.0.0.1",
+      "-master.telemetry=false",
+      "-s3.config=#{identities}",
+      "-s3.port=#{@s3_port}",
+      "-s3.port.iceberg=0",
+      "-s3.port.lance=0",
+      "-webdav=false",
+      "-admin.ui=false"
+    ]
+
+    log = Path.join(dir, "weed.log")
+    sh = "exec \"$0\" \"$@\" > #{log} 2>&1"
+
+    port =
+      Port.open({:spawn_executable, "/bin/sh"}, [
+        :binary,
+        :exit_status,
+        args: ["-c", sh, weed_bin() | args]
+      ])
+
+    {:os_pid, os_pid} = Port.info(port, :os_pid)
+    System.at_exit(fn _ -> stop_os_pid(os_pid) end)
+    :ok = wait_ready(60, log)
+    :ok = create_bucket()
+    {:reply, :ok, %{state | os_pid: os_pid, port: port}}
+  end
+
+  @impl true
+  def handle_info({_port, {:exit_status, _status}}, state) do
+    {:noreply, %{state | os_pid: nil, port: nil}}
+  end
+
+  def handle_info(_msg, state), do: {:noreply, state}
+
+  defp weed_bin do
+    System.get_env("MICELIO_WEED_BIN") ||
+      Enum.find(
+        [Path.expand("_build/seaweedfs-venv/bin/weed"), System.find_executable("weed")],
+        &(&1 && File.exists?(&1))
+      ) ||
+      raise "SeaweedFS not found: run bin/test (it installs it) or set MICELIO_WEED_BIN"
+  end
+
+  defp stop_os_pid(os_pid) do
+    System.cmd("kill", ["-TERM", to_string(os_pid)], stderr_to_stdout: true)
+
+    Enum.reduce_while(1..100, nil, fn _, _ ->
+      case System.cmd("kill", ["-0", to_string(os_pid)], stderr_to_stdout: true) do
+        {_, 0} -> Process.sleep(100) && {:cont, nil}
+        _ -> {:halt, :ok}
+      end
+    end)
+
+    System.cmd("kill", ["-KILL", to_string(os_pid)], stderr_to_stdout: true)
+  end
+
+  defp wait_ready(0, log), do: raise("SeaweedFS did not start:\n" <> File.read!(log))
+
+  defp wait_ready(tries, log) do
+    case signed_request(:get, "/", "") do
+      {:ok, {{_, 200, _}, _, _}} -> :ok
+      _ -> Process.sleep(500) && wait_ready(tries - 1, log)
+    end
+  end
+
+  defp create_bucket do
+    case signed_request(:put, "/#{@bucket}", "") do
+      {:ok, {{_, code, _}, _, _}} when code in [200, 409] -> :ok
+      other -> raise "cannot create the test bucket: #{inspect(other)}"
+    end
+  end
+
+  @doc "A request signed with our public signer, sent by plain :httpc."
+  def signed_request(method, path, body) do
+    url = endpoint() <> path
+
+    {:ok, headers} =
+      Micelio.Storage.S3.sign_headers(method, url, [],
+        body: body,
+        s3_access_key_id: @access_key,
+        s3_secret_access_key: @secret_key,
+        s3_session_token: nil,
+        s3_region: "us-east-1"
+      )
+
+    headers = for {k, v} <- headers, do: {to_charlist(k), to_charlist(v)}
+
+    request =
+      if method in [:put, :post],
+        do: {to_charlist(url), headers, ~c"application/octet-stream", body},
+        else: {to_charlist(url), headers}
+
+    :httpc.request(method, request, [timeout: 5_000], body_format: :binary)
+  end
+end
