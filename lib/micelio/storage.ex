@@ -340,7 +340,7 @@ defmodule Micelio.Storage do
 
   defp open(opts) do
     with {:ok, config} <- Config.resolve(opts),
-         mod = Backend.module(config.backend),
+         {:ok, mod} <- Backend.module(config.backend),
          {:ok, store} <- mod.open(config) do
       {:ok, mod, store, config}
     end

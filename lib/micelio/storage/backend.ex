@@ -19,6 +19,10 @@ defmodule Micelio.Storage.Backend do
   @callback list(store, String.t(), config) :: {:ok, [String.t()]} | {:error, term()}
 
   @doc "The module that implements `backend`."
-  def module(:local), do: Micelio.Storage.Local
-  def module(:s3), do: Micelio.Storage.S3
+  def module(:local), do: {:ok, Micelio.Storage.Local}
+  def module(:s3), do: {:ok, Micelio.Storage.S3}
+
+  def module(:tiered),
+    do:
+      {:error, {:invalid_config, :backend, "the tiered backend is not available in this version"}}
 end

@@ -83,6 +83,11 @@ defmodule Micelio.Storage.ConfigTest do
     assert File.read!(Path.join(b, "k")) == "in b"
   end
 
+  test "the tiered backend is refused with a clear error until it exists" do
+    assert {:error, {:invalid_config, :backend, msg}} = Storage.get("k", backend: :tiered)
+    assert msg =~ "tiered"
+  end
+
   test "STORAGE_TIMEOUT_MS is parsed as an integer" do
     System.put_env("STORAGE_TIMEOUT_MS", "1_500")
     assert {:ok, %{timeout: 1500}} = Config.resolve([])

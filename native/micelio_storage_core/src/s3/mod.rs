@@ -335,13 +335,21 @@ impl S3Store {
         if let Some(b) = body {
             req = req.body(b.clone());
         }
-        let resp = req.send().await.map_err(Attempt::from_reqwest)?;
+        let mut resp = req.send().await.map_err(Attempt::from_reqwest)?;
         let status = resp.status();
         let resp_headers = resp.headers().clone();
-        let body = resp
-            .bytes()
+        // Read into one buffer sized from Content-Length: no regrowth, and
+        // `freeze` hands it on without another copy.
+        let expected = resp.content_length().unwrap_or(0).min(1 << 30) as usize;
+        let mut buf = bytes::BytesMut::with_capacity(expected);
+        while let Some(chunk) = resp
+            .chunk()
             .await
-            .map_err(|e| Attempt::Failed(network_error(e)))?;
+            .map_err(|e| Attempt::Failed(network_error(e)))?
+        {
+            buf.extend_from_slice(&chunk);
+        }
+        let body = buf.freeze();
         if status.is_success() {
             Ok(Answer {
                 status,

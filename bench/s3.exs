@@ -1,0 +1,212 @@
+# S3 backend vs baselines, against a local SeaweedFS started here.
+# Run: mix bench s3   (or: mix run bench/s3.exs)
+Code.require_file("support/bench.ex", __DIR__)
+Code.require_file("support/httpc_s3.ex", __DIR__)
+Code.require_file("../test/support/seaweed.ex", __DIR__)
+alias Micelio.Bench
+alias Micelio.Bench.HttpcS3
+alias Micelio.Storage
+alias Micelio.Storage.Test.Seaweed
+
+:ok = Seaweed.ensure_started()
+:httpc.set_options(max_sessions: 64, max_keep_alive_length: 1000, keep_alive_timeout: 60_000)
+opts = Seaweed.opts(s3_prefix: "bench#{System.unique_integer([:positive])}/")
+
+base = %{
+  host: "127.0.0.1:8333",
+  bucket: Seaweed.bucket(),
+  region: "us-east-1",
+  access: Seaweed.access_key(),
+  secret: Seaweed.secret_key()
+}
+
+prefix = opts[:s3_prefix]
+curl = System.find_executable("curl") || raise "curl is needed for the baselines"
+tmp = Path.join(System.tmp_dir!(), "micelio_bench_s3")
+File.mkdir_p!(tmp)
+
+IO.puts(
+  "S3 backend on SeaweedFS vs baselines (same VM, #{System.schedulers_online()} schedulers)"
+)
+
+IO.puts("ratio = baseline time / our time (above 1.00 we are faster)\n")
+
+# --- 1 KiB ops/s -----------------------------------------------------------
+small = :crypto.strong_rand_bytes(1024)
+n = 1_000
+keys = for i <- 1..n, do: "small/#{i}"
+
+concurrent = fn fun ->
+  t0 = System.monotonic_time(:microsecond)
+
+  keys
+  |> Enum.chunk_every(div(n, 64) + 1)
+  |> Enum.map(fn chunk -> Task.async(fn -> Enum.each(chunk, fun) end) end)
+  |> Task.await_many(300_000)
+
+  (System.monotonic_time(:microsecond) - t0) / n
+end
+
+sequential = fn fun ->
+  t0 = System.monotonic_time(:microsecond)
+  Enum.each(keys, fun)
+  (System.monotonic_time(:microsecond) - t0) / n
+end
+
+Bench.header()
+put_seq = sequential.(fn k -> {:ok, _} = Storage.put(k, small, opts) end)
+
+bput_seq =
+  sequential.(fn k -> {:ok, {{_, 200, _}, _, _}} = HttpcS3.put(base, prefix <> k, small) end)
+
+Bench.row("1 KiB PUT sequential vs httpc", put_seq, bput_seq)
+get_seq = sequential.(fn k -> {:ok, _} = Storage.get(k, opts) end)
+bget_seq = sequential.(fn k -> {:ok, {{_, 200, _}, _, _}} = HttpcS3.get(base, prefix <> k) end)
+Bench.row("1 KiB GET sequential vs httpc", get_seq, bget_seq)
+put_64 = concurrent.(fn k -> {:ok, _} = Storage.put(k, small, opts) end)
+
+bput_64 =
+  concurrent.(fn k -> {:ok, {{_, 200, _}, _, _}} = HttpcS3.put(base, prefix <> k, small) end)
+
+Bench.row("1 KiB PUT 64 procs vs httpc", put_64, bput_64)
+get_64 = concurrent.(fn k -> {:ok, _} = Storage.get(k, opts) end)
+bget_64 = concurrent.(fn k -> {:ok, {{_, 200, _}, _, _}} = HttpcS3.get(base, prefix <> k) end)
+Bench.row("1 KiB GET 64 procs vs httpc", get_64, bget_64)
+
+# Sequential curl GETs on one kept-alive connection: one curl, many URLs.
+curl_cfg = Path.join(tmp, "urls.txt")
+
+File.write!(
+  curl_cfg,
+  Enum.map_join(keys, "\n", fn k ->
+    {:ok, url} = Storage.presigned_url(k, opts)
+    ~s(url = "#{url}"\noutput = "/dev/null")
+  end)
+)
+
+t0 = System.monotonic_time(:microsecond)
+{_, 0} = System.cmd(curl, ["-s", "--config", curl_cfg])
+curl_seq = (System.monotonic_time(:microsecond) - t0) / n
+ratio_64_vs_curl = Bench.row("1 KiB GET 64 procs vs curl keep-alive", get_64, curl_seq)
+
+# --- 8 MiB MB/s and memory ---------------------------------------------------
+big = :crypto.strong_rand_bytes(8 * 1_048_576)
+big_file = Path.join(tmp, "big.bin")
+File.write!(big_file, big)
+mb = byte_size(big) / 1_000_000
+
+rss = fn ->
+  [_, resident | _] = File.read!("/proc/self/statm") |> String.split()
+  String.to_integer(resident) * 4096
+end
+
+peak = fn fun ->
+  :erlang.garbage_collect()
+  before_beam = :erlang.memory(:total)
+  before_rss = rss.()
+  parent = self()
+
+  sampler =
+    spawn(fn ->
+      loop = fn loop, {b, r} ->
+        receive do
+          :stop -> send(parent, {:peak, b, r})
+        after
+          1 -> loop.(loop, {max(b, :erlang.memory(:total)), max(r, rss.())})
+        end
+      end
+
+      loop.(loop, {before_beam, before_rss})
+    end)
+
+  result = fun.()
+  send(sampler, :stop)
+
+  receive do
+    {:peak, b, r} -> {result, b - before_beam, r - before_rss}
+  end
+end
+
+best = fn fun -> Enum.min(for _ <- 1..5, do: fun.()) end
+
+time_us = fn fun ->
+  fn ->
+    {t, _} = :timer.tc(fun)
+    t
+  end
+end
+
+{:ok, _} = Storage.put("big", big, opts)
+
+{put_us, put_beam, put_rss} =
+  peak.(fn -> best.(time_us.(fn -> {:ok, _} = Storage.put("big", big, opts) end)) end)
+
+{get_us, get_beam, get_rss} =
+  peak.(fn -> best.(time_us.(fn -> {:ok, _} = Storage.get("big", opts) end)) end)
+
+{:ok, put_url} = Storage.presigned_url("big-curl", [method: :put] ++ opts)
+{:ok, get_url} = Storage.presigned_url("big", opts)
+
+curl_time = fn args ->
+  {out, 0} = System.cmd(curl, ["-s", "-o", "/dev/null", "-w", "%{time_total}" | args])
+  round(String.to_float(String.trim(out)) * 1_000_000)
+end
+
+curl_put = best.(fn -> curl_time.(["-T", big_file, put_url]) end)
+curl_get = best.(fn -> curl_time.([get_url]) end)
+
+IO.puts("")
+
+IO.puts(
+  "8 MiB PUT: ours #{Float.round(mb / (put_us / 1.0e6), 1)} MB/s, curl (presigned) #{Float.round(mb / (curl_put / 1.0e6), 1)} MB/s"
+)
+
+IO.puts(
+  "8 MiB GET: ours #{Float.round(mb / (get_us / 1.0e6), 1)} MB/s, curl (presigned) #{Float.round(mb / (curl_get / 1.0e6), 1)} MB/s"
+)
+
+put_ratio = Bench.row("8 MiB PUT vs curl", put_us, curl_put)
+get_ratio = Bench.row("8 MiB GET vs curl", get_us, curl_get)
+obj = byte_size(big)
+
+IO.puts(
+  "memory growth during 8 MiB ops: PUT beam #{Float.round(put_beam / obj, 2)}x rss #{Float.round(put_rss / obj, 2)}x; " <>
+    "GET beam #{Float.round(get_beam / obj, 2)}x rss #{Float.round(get_rss / obj, 2)}x (of the object size)"
+)
+
+# --- list 5,000 keys -----------------------------------------------------------
+list_keys = for i <- 1..5_000, do: "list/#{i}"
+
+list_keys
+|> Task.async_stream(&Storage.put!(&1, "x", opts), max_concurrency: 64, timeout: 60_000)
+|> Stream.run()
+
+list_us =
+  best.(
+    time_us.(fn ->
+      {:ok, l} = Storage.list("list/", opts)
+      5_000 = length(l)
+    end)
+  )
+
+blist_us = best.(time_us.(fn -> 5_000 = length(HttpcS3.list_all(base, prefix <> "list/")) end))
+IO.puts("")
+Bench.row("list 5,000 keys vs httpc", list_us, blist_us)
+
+IO.puts("")
+Bench.target("8 MiB GET >= 0.9x curl MB/s (got #{Float.round(get_ratio, 2)}x)", get_ratio >= 0.9)
+
+Bench.target(
+  "8 MiB PUT >= 0.8x curl presigned PUT (got #{Float.round(put_ratio, 2)}x)",
+  put_ratio >= 0.8
+)
+
+Bench.target(
+  "1 KiB GET, 64 procs >= 2.5x sequential curl keep-alive ops/s (got #{Float.round(ratio_64_vs_curl, 2)}x)",
+  ratio_64_vs_curl >= 2.5
+)
+
+Bench.target(
+  "BEAM memory growth during 8 MiB ops <= 1.5x object (got #{Float.round(max(put_beam, get_beam) / obj, 2)}x)",
+  max(put_beam, get_beam) / obj <= 1.5
+)
