@@ -61,11 +61,6 @@ impl StoreError {
             other => StoreError::Io(other.raw_os_error()),
         }
     }
-
-    /// True for errors worth another attempt (used by the S3 retry loop).
-    pub fn is_transient(&self) -> bool {
-        matches!(self, StoreError::Network(_) | StoreError::Timeout)
-    }
 }
 
 impl From<std::io::Error> for StoreError {
