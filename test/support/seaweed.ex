@@ -25,9 +25,23 @@ defmodule Micelio.Storage.Test.Seaweed do
       s3_access_key_id: @access_key,
       s3_secret_access_key: @secret_key,
       s3_session_token: nil,
-      s3_prefix: "t#{System.unique_integer([:positive])}/"
+      s3_prefix: "t#{run_id()}-#{System.unique_integer([:positive])}/"
     ]
     |> Keyword.merge(extra)
+  end
+
+  # Unique integers restart with each VM; a random run id keeps areas apart
+  # even when the server outlives a run.
+  defp run_id do
+    case :persistent_term.get({__MODULE__, :run_id}, nil) do
+      nil ->
+        id = Base.encode16(:crypto.strong_rand_bytes(4), case: :lower)
+        :persistent_term.put({__MODULE__, :run_id}, id)
+        id
+
+      id ->
+        id
+    end
   end
 
   def ensure_started do
