@@ -21,7 +21,9 @@ defmodule Micelio.Storage do
   ## Options
 
   Every function takes a trailing keyword list that overrides the
-  configuration for that call (see `Micelio.Storage.Config` for all settings):
+  configuration for that call (see `Micelio.Storage.Config` for all settings),
+  or a `Micelio.Storage.Handle` from `open/1`, which skips resolving the
+  configuration on each call:
 
     * `:backend` - `:local`, `:s3` or `:tiered`;
     * `:local_path` - the root directory of the local backend;
@@ -40,13 +42,13 @@ defmodule Micelio.Storage do
   The bang variants raise `Micelio.Storage.Error` with that reason.
   """
 
-  alias Micelio.Storage.{Backend, Config, Error}
+  alias Micelio.Storage.{Backend, Config, Error, Handle}
 
   @typedoc "A storage key: a relative `/`-separated path."
   @type key :: String.t()
 
-  @typedoc "Per-call options; see the module doc."
-  @type opts :: keyword()
+  @typedoc "Per-call options (see the module doc), or a handle from `open/1`."
+  @type opts :: keyword() | Handle.t()
 
   @typedoc "The reason of an `{:error, reason}`."
   @type reason ::
@@ -215,7 +217,7 @@ defmodule Micelio.Storage do
   def list(prefix \\ "", opts \\ [])
 
   def list(prefix, opts) when is_binary(prefix) do
-    with {:ok, mod, store, config} <- open(opts), do: mod.list(store, prefix, config)
+    with {:ok, mod, store, config} <- resolve(opts), do: mod.list(store, prefix, config)
   end
 
   def list(prefix, _opts), do: {:error, {:invalid_prefix, prefix}}
@@ -333,18 +335,50 @@ defmodule Micelio.Storage do
   defp bang({:error, reason}, op, key), do: raise(Error, reason: reason, operation: op, key: key)
 
   defp run(key, opts, fun) when is_binary(key) do
-    with {:ok, mod, store, config} <- open(opts), do: fun.(mod, store, config)
+    with {:ok, mod, store, config} <- resolve(opts), do: fun.(mod, store, config)
   end
 
   defp run(key, _opts, _fun), do: {:error, {:invalid_key, key}}
 
-  defp open(opts) do
+  defp resolve(%Handle{module: mod, store: store, config: config}), do: {:ok, mod, store, config}
+
+  defp resolve(opts) do
     with {:ok, config} <- Config.resolve(opts),
          {:ok, mod} <- Backend.module(config.backend),
          {:ok, store} <- mod.open(config) do
       {:ok, mod, store, config}
     end
   end
+
+  @doc """
+  Resolves the configuration once and builds its store, for reuse: pass the
+  handle to any function in place of the options.
+
+  The store behind a handle is the same one the options would reach (one per
+  configuration), so a handle and plain calls share caches and connections.
+
+      iex> {:ok, storage} = Micelio.Storage.open(backend: :local)
+      iex> {:ok, _} = Micelio.Storage.put("h.txt", "via a handle", storage)
+      iex> Micelio.Storage.get("h.txt", storage)
+      {:ok, "via a handle"}
+  """
+  @spec open(keyword() | Handle.t()) :: {:ok, Handle.t()} | {:error, reason}
+  def open(%Handle{} = handle), do: {:ok, handle}
+
+  def open(opts) do
+    with {:ok, mod, store, config} <- resolve(opts) do
+      {:ok, %Handle{backend: config.backend, module: mod, store: store, config: config}}
+    end
+  end
+
+  @doc """
+  The counters of each tier of a tiered store: hits, misses, bytes and
+  evictions. See `Micelio.Storage.Tiered.stats/1`.
+
+      iex> {:ok, %{origin: %{fetches: _}}} = Micelio.Storage.stats(backend: :tiered)
+  """
+  @spec stats(opts) :: {:ok, map()} | {:error, reason}
+  def stats(opts \\ []), do: Micelio.Storage.Tiered.stats(opts)
 
   defp metadata({size, etag, modified_ns}) do
     %{size: size, etag: etag, last_modified: DateTime.from_unix!(modified_ns, :nanosecond)}

@@ -7,7 +7,8 @@ defmodule Micelio.StorageDocTest do
     previous = Application.get_env(:micelio, Micelio.Storage)
 
     Application.put_env(:micelio, Micelio.Storage,
-      local_path: Micelio.Storage.Test.Tmp.dir!("doc")
+      local_path: Micelio.Storage.Test.Tmp.dir!("doc"),
+      cache_disk_path: Micelio.Storage.Test.Tmp.dir!("doc-cache")
     )
 
     on_exit(fn ->
@@ -19,4 +20,5 @@ defmodule Micelio.StorageDocTest do
 
   doctest Micelio.Storage
   doctest Micelio.Storage.Config
+  doctest Micelio.Storage.Tiered
 end

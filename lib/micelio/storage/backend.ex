@@ -22,7 +22,5 @@ defmodule Micelio.Storage.Backend do
   def module(:local), do: {:ok, Micelio.Storage.Local}
   def module(:s3), do: {:ok, Micelio.Storage.S3}
 
-  def module(:tiered),
-    do:
-      {:error, {:invalid_config, :backend, "the tiered backend is not available in this version"}}
+  def module(:tiered), do: {:ok, Micelio.Storage.Tiered}
 end

@@ -36,6 +36,19 @@ defmodule Micelio.Storage.Native do
   def s3_sign_headers(_creds, _region, _service, _method, _path, _query, _headers, _hash, _unix),
     do: nif_error()
 
+  # Tiered backend: RAM inline, disk on dirty I/O, the rest async.
+  def tiered_open(_config), do: nif_error()
+  def tiered_get_ram(_store, _key, _with_meta), do: nif_error()
+  def tiered_get_disk(_store, _key, _with_meta), do: nif_error()
+  def tiered_fetch(_store, _ref, _key, _with_meta, _timeout_ms), do: nif_error()
+  def tiered_head_local(_store, _key), do: nif_error()
+  def tiered_head_remote(_store, _ref, _key, _timeout_ms), do: nif_error()
+  def tiered_put(_store, _ref, _key, _content, _cond, _durable, _timeout_ms), do: nif_error()
+  def tiered_delete(_store, _ref, _key, _durable, _timeout_ms), do: nif_error()
+  def tiered_list(_store, _ref, _prefix, _timeout_ms), do: nif_error()
+  def tiered_stats(_store), do: nif_error()
+  def tiered_memory_charged(_store), do: nif_error()
+
   # Async tasks.
   def task_cancel(_guard), do: nif_error()
 

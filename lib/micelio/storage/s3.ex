@@ -21,15 +21,19 @@ defmodule Micelio.Storage.S3 do
   @impl true
   def open(config) do
     with :ok <- check_required(config) do
-      secret = Secret.unwrap(config.s3_secret_access_key)
-      token = Secret.unwrap(config.s3_session_token)
-      # The cache key holds digests of the secrets, never the secrets.
-      spec =
-        {:s3, Map.drop(native_config(config), [:secret_access_key, :session_token]),
-         :crypto.hash(:sha256, [secret, 0, token || ""])}
-
-      Stores.fetch(spec, fn -> Native.s3_open(native_config(config)) end)
+      Stores.fetch(spec(config), fn -> Native.s3_open(native_config(config)) end)
     end
+  end
+
+  @doc false
+  # What identifies a built store: the settings, with the secrets replaced
+  # by a digest so the store cache never holds them.
+  def spec(config) do
+    secret = Secret.unwrap(config.s3_secret_access_key)
+    token = Secret.unwrap(config.s3_session_token)
+
+    {:s3, Map.drop(native_config(config), [:secret_access_key, :session_token]),
+     :crypto.hash(:sha256, [secret, 0, token || ""])}
   end
 
   @doc false
@@ -42,7 +46,8 @@ defmodule Micelio.Storage.S3 do
     end
   end
 
-  defp native_config(config) do
+  @doc false
+  def native_config(config) do
     %{
       bucket: config.s3_bucket,
       region: config.s3_region,

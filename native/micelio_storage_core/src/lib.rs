@@ -6,3 +6,4 @@ pub mod key;
 pub mod local;
 pub mod object;
 pub mod s3;
+pub mod tiered;

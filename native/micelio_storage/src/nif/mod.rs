@@ -2,7 +2,11 @@
 
 pub mod debug;
 pub mod local;
+pub mod reply;
 pub mod s3;
+pub mod tiered;
+
+pub use reply::{borrow_bytes, key_string, spawn_checked, StoreReply};
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -89,7 +93,7 @@ pub struct BytesResource(pub bytes::Bytes);
 impl rustler::Resource for BytesResource {}
 
 /// Below this size a copy is cheaper than a resource binary.
-const COPY_BELOW: usize = 4096;
+pub const COPY_BELOW: usize = 4096;
 
 /// Turns `Bytes` into a binary term, zero-copy for large payloads.
 pub fn bytes_term<'a>(env: Env<'a>, bytes: bytes::Bytes) -> Term<'a> {

@@ -4,17 +4,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use micelio_storage_core::error::StoreError;
 use micelio_storage_core::key::{Key, Prefix};
-use micelio_storage_core::object::{ObjectMeta, PutCondition};
+use micelio_storage_core::object::PutCondition;
 use micelio_storage_core::s3::signer::{AmzDate, Credentials, Signer};
 use micelio_storage_core::s3::{S3Config, S3Store, UrlStyle};
-use rustler::env::OwnedEnv;
-use rustler::{Binary, Encoder, Env, NifMap, ResourceArc, Term};
+use rustler::{Binary, Env, NifMap, ResourceArc, Term};
 
-use super::{bytes_term, content_bytes, decode_condition, guarded, meta_term, ok, ok_atom};
-use crate::runtime::{spawn_reply, Reply};
+use super::{
+    borrow_bytes, content_bytes, decode_condition, guarded, key_string, ok, spawn_checked,
+    StoreReply,
+};
 
 /// A configured S3 store (client, pool, signer), reused by every call.
 pub struct S3StoreResource(pub Arc<S3Store>);
@@ -24,7 +23,7 @@ impl rustler::Resource for S3StoreResource {}
 
 /// The S3 settings as Elixir resolved them.
 #[derive(NifMap)]
-pub struct S3ConfigTerm {
+pub(crate) struct S3ConfigTerm {
     bucket: String,
     region: String,
     endpoint: Option<String>,
@@ -42,7 +41,7 @@ pub struct S3ConfigTerm {
 }
 
 impl S3ConfigTerm {
-    fn into_config(self) -> S3Config {
+    pub(crate) fn into_config(self) -> S3Config {
         S3Config {
             bucket: self.bucket,
             region: self.region,
@@ -68,88 +67,11 @@ impl S3ConfigTerm {
     }
 }
 
-/// What an S3 task answers with.
-pub enum S3Reply {
-    Done,
-    Body(Bytes, Option<ObjectMeta>),
-    Meta(ObjectMeta),
-    Keys(Vec<String>),
-}
-
-impl Reply for S3Reply {
-    fn encode_reply<'a>(self, env: Env<'a>) -> Term<'a> {
-        match self {
-            S3Reply::Done => ok_atom(env),
-            S3Reply::Body(body, None) => ok(env, bytes_term(env, body)),
-            S3Reply::Body(body, Some(meta)) => {
-                (ok_atom(env), bytes_term(env, body), meta_term(env, &meta)).encode(env)
-            }
-            S3Reply::Meta(meta) => ok(env, meta_term(env, &meta)),
-            S3Reply::Keys(keys) => ok(env, keys),
-        }
-    }
-}
-
-/// A BEAM binary kept alive by its own env, seen as `Bytes` without a copy.
-struct EnvBinary {
-    _env: OwnedEnv,
-    ptr: *const u8,
-    len: usize,
-}
-
-// The env owns a reference to the binary; its bytes never move or change.
-unsafe impl Send for EnvBinary {}
-
-impl AsRef<[u8]> for EnvBinary {
-    fn as_ref(&self) -> &[u8] {
-        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
-    }
-}
-
-fn borrow_bytes(env: Env, content: Binary) -> Bytes {
-    let owned = OwnedEnv::new();
-    let saved = owned.save(content.to_term(env));
-    let (ptr, len) = owned.run(|env| {
-        let bin: Binary = saved.load(env).decode().expect("saved a binary");
-        (bin.as_slice().as_ptr(), bin.len())
-    });
-    Bytes::from_owner(EnvBinary {
-        _env: owned,
-        ptr,
-        len,
-    })
-}
-
-fn key_string(raw: Binary) -> Result<String, StoreError> {
-    Key::parse(raw.as_slice()).map(|k| k.as_str().to_string())
-}
-
-fn timeout(ms: u64) -> Duration {
-    Duration::from_millis(ms)
-}
-
 #[rustler::nif(schedule = "DirtyIo")]
 fn s3_open(env: Env, config: S3ConfigTerm) -> Term {
     guarded(env, || {
         let store = S3Store::new(config.into_config())?;
         Ok(ok(env, ResourceArc::new(S3StoreResource(Arc::new(store)))))
-    })
-}
-
-/// Runs the checks of a NIF, then spawns; check failures return at once.
-fn spawn_checked<'a, F, Fut>(
-    env: Env<'a>,
-    reply_ref: Term<'a>,
-    timeout_ms: u64,
-    check: impl FnOnce() -> Result<F, StoreError>,
-) -> Term<'a>
-where
-    F: FnOnce() -> Fut,
-    Fut: std::future::Future<Output = Result<S3Reply, StoreError>> + Send + 'static,
-{
-    guarded(env, || {
-        let make = check()?;
-        Ok(spawn_reply(env, reply_ref, timeout(timeout_ms), make()).encode(env))
     })
 }
 
@@ -167,7 +89,7 @@ fn s3_get<'a>(
         let store = store.0.clone();
         Ok(move || async move {
             let (body, meta) = store.get(Key::parse(key.as_bytes())?).await?;
-            Ok(S3Reply::Body(body, with_meta.then_some(meta)))
+            Ok(StoreReply::Body(body, with_meta.then_some(meta)))
         })
     })
 }
@@ -184,7 +106,7 @@ fn s3_head<'a>(
         let key = key_string(key)?;
         let store = store.0.clone();
         Ok(move || async move {
-            Ok(S3Reply::Meta(
+            Ok(StoreReply::Meta(
                 store.head(Key::parse(key.as_bytes())?).await?,
             ))
         })
@@ -210,7 +132,7 @@ fn s3_put<'a>(
             store
                 .put(Key::parse(key.as_bytes())?, body, &condition)
                 .await?;
-            Ok(S3Reply::Done)
+            Ok(StoreReply::Done)
         })
     })
 }
@@ -228,7 +150,7 @@ fn s3_delete<'a>(
         let store = store.0.clone();
         Ok(move || async move {
             store.delete(Key::parse(key.as_bytes())?).await?;
-            Ok(S3Reply::Done)
+            Ok(StoreReply::Done)
         })
     })
 }
@@ -246,7 +168,7 @@ fn s3_list<'a>(
         let store = store.0.clone();
         Ok(move || async move {
             let keys = store.list(Prefix::parse(prefix.as_bytes())?).await?;
-            Ok(S3Reply::Keys(keys))
+            Ok(StoreReply::Keys(keys))
         })
     })
 }

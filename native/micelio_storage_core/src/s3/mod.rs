@@ -404,7 +404,7 @@ fn network_error(e: reqwest::Error) -> StoreError {
     StoreError::Network(msg)
 }
 
-fn meta_from_headers(headers: &reqwest::header::HeaderMap) -> ObjectMeta {
+pub(crate) fn meta_from_headers(headers: &reqwest::header::HeaderMap) -> ObjectMeta {
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let last_modified_ns = text("last-modified")
         .and_then(|v| httpdate::parse_http_date(v).ok())

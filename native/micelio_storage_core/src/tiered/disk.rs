@@ -1,0 +1,499 @@
+//! The disk tier: one file per cached object under the cache directory,
+//! bounded in bytes with least-recently-used eviction.
+//!
+//! A file is `<dir>/<2 hex>/<32 hex>`, named by the SHA-256 of the key, and
+//! holds a header, the key, the ETag and the content. The header carries a
+//! CRC-32 of itself (with key and ETag) and one of the content; a file that
+//! fails either, or whose length is wrong, is deleted and read as a miss.
+//! Files are written to a temp name and renamed, so a crash leaves a whole
+//! file or a temp that the next start sweeps. On start the directory is
+//! scanned (oldest first by mtime) and the budget enforced again. An `flock`
+//! on `<dir>/.lock` keeps two OS processes from sharing one directory.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+
+use bytes::Bytes;
+use rustix::fs::FlockOperation;
+use sha2::{Digest, Sha256};
+
+use super::memory::Counters;
+use crate::error::StoreError;
+use crate::object::ObjectMeta;
+
+const MAGIC: &[u8; 4] = b"MSC1";
+/// magic, header crc, body crc, key len, etag len, body len, mtime ns.
+const HEADER_LEN: usize = 4 + 4 + 4 + 4 + 4 + 8 + 16;
+const TEMP_PREFIX: &str = ".tmp-";
+/// An object above this share of the budget is not cached on disk.
+const MAX_ENTRY_SHARE: u64 = 4;
+
+type Name = [u8; 16];
+
+struct Index {
+    entries: HashMap<Name, (u64, u64)>,
+    order: BTreeMap<u64, Name>,
+    bytes: u64,
+    tick: u64,
+}
+
+/// The disk tier of one cache directory.
+pub struct DiskTier {
+    dir: PathBuf,
+    capacity: u64,
+    index: Mutex<Index>,
+    _lock: File,
+    pub counters: Counters,
+    /// Files dropped because they failed a check.
+    pub corrupt: std::sync::atomic::AtomicU64,
+}
+
+/// A written temp file, renamed into place by `commit`.
+pub struct Staged {
+    temp: PathBuf,
+    name: Name,
+    size: u64,
+}
+
+fn registry() -> &'static Mutex<HashMap<PathBuf, Weak<DiskTier>>> {
+    static REG: OnceLock<Mutex<HashMap<PathBuf, Weak<DiskTier>>>> = OnceLock::new();
+    REG.get_or_init(Default::default)
+}
+
+impl DiskTier {
+    /// Opens the tier at `dir`, shared with any live store of this VM that
+    /// uses the same directory.
+    pub fn open(dir: &Path, capacity: u64) -> Result<Arc<DiskTier>, StoreError> {
+        if !dir.is_absolute() {
+            return Err(StoreError::InvalidConfig(
+                "cache_disk_path",
+                format!("must be an absolute path, got {dir:?}"),
+            ));
+        }
+        fs::create_dir_all(dir)?;
+        let dir = fs::canonicalize(dir)?;
+        let mut reg = registry().lock().unwrap_or_else(|p| p.into_inner());
+        reg.retain(|_, w| w.strong_count() > 0);
+        if let Some(tier) = reg.get(&dir).and_then(Weak::upgrade) {
+            return Ok(tier);
+        }
+        let lock = File::create(dir.join(".lock"))?;
+        if rustix::fs::flock(&lock, FlockOperation::NonBlockingLockExclusive).is_err() {
+            return Err(StoreError::InvalidConfig(
+                "cache_disk_path",
+                format!("{dir:?} is in use by another OS process"),
+            ));
+        }
+        let tier = Arc::new(DiskTier {
+            index: Mutex::new(scan(&dir)?),
+            dir: dir.clone(),
+            capacity,
+            _lock: lock,
+            counters: Counters::default(),
+            corrupt: Default::default(),
+        });
+        tier.enforce_budget();
+        reg.insert(dir, Arc::downgrade(&tier));
+        Ok(tier)
+    }
+
+    /// The byte budget.
+    pub fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    fn path_of(&self, name: &Name) -> PathBuf {
+        let hex = hex::encode(name);
+        self.dir.join(&hex[..2]).join(hex)
+    }
+
+    fn index(&self) -> std::sync::MutexGuard<'_, Index> {
+        self.index.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reads and checks the cached object, counting a hit or a miss.
+    pub fn get(&self, key: &str) -> Option<(Bytes, ObjectMeta)> {
+        let name = name_of(key);
+        let path = self.path_of(&name);
+        let found = match File::open(&path) {
+            Ok(mut f) => {
+                let len = f.metadata().map(|m| m.len()).unwrap_or(0) as usize;
+                let mut buf = Vec::with_capacity(len);
+                match f.read_to_end(&mut buf) {
+                    Ok(_) => Some(decode(key, buf)),
+                    Err(_) => Some(None),
+                }
+            }
+            Err(_) => None,
+        };
+        match found {
+            Some(Some((body, meta))) => {
+                self.touch(&name);
+                self.counters.hit();
+                Some((body, meta))
+            }
+            Some(None) => {
+                self.drop_corrupt(&name);
+                self.counters.miss();
+                None
+            }
+            None => {
+                self.forget(&name);
+                self.counters.miss();
+                None
+            }
+        }
+    }
+
+    /// The metadata of a cached object: its header is checked, its content not read.
+    pub fn head(&self, key: &str) -> Option<ObjectMeta> {
+        let name = name_of(key);
+        let mut f = File::open(self.path_of(&name)).ok()?;
+        let file_len = f.metadata().ok()?.len();
+        let mut fixed = [0u8; HEADER_LEN];
+        let parsed = f.read_exact(&mut fixed).ok().and_then(|()| {
+            let h = Header::parse(&fixed)?;
+            let mut rest = vec![0u8; h.key_len + h.etag_len];
+            f.read_exact(&mut rest).ok()?;
+            h.check(&fixed, &rest, key, file_len)
+        });
+        if parsed.is_none() {
+            self.drop_corrupt(&name);
+        }
+        parsed
+    }
+
+    /// Writes the object to a temp file; `commit` makes it visible.
+    /// Returns `None` when it is too big for this tier or the write fails.
+    pub fn stage(&self, key: &str, body: &[u8], meta: &ObjectMeta) -> Option<Staged> {
+        let size = (HEADER_LEN + key.len() + meta.etag.len() + body.len()) as u64;
+        if size > self.capacity / MAX_ENTRY_SHARE {
+            return None;
+        }
+        let name = name_of(key);
+        let final_path = self.path_of(&name);
+        let parent = final_path.parent().expect("a cache file has a parent");
+        fs::create_dir_all(parent).ok()?;
+        let temp = parent.join(format!("{TEMP_PREFIX}{:016x}", rand::random::<u64>()));
+        let written = File::create_new(&temp).and_then(|mut f| {
+            f.write_all(&encode_header(key, body, meta))?;
+            f.write_all(body)
+        });
+        if written.is_err() {
+            let _ = fs::remove_file(&temp);
+            return None;
+        }
+        Some(Staged { temp, name, size })
+    }
+
+    /// Renames a staged file into place and evicts down to the budget.
+    pub fn commit(&self, staged: Staged) {
+        if fs::rename(&staged.temp, self.path_of(&staged.name)).is_err() {
+            let _ = fs::remove_file(&staged.temp);
+            return;
+        }
+        {
+            let mut idx = self.index();
+            idx.remove(&staged.name);
+            idx.insert(staged.name, staged.size);
+        }
+        self.enforce_budget();
+    }
+
+    /// Throws a staged file away.
+    pub fn discard(&self, staged: Staged) {
+        let _ = fs::remove_file(&staged.temp);
+    }
+
+    /// Deletes the cached copy of `key`.
+    pub fn remove(&self, key: &str) {
+        let name = name_of(key);
+        let _ = fs::remove_file(self.path_of(&name));
+        self.forget(&name);
+    }
+
+    /// Bytes the tier holds now, by its index.
+    pub fn bytes(&self) -> u64 {
+        self.index().bytes
+    }
+
+    /// Entries the tier holds now.
+    pub fn entries(&self) -> u64 {
+        self.index().entries.len() as u64
+    }
+
+    fn touch(&self, name: &Name) {
+        let mut idx = self.index();
+        if let Some((size, _)) = idx.remove(name) {
+            idx.insert(*name, size);
+        }
+    }
+
+    fn forget(&self, name: &Name) {
+        self.index().remove(name);
+    }
+
+    fn drop_corrupt(&self, name: &Name) {
+        let _ = fs::remove_file(self.path_of(name));
+        self.forget(name);
+        self.corrupt.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn enforce_budget(&self) {
+        loop {
+            let victim = {
+                let mut idx = self.index();
+                if idx.bytes <= self.capacity {
+                    break;
+                }
+                let Some((_, name)) = idx.order.pop_first() else {
+                    break;
+                };
+                let (size, _) = idx.entries.remove(&name).expect("index in step");
+                idx.bytes -= size;
+                name
+            };
+            let _ = fs::remove_file(self.path_of(&victim));
+            self.counters.evictions.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Index {
+    fn insert(&mut self, name: Name, size: u64) {
+        self.tick += 1;
+        self.entries.insert(name, (size, self.tick));
+        self.order.insert(self.tick, name);
+        self.bytes += size;
+    }
+
+    fn remove(&mut self, name: &Name) -> Option<(u64, u64)> {
+        let (size, tick) = self.entries.remove(name)?;
+        self.order.remove(&tick);
+        self.bytes -= size;
+        Some((size, tick))
+    }
+}
+
+fn name_of(key: &str) -> Name {
+    let digest = Sha256::digest(key.as_bytes());
+    let mut name = [0u8; 16];
+    name.copy_from_slice(&digest[..16]);
+    name
+}
+
+/// Builds the index from the files present, oldest first; sweeps temp files.
+fn scan(dir: &Path) -> Result<Index, StoreError> {
+    let mut found: Vec<(i128, Name, u64)> = Vec::new();
+    for sub in fs::read_dir(dir)?.flatten() {
+        let sub_path = sub.path();
+        if !sub.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            continue;
+        }
+        for file in fs::read_dir(&sub_path)?.flatten() {
+            let fname = file.file_name();
+            let fname = fname.to_string_lossy();
+            if fname.starts_with(TEMP_PREFIX) {
+                let _ = fs::remove_file(file.path());
+                continue;
+            }
+            let mut name = [0u8; 16];
+            if fname.len() != 32 || hex::decode_to_slice(fname.as_bytes(), &mut name).is_err() {
+                continue;
+            }
+            if let Ok(md) = file.metadata() {
+                let mtime = md.mtime() as i128 * 1_000_000_000 + md.mtime_nsec() as i128;
+                found.push((mtime, name, md.len()));
+            }
+        }
+    }
+    found.sort();
+    let mut idx = Index {
+        entries: HashMap::new(),
+        order: BTreeMap::new(),
+        bytes: 0,
+        tick: 0,
+    };
+    for (_, name, size) in found {
+        idx.insert(name, size);
+    }
+    Ok(idx)
+}
+
+struct Header {
+    header_crc: u32,
+    body_crc: u32,
+    key_len: usize,
+    etag_len: usize,
+    body_len: u64,
+    mtime: i128,
+}
+
+impl Header {
+    fn parse(b: &[u8; HEADER_LEN]) -> Option<Header> {
+        if &b[..4] != MAGIC {
+            return None;
+        }
+        let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap());
+        Some(Header {
+            header_crc: u32_at(4),
+            body_crc: u32_at(8),
+            key_len: u32_at(12) as usize,
+            etag_len: u32_at(16) as usize,
+            body_len: u64::from_le_bytes(b[20..28].try_into().unwrap()),
+            mtime: i128::from_le_bytes(b[28..44].try_into().unwrap()),
+        })
+    }
+
+    /// Checks the header CRC, the key and the file length; returns the metadata.
+    fn check(&self, fixed: &[u8], rest: &[u8], key: &str, file_len: u64) -> Option<ObjectMeta> {
+        let total = (HEADER_LEN + self.key_len + self.etag_len) as u64 + self.body_len;
+        if total != file_len || rest.len() != self.key_len + self.etag_len {
+            return None;
+        }
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&fixed[8..]);
+        crc.update(rest);
+        if crc.finalize() != self.header_crc || &rest[..self.key_len] != key.as_bytes() {
+            return None;
+        }
+        let etag = std::str::from_utf8(&rest[self.key_len..]).ok()?.to_string();
+        Some(ObjectMeta {
+            size: self.body_len,
+            etag,
+            last_modified_ns: self.mtime,
+        })
+    }
+}
+
+fn encode_header(key: &str, body: &[u8], meta: &ObjectMeta) -> Vec<u8> {
+    let mut h = Vec::with_capacity(HEADER_LEN + key.len() + meta.etag.len());
+    h.extend_from_slice(MAGIC);
+    h.extend_from_slice(&[0; 4]);
+    h.extend_from_slice(&crc32fast::hash(body).to_le_bytes());
+    h.extend_from_slice(&(key.len() as u32).to_le_bytes());
+    h.extend_from_slice(&(meta.etag.len() as u32).to_le_bytes());
+    h.extend_from_slice(&(body.len() as u64).to_le_bytes());
+    h.extend_from_slice(&meta.last_modified_ns.to_le_bytes());
+    h.extend_from_slice(key.as_bytes());
+    h.extend_from_slice(meta.etag.as_bytes());
+    let crc = crc32fast::hash(&h[8..]);
+    h[4..8].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
+/// Checks a whole file read into `buf`; the content is a slice of it (no copy).
+fn decode(key: &str, buf: Vec<u8>) -> Option<(Bytes, ObjectMeta)> {
+    let fixed: &[u8; HEADER_LEN] = buf.get(..HEADER_LEN)?.try_into().ok()?;
+    let h = Header::parse(fixed)?;
+    let body_at = HEADER_LEN + h.key_len + h.etag_len;
+    let meta = h.check(fixed, buf.get(HEADER_LEN..body_at)?, key, buf.len() as u64)?;
+    if crc32fast::hash(&buf[body_at..]) != h.body_crc {
+        return None;
+    }
+    Some((Bytes::from(buf).slice(body_at..), meta))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(size: usize) -> ObjectMeta {
+        ObjectMeta {
+            size: size as u64,
+            etag: "e1".into(),
+            last_modified_ns: 42,
+        }
+    }
+
+    fn put(tier: &DiskTier, key: &str, body: &[u8]) {
+        let staged = tier.stage(key, body, &meta(body.len())).expect("staged");
+        tier.commit(staged);
+    }
+
+    #[test]
+    fn round_trip_and_head() {
+        let dir = tempfile::tempdir().unwrap();
+        let tier = DiskTier::open(dir.path(), 1 << 20).unwrap();
+        put(&tier, "a/b.txt", b"hello");
+        let (body, m) = tier.get("a/b.txt").unwrap();
+        assert_eq!(&body[..], b"hello");
+        assert_eq!(m, meta(5));
+        assert_eq!(tier.head("a/b.txt"), Some(meta(5)));
+        assert!(tier.get("other").is_none());
+        tier.remove("a/b.txt");
+        assert!(tier.get("a/b.txt").is_none());
+        assert_eq!(tier.bytes(), 0);
+    }
+
+    #[test]
+    fn corrupted_and_truncated_files_are_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let tier = DiskTier::open(dir.path(), 1 << 20).unwrap();
+        put(&tier, "k1", &[7u8; 1000]);
+        put(&tier, "k2", &[8u8; 1000]);
+        let p1 = tier.path_of(&name_of("k1"));
+        let mut bytes = fs::read(&p1).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        fs::write(&p1, bytes).unwrap();
+        let p2 = tier.path_of(&name_of("k2"));
+        let len = fs::metadata(&p2).unwrap().len();
+        File::options()
+            .write(true)
+            .open(&p2)
+            .unwrap()
+            .set_len(len - 10)
+            .unwrap();
+        assert!(tier.get("k1").is_none());
+        assert!(tier.head("k2").is_none());
+        assert!(!p1.exists() && !p2.exists());
+        assert_eq!(tier.corrupt.load(Ordering::Relaxed), 2);
+        assert_eq!(tier.bytes(), 0);
+    }
+
+    #[test]
+    fn budget_holds_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let cap = 64 * 1024;
+        {
+            let tier = DiskTier::open(dir.path(), cap).unwrap();
+            for i in 0..200 {
+                put(
+                    &tier,
+                    &format!("k{i}"),
+                    &vec![i as u8; 100 + (i * 37) % 4000],
+                );
+                assert!(tier.bytes() <= cap);
+            }
+            assert!(tier.counters.evictions.load(Ordering::Relaxed) > 0);
+            // File times are coarse: leave a gap so "newest" is newest by mtime.
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            put(&tier, "newest", b"n");
+        }
+        // A smaller budget after a restart is enforced on open.
+        let tier = DiskTier::open(dir.path(), cap / 4).unwrap();
+        assert!(tier.bytes() <= cap / 4);
+        assert!(tier.entries() > 0);
+        assert!(tier.get("newest").is_some(), "the newest entry survives");
+        let on_disk: u64 = walk(dir.path());
+        assert_eq!(on_disk, tier.bytes());
+    }
+
+    fn walk(dir: &Path) -> u64 {
+        let mut total = 0;
+        for sub in fs::read_dir(dir).unwrap().flatten() {
+            if sub.file_type().unwrap().is_dir() {
+                for f in fs::read_dir(sub.path()).unwrap().flatten() {
+                    total += f.metadata().unwrap().len();
+                }
+            }
+        }
+        total
+    }
+}

@@ -1,0 +1,459 @@
+//! The RAM tier: a byte-bounded S3-FIFO cache (Yang et al., SOSP '23).
+//!
+//! S3-FIFO keeps new entries in a small FIFO (10% of the bytes). An entry that
+//! is read again while there moves to the main FIFO; one that is not is
+//! dropped and only its key hash is remembered in a ghost FIFO, so a scan of
+//! one-time keys passes through the small queue without flushing the hot set.
+//! A hit only bumps a 2-bit counter: no list is relinked, so a hit costs a
+//! hash lookup under an uncontended shard lock.
+//!
+//! The budget counts each entry's key, value and ETag plus `ENTRY_OVERHEAD`
+//! for the map slot, queue slot and headers, and each ghost at `GHOST_OVERHEAD`.
+
+use std::collections::hash_map::RandomState;
+use std::collections::{HashMap, VecDeque};
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::Value;
+use crate::object::ObjectMeta;
+
+/// Bytes charged per entry beyond its key, value and ETag.
+pub const ENTRY_OVERHEAD: usize = 160;
+/// Bytes charged per remembered ghost key hash.
+pub const GHOST_OVERHEAD: usize = 32;
+/// Shards are at least this big, so large values still fit in one.
+const MIN_SHARD_BYTES: usize = 8 << 20;
+const MAX_SHARDS: usize = 16;
+/// An entry above this share of a shard is not admitted (it would evict too much).
+const MAX_ENTRY_SHARE: usize = 4;
+
+/// What one entry costs against the budget.
+pub fn charge(key: &str, value_len: usize, meta: &ObjectMeta) -> usize {
+    key.len() + value_len + meta.etag.len() + ENTRY_OVERHEAD
+}
+
+struct Entry<V> {
+    value: V,
+    meta: ObjectMeta,
+    charge: usize,
+    freq: u8,
+    id: u64,
+    in_main: bool,
+}
+
+struct Shard<V> {
+    map: HashMap<Arc<str>, Entry<V>>,
+    small: VecDeque<(Arc<str>, u64)>,
+    main: VecDeque<(Arc<str>, u64)>,
+    ghost: VecDeque<u64>,
+    ghost_set: HashMap<u64, u32>,
+    small_bytes: usize,
+    main_bytes: usize,
+    capacity: usize,
+    next_id: u64,
+}
+
+/// Counters of one tier.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+    pub evictions: AtomicU64,
+    pub bytes: AtomicU64,
+    pub entries: AtomicU64,
+}
+
+impl Counters {
+    pub fn hit(&self) {
+        self.hits.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn miss(&self) {
+        self.misses.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The RAM tier: independent shards, each an S3-FIFO over its share of the bytes.
+pub struct MemoryTier<V> {
+    shards: Box<[Mutex<Shard<V>>]>,
+    hasher: RandomState,
+    shard_capacity: usize,
+    pub counters: Counters,
+}
+
+impl<V: Value> MemoryTier<V> {
+    /// A tier holding at most `max_bytes` (keys and bookkeeping included).
+    pub fn new(max_bytes: usize) -> Self {
+        let shards = (max_bytes / MIN_SHARD_BYTES).clamp(1, MAX_SHARDS);
+        let shard_capacity = max_bytes / shards;
+        MemoryTier {
+            shards: (0..shards)
+                .map(|_| Mutex::new(Shard::new(shard_capacity)))
+                .collect(),
+            hasher: RandomState::new(),
+            shard_capacity,
+            counters: Counters::default(),
+        }
+    }
+
+    /// The byte budget.
+    pub fn capacity(&self) -> usize {
+        self.shard_capacity * self.shards.len()
+    }
+
+    fn shard(&self, key: &str) -> MutexGuard<'_, Shard<V>> {
+        let idx = (self.hasher.hash_one(key) as usize) % self.shards.len();
+        // A poisoned shard is still consistent enough to serve: every
+        // mutation keeps its byte counts in step with the map.
+        self.shards[idx].lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The value (and metadata when asked) of `key`, counting a hit or a miss.
+    pub fn get(&self, key: &str, with_meta: bool) -> Option<(V, Option<ObjectMeta>)> {
+        let mut shard = self.shard(key);
+        match shard.map.get_mut(key) {
+            Some(e) => {
+                e.freq = (e.freq + 1).min(3);
+                let out = (e.value.clone(), with_meta.then(|| e.meta.clone()));
+                drop(shard);
+                self.counters.hit();
+                Some(out)
+            }
+            None => {
+                drop(shard);
+                self.counters.miss();
+                None
+            }
+        }
+    }
+
+    /// The metadata of `key`, without counting (heads are not reads).
+    pub fn head(&self, key: &str) -> Option<ObjectMeta> {
+        let shard = self.shard(key);
+        shard.map.get(key).map(|e| e.meta.clone())
+    }
+
+    /// Inserts or replaces `key`; returns false if the value is too big to admit.
+    pub fn insert(&self, key: &str, value: V, meta: ObjectMeta) -> bool {
+        let charge = charge(key, value.len(), &meta);
+        let mut shard = self.shard(key);
+        if charge > self.shard_capacity / MAX_ENTRY_SHARE {
+            if let Some(old) = shard.remove(key) {
+                self.account(-(old as i64), -1);
+            }
+            return false;
+        }
+        let (freed, evicted, replaced) = shard.insert(key, value, meta, charge);
+        drop(shard);
+        let removed = evicted + replaced as u64;
+        self.account(charge as i64 - freed as i64, 1 - removed as i64);
+        if evicted > 0 {
+            self.counters
+                .evictions
+                .fetch_add(evicted, Ordering::Relaxed);
+        }
+        true
+    }
+
+    /// Drops `key` if present.
+    pub fn remove(&self, key: &str) {
+        let mut shard = self.shard(key);
+        if let Some(old) = shard.remove(key) {
+            drop(shard);
+            self.account(-(old as i64), -1);
+        }
+    }
+
+    fn account(&self, bytes: i64, entries: i64) {
+        add_signed(&self.counters.bytes, bytes);
+        add_signed(&self.counters.entries, entries);
+    }
+
+    /// Bytes charged now, ghosts included (for tests of the budget).
+    pub fn charged_bytes(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| {
+                let s = s.lock().unwrap_or_else(|p| p.into_inner());
+                s.small_bytes + s.main_bytes + s.ghost.len() * GHOST_OVERHEAD
+            })
+            .sum()
+    }
+}
+
+fn add_signed(counter: &AtomicU64, delta: i64) {
+    if delta >= 0 {
+        counter.fetch_add(delta as u64, Ordering::Relaxed);
+    } else {
+        counter.fetch_sub(delta.unsigned_abs(), Ordering::Relaxed);
+    }
+}
+
+impl<V> Shard<V> {
+    fn new(capacity: usize) -> Self {
+        Shard {
+            map: HashMap::new(),
+            small: VecDeque::new(),
+            main: VecDeque::new(),
+            ghost: VecDeque::new(),
+            ghost_set: HashMap::new(),
+            small_bytes: 0,
+            main_bytes: 0,
+            capacity,
+            next_id: 0,
+        }
+    }
+
+    fn used(&self) -> usize {
+        self.small_bytes + self.main_bytes + self.ghost.len() * GHOST_OVERHEAD
+    }
+
+    /// Returns (bytes freed, entries evicted, whether an old value was replaced).
+    fn insert(
+        &mut self,
+        key: &str,
+        value: V,
+        meta: ObjectMeta,
+        charge: usize,
+    ) -> (usize, u64, bool) {
+        let mut freed = 0;
+        let replaced = match self.remove(key) {
+            Some(old) => {
+                freed += old;
+                true
+            }
+            None => false,
+        };
+        // A key seen recently (a ghost) or being replaced goes straight to main.
+        let to_main = replaced || self.forget_ghost(ghost_hash(key));
+        let mut evicted = 0;
+        while self.used() + charge > self.capacity {
+            match self.evict_one() {
+                Some(bytes) => {
+                    freed += bytes;
+                    evicted += 1;
+                }
+                None if self.pop_ghost() => {}
+                None => break,
+            }
+        }
+        let key: Arc<str> = Arc::from(key);
+        let id = self.next_id;
+        self.next_id += 1;
+        if to_main {
+            self.main.push_back((key.clone(), id));
+            self.main_bytes += charge;
+        } else {
+            self.small.push_back((key.clone(), id));
+            self.small_bytes += charge;
+        }
+        self.map.insert(
+            key,
+            Entry {
+                value,
+                meta,
+                charge,
+                freq: 0,
+                id,
+                in_main: to_main,
+            },
+        );
+        self.compact();
+        (freed, evicted, replaced)
+    }
+
+    fn remove(&mut self, key: &str) -> Option<usize> {
+        let e = self.map.remove(key)?;
+        if e.in_main {
+            self.main_bytes -= e.charge;
+        } else {
+            self.small_bytes -= e.charge;
+        }
+        Some(e.charge)
+    }
+
+    /// Evicts one entry, returning its charge; `None` if both queues are empty.
+    fn evict_one(&mut self) -> Option<usize> {
+        loop {
+            if self.small.is_empty() && self.main.is_empty() {
+                return None;
+            }
+            let from_small = self.main.is_empty()
+                || (!self.small.is_empty()
+                    && (self.small_bytes > self.capacity / 10 || self.main_bytes == 0));
+            let queue = if from_small {
+                &mut self.small
+            } else {
+                &mut self.main
+            };
+            let (key, id) = queue.pop_front().expect("checked non-empty");
+            let live = matches!(self.map.get(&key), Some(e) if e.id == id);
+            if !live {
+                continue;
+            }
+            let e = self.map.get_mut(&key).expect("checked live");
+            if from_small {
+                if e.freq > 0 {
+                    // Read again while new: promote.
+                    e.freq = 0;
+                    e.in_main = true;
+                    self.small_bytes -= e.charge;
+                    self.main_bytes += e.charge;
+                    self.main.push_back((key, id));
+                    continue;
+                }
+                let e = self.map.remove(&key).expect("checked live");
+                self.small_bytes -= e.charge;
+                self.remember_ghost(&key);
+                return Some(e.charge);
+            }
+            if e.freq > 0 {
+                // Second chance in main, as in CLOCK.
+                e.freq -= 1;
+                self.main.push_back((key, id));
+                continue;
+            }
+            let e = self.map.remove(&key).expect("checked live");
+            self.main_bytes -= e.charge;
+            return Some(e.charge);
+        }
+    }
+
+    fn remember_ghost(&mut self, key: &str) {
+        let h = ghost_hash(key);
+        self.ghost.push_back(h);
+        *self.ghost_set.entry(h).or_insert(0) += 1;
+        // Remember about as many ghosts as main holds entries.
+        let limit = self.map.len().max(16);
+        while self.ghost.len() > limit {
+            self.pop_ghost();
+        }
+    }
+
+    /// True if `hash` was a ghost (it is forgotten now: the key is back).
+    fn forget_ghost(&mut self, hash: u64) -> bool {
+        self.ghost_set.remove(&hash).is_some()
+    }
+
+    fn pop_ghost(&mut self) -> bool {
+        let Some(h) = self.ghost.pop_front() else {
+            return false;
+        };
+        if let Some(n) = self.ghost_set.get_mut(&h) {
+            *n -= 1;
+            if *n == 0 {
+                self.ghost_set.remove(&h);
+            }
+        }
+        true
+    }
+
+    /// Drops stale queue slots left by removals once they outnumber live ones.
+    fn compact(&mut self) {
+        let live = self.map.len();
+        if self.small.len() + self.main.len() <= 2 * live + 1024 {
+            return;
+        }
+        let map = &self.map;
+        let keep = |(k, id): &(Arc<str>, u64)| matches!(map.get(k), Some(e) if e.id == *id);
+        self.small.retain(keep);
+        self.main.retain(keep);
+    }
+}
+
+fn ghost_hash(key: &str) -> u64 {
+    // Fixed seed: ghosts must be found again by the same key.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key.as_bytes() {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn meta(n: usize) -> ObjectMeta {
+        ObjectMeta {
+            size: n as u64,
+            etag: "etag".into(),
+            last_modified_ns: 1,
+        }
+    }
+
+    fn put(t: &MemoryTier<Bytes>, key: &str, n: usize) -> bool {
+        t.insert(key, Bytes::from(vec![0u8; n]), meta(n))
+    }
+
+    #[test]
+    fn get_insert_remove() {
+        let t = MemoryTier::<Bytes>::new(1 << 20);
+        assert!(t.get("a", false).is_none());
+        assert!(put(&t, "a", 10));
+        let (v, m) = t.get("a", true).unwrap();
+        assert_eq!((v.len(), m.unwrap().size), (10, 10));
+        assert!(put(&t, "a", 20), "replacing works");
+        assert_eq!(t.get("a", false).unwrap().0.len(), 20);
+        t.remove("a");
+        assert!(t.get("a", false).is_none());
+        assert_eq!(t.counters.bytes.load(Ordering::Relaxed), 0);
+        assert_eq!(t.counters.entries.load(Ordering::Relaxed), 0);
+        assert_eq!(t.counters.hits.load(Ordering::Relaxed), 2);
+        assert_eq!(t.counters.misses.load(Ordering::Relaxed), 2);
+        assert!(
+            !put(&t, "huge", 1 << 20),
+            "an entry above a quarter of a shard is refused"
+        );
+    }
+
+    #[test]
+    fn budget_holds_under_random_sizes() {
+        let cap = 256 * 1024;
+        let t = MemoryTier::<Bytes>::new(cap);
+        let mut seed = 7u64;
+        for i in 0..20_000 {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let n = (seed >> 33) as usize % 20_000;
+            put(&t, &format!("key-{}", (seed >> 20) % 3000), n);
+            if i % 3 == 0 {
+                t.get(&format!("key-{}", (seed >> 40) % 3000), false);
+            }
+            assert!(
+                t.charged_bytes() <= cap,
+                "charged {} > {cap}",
+                t.charged_bytes()
+            );
+        }
+        let counted = t.counters.bytes.load(Ordering::Relaxed) as usize;
+        let ghosts = t.charged_bytes() - counted;
+        assert!(ghosts.is_multiple_of(GHOST_OVERHEAD));
+        assert!(t.counters.evictions.load(Ordering::Relaxed) > 0);
+    }
+
+    #[test]
+    fn a_scan_does_not_flush_the_hot_set() {
+        let t = MemoryTier::<Bytes>::new(200 * (1000 + ENTRY_OVERHEAD + 16));
+        for round in 0..3 {
+            for k in 0..100 {
+                let key = format!("hot-{k}");
+                if t.get(&key, false).is_none() {
+                    put(&t, &key, 1000);
+                }
+            }
+            let _ = round;
+        }
+        for k in 0..5_000 {
+            put(&t, &format!("scan-{k}"), 1000);
+        }
+        let hot = (0..100)
+            .filter(|k| t.get(&format!("hot-{k}"), false).is_some())
+            .count();
+        assert!(hot >= 90, "only {hot} of 100 hot keys survived a scan");
+    }
+}
