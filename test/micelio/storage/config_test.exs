@@ -83,9 +83,24 @@ defmodule Micelio.Storage.ConfigTest do
     assert File.read!(Path.join(b, "k")) == "in b"
   end
 
-  test "the tiered backend is refused with a clear error until it exists" do
-    assert {:error, {:invalid_config, :backend, msg}} = Storage.get("k", backend: :tiered)
-    assert msg =~ "tiered"
+  test "the tiered backend resolves its cache settings and its origin's" do
+    assert {:ok, config} = Config.resolve(backend: :tiered, origin_backend: :local)
+
+    assert %{cache_memory_max_bytes: 64_000_000, cdn_timeout_ms: 2_000, cdn_base_url: nil} =
+             config
+
+    assert is_binary(config.local_path) and is_binary(config.cache_disk_path)
+    refute Map.has_key?(config, :s3_bucket)
+
+    assert {:ok, %{origin_backend: :s3, s3_bucket: "b"}} =
+             Config.resolve(backend: :tiered, s3_bucket: "b")
+
+    System.put_env("STORAGE_CACHE_MEMORY_MAX_BYTES", "0")
+    assert {:ok, %{cache_memory_max_bytes: 0}} = Config.resolve(backend: :tiered)
+    System.delete_env("STORAGE_CACHE_MEMORY_MAX_BYTES")
+
+    assert {:error, :missing_s3_credentials} =
+             Storage.get("k", backend: :tiered, s3_bucket: "b", s3_access_key_id: nil)
   end
 
   test "STORAGE_TIMEOUT_MS is parsed as an integer" do

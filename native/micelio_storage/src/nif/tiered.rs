@@ -5,8 +5,9 @@
 //! disk probe runs on a dirty I/O scheduler. The CDN, the origin and writes
 //! run on the tokio runtime and answer by message.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -71,11 +72,28 @@ pub struct TieredConfigTerm {
     cdn_timeout_ms: u64,
     local_path: Option<String>,
     s3: Option<S3ConfigTerm>,
+    /// Identifies the settings (secrets only as a digest): equal settings share one store.
+    fingerprint: String,
+}
+
+type Registry = Mutex<HashMap<String, Weak<TieredStore<BeamValue>>>>;
+
+/// Live stores by fingerprint. Two stores over one cache would not see each
+/// other's writes, so opening equal settings again returns the live one.
+fn registry() -> &'static Registry {
+    static REG: OnceLock<Registry> = OnceLock::new();
+    REG.get_or_init(Default::default)
 }
 
 #[rustler::nif(schedule = "DirtyIo")]
 fn tiered_open(env: Env, config: TieredConfigTerm) -> Term {
     guarded(env, || {
+        let mut reg = registry().lock().unwrap_or_else(|p| p.into_inner());
+        reg.retain(|_, w| w.strong_count() > 0);
+        if let Some(store) = reg.get(&config.fingerprint).and_then(Weak::upgrade) {
+            return Ok(ok(env, ResourceArc::new(TieredResource(store))));
+        }
+        let fingerprint = config.fingerprint.clone();
         let origin = match (config.local_path, config.s3) {
             (_, Some(s3)) => Origin::S3(Arc::new(S3Store::new(s3.into_config())?)),
             (Some(path), None) => Origin::Local(Arc::new(LocalStore::open(&PathBuf::from(path))?)),
@@ -93,8 +111,9 @@ fn tiered_open(env: Env, config: TieredConfigTerm) -> Term {
             cdn_base_url: config.cdn_base_url,
             cdn_timeout: Duration::from_millis(config.cdn_timeout_ms),
         };
-        let store = TieredStore::new(cfg, origin)?;
-        Ok(ok(env, ResourceArc::new(TieredResource(Arc::new(store)))))
+        let store = Arc::new(TieredStore::new(cfg, origin)?);
+        reg.insert(fingerprint, Arc::downgrade(&store));
+        Ok(ok(env, ResourceArc::new(TieredResource(store))))
     })
 }
 

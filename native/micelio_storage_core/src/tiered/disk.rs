@@ -66,8 +66,9 @@ fn registry() -> &'static Mutex<HashMap<PathBuf, Weak<DiskTier>>> {
 }
 
 impl DiskTier {
-    /// Opens the tier at `dir`, shared with any live store of this VM that
-    /// uses the same directory.
+    /// Opens the tier at `dir`. One directory serves one live tier per VM
+    /// (and per machine, by the lock file): two caches over one directory
+    /// would not see each other's invalidations.
     pub fn open(dir: &Path, capacity: u64) -> Result<Arc<DiskTier>, StoreError> {
         if !dir.is_absolute() {
             return Err(StoreError::InvalidConfig(
@@ -79,8 +80,11 @@ impl DiskTier {
         let dir = fs::canonicalize(dir)?;
         let mut reg = registry().lock().unwrap_or_else(|p| p.into_inner());
         reg.retain(|_, w| w.strong_count() > 0);
-        if let Some(tier) = reg.get(&dir).and_then(Weak::upgrade) {
-            return Ok(tier);
+        if reg.contains_key(&dir) {
+            return Err(StoreError::InvalidConfig(
+                "cache_disk_path",
+                format!("{dir:?} is in use by a tiered store with other settings"),
+            ));
         }
         let lock = File::create(dir.join(".lock"))?;
         if rustix::fs::flock(&lock, FlockOperation::NonBlockingLockExclusive).is_err() {
@@ -118,6 +122,15 @@ impl DiskTier {
 
     /// Reads and checks the cached object, counting a hit or a miss.
     pub fn get(&self, key: &str) -> Option<(Bytes, ObjectMeta)> {
+        self.read(key, true)
+    }
+
+    /// Like `get`, but a miss is not counted (a re-check, not a read).
+    pub fn probe(&self, key: &str) -> Option<(Bytes, ObjectMeta)> {
+        self.read(key, false)
+    }
+
+    fn read(&self, key: &str, count_miss: bool) -> Option<(Bytes, ObjectMeta)> {
         let name = name_of(key);
         let path = self.path_of(&name);
         let found = match File::open(&path) {
@@ -139,12 +152,16 @@ impl DiskTier {
             }
             Some(None) => {
                 self.drop_corrupt(&name);
-                self.counters.miss();
+                if count_miss {
+                    self.counters.miss();
+                }
                 None
             }
             None => {
                 self.forget(&name);
-                self.counters.miss();
+                if count_miss {
+                    self.counters.miss();
+                }
                 None
             }
         }

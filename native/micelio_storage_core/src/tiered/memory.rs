@@ -111,6 +111,16 @@ impl<V: Value> MemoryTier<V> {
 
     /// The value (and metadata when asked) of `key`, counting a hit or a miss.
     pub fn get(&self, key: &str, with_meta: bool) -> Option<(V, Option<ObjectMeta>)> {
+        self.lookup(key, with_meta, true)
+    }
+
+    /// Like `get`, but a miss is not counted (a re-check, not a read).
+    pub fn lookup(
+        &self,
+        key: &str,
+        with_meta: bool,
+        count_miss: bool,
+    ) -> Option<(V, Option<ObjectMeta>)> {
         let mut shard = self.shard(key);
         match shard.map.get_mut(key) {
             Some(e) => {
@@ -122,7 +132,9 @@ impl<V: Value> MemoryTier<V> {
             }
             None => {
                 drop(shard);
-                self.counters.miss();
+                if count_miss {
+                    self.counters.miss();
+                }
                 None
             }
         }

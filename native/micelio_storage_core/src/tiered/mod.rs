@@ -233,9 +233,17 @@ impl<V: Value> TieredStore<V> {
 
     /// A disk hit (which fills RAM), or `None`. Blocking file I/O.
     pub fn get_disk(&self, key: &str) -> Option<Found<V>> {
+        self.read_disk(key, true)
+    }
+
+    fn read_disk(&self, key: &str, count_miss: bool) -> Option<Found<V>> {
         let disk = self.disk.as_ref()?;
         let start = lock(&self.writes).epoch();
-        let (bytes, meta) = disk.get(key)?;
+        let (bytes, meta) = if count_miss {
+            disk.get(key)?
+        } else {
+            disk.probe(key)?
+        };
         let value = V::from_bytes(bytes);
         self.fill(key, start, value.clone(), meta.clone(), false);
         Some((value, meta))
@@ -320,6 +328,23 @@ impl<V: Value> TieredStore<V> {
         timeout: Duration,
     ) -> Result<Found<V>, StoreError> {
         let start = lock(&self.writes).epoch();
+        // A flight that starts just after another ended finds its fill here,
+        // so merged misses never reach the origin twice.
+        if let Some((value, Some(meta))) = self
+            .memory
+            .as_ref()
+            .and_then(|m| m.lookup(key, true, false))
+        {
+            return Ok((value, meta));
+        }
+        if self.disk.is_some() {
+            let (store, k) = (self.clone(), key.to_string());
+            if let Ok(Some(found)) =
+                tokio::task::spawn_blocking(move || store.read_disk(&k, false)).await
+            {
+                return Ok(found);
+            }
+        }
         let from_cdn = match self.cdn_for(key) {
             Some(cdn) => cdn.get(key).await,
             None => None,
@@ -362,9 +387,12 @@ impl<V: Value> TieredStore<V> {
     }
 
     /// Forgets every cached copy of `key` and any flight reading it.
+    ///
+    /// The write is recorded last: a reader that notes the new epoch must
+    /// not be able to find the old copy any more. (Readers note the epoch
+    /// without the stripe lock; fills check it under the lock.)
     pub fn invalidate(&self, key: &str) {
         let _stripe = self.stripe(key);
-        lock(&self.writes).record(key);
         if let Some(memory) = &self.memory {
             memory.remove(key);
         }
@@ -372,6 +400,7 @@ impl<V: Value> TieredStore<V> {
             disk.remove(key);
         }
         lock(&self.flights).remove(key);
+        lock(&self.writes).record(key);
     }
 
     /// Writes to the origin, then invalidates the caches (also after an
