@@ -136,7 +136,18 @@ defmodule Micelio.Storage do
       {:error, :not_found}
   """
   @spec get(key, opts) :: {:ok, binary} | {:error, reason}
-  def get(key, opts \\ []),
+  def get(key, opts \\ [])
+
+  # The hot path of cache hits: no closure, no resolution, and for the tiered
+  # backend a static call (a call through a module variable costs a lookup).
+  def get(key, %Handle{module: Micelio.Storage.Tiered, store: store, config: config})
+      when is_binary(key),
+      do: Micelio.Storage.Tiered.get(store, key, config)
+
+  def get(key, %Handle{module: mod, store: store, config: config}) when is_binary(key),
+    do: mod.get(store, key, config)
+
+  def get(key, opts),
     do: run(key, opts, fn mod, store, config -> mod.get(store, key, config) end)
 
   @doc """

@@ -68,16 +68,25 @@ defmodule Micelio.Storage.Tiered do
   defp s3_spec(%{origin_backend: :s3} = config), do: S3.spec(config)
   defp s3_spec(_config), do: nil
 
-  @impl true
-  def get(store, key, config), do: read(store, key, false, config)
-
-  @impl true
-  def get_with_meta(store, key, config), do: read(store, key, true, config)
-
   # RAM inline, then disk on a dirty scheduler, then CDN/origin on the runtime.
-  defp read(store, key, with_meta, %{timeout: t}) do
-    with :miss <- Native.tiered_get_ram(store, key, with_meta),
-         :miss <- Native.tiered_get_disk(store, key, with_meta) do
+  @impl true
+  def get(store, key, config) do
+    case Native.tiered_get_ram(store, key, false) do
+      :miss -> below_ram(store, key, false, config)
+      hit_or_error -> hit_or_error
+    end
+  end
+
+  @impl true
+  def get_with_meta(store, key, config) do
+    case Native.tiered_get_ram(store, key, true) do
+      :miss -> below_ram(store, key, true, config)
+      hit_or_error -> hit_or_error
+    end
+  end
+
+  defp below_ram(store, key, with_meta, %{timeout: t}) do
+    with :miss <- Native.tiered_get_disk(store, key, with_meta) do
       Async.call(t, &Native.tiered_fetch(store, &1, key, with_meta, t))
     end
   end

@@ -17,13 +17,13 @@ use micelio_storage_core::local::LocalStore;
 use micelio_storage_core::object::PutOptions;
 use micelio_storage_core::s3::S3Store;
 use micelio_storage_core::tiered::{Origin, TieredConfig, TieredStore, Value};
-use rustler::{Binary, Encoder, Env, NifMap, ResourceArc, Term};
+use rustler::{Binary, Encoder, Env, NifMap, OwnedBinary, ResourceArc, Term};
 
 use super::reply::body_reply;
 use super::s3::S3ConfigTerm;
 use super::{
     borrow_bytes, content_bytes, decode_condition, guarded, key_string, meta_term, ok,
-    spawn_checked, BytesResource, StoreReply, COPY_BELOW,
+    spawn_checked, BeamBuf, BytesResource, StoreReply,
 };
 
 mod atoms {
@@ -44,11 +44,15 @@ impl Value for BeamValue {
     }
 }
 
-/// The binary term of a cached value: small ones are copied (cheaper than a
-/// resource binary), larger ones point into the cache.
+/// Up to this size a binary lives on the process heap, and a copy is
+/// cheaper than a reference; above it a copy would allocate.
+const HEAP_BINARY_MAX: usize = 64;
+
+/// The binary term of a cached value: tiny ones are copied onto the process
+/// heap, others point into the cache (no copy, no allocation).
 pub fn value_term<'a>(env: Env<'a>, value: &BeamValue) -> Term<'a> {
     let bytes = value.as_bytes();
-    if bytes.len() < COPY_BELOW {
+    if bytes.len() <= HEAP_BINARY_MAX {
         let mut out = rustler::NewBinary::new(env, bytes.len());
         out.as_mut_slice().copy_from_slice(bytes);
         return out.into();
@@ -126,15 +130,22 @@ fn tiered_get_ram<'a>(
     with_meta: bool,
 ) -> Term<'a> {
     guarded(env, || {
-        let key = Key::parse(key.as_slice())?;
-        Ok(match store.0.get_memory(key.as_str(), with_meta) {
-            Some((value, meta)) => body_reply(env, value_term(env, &value), meta),
-            None => atoms::miss().encode(env),
-        })
+        let hit = store.0.get_memory_with(key.as_slice(), |value, meta| {
+            body_reply(env, value_term(env, value), with_meta.then(|| meta.clone()))
+        });
+        match hit {
+            Some(term) => Ok(term),
+            None => {
+                // Validate only on a miss: a bad key must not read as :miss.
+                Key::parse(key.as_slice())?;
+                Ok(atoms::miss().encode(env))
+            }
+        }
     })
 }
 
-/// Like `tiered_get_ram`, from the disk tier (filling RAM on a hit).
+/// Like `tiered_get_ram`, from the disk tier (filling RAM on a hit). The
+/// file is read straight into a BEAM binary, which RAM then shares.
 #[rustler::nif(schedule = "DirtyIo")]
 fn tiered_get_disk<'a>(
     env: Env<'a>,
@@ -144,12 +155,18 @@ fn tiered_get_disk<'a>(
 ) -> Term<'a> {
     guarded(env, || {
         let key = Key::parse(key.as_slice())?;
-        Ok(match store.0.get_disk(key.as_str()) {
-            Some((value, meta)) => {
-                body_reply(env, value_term(env, &value), with_meta.then_some(meta))
-            }
-            None => atoms::miss().encode(env),
-        })
+        let mut buf = BeamBuf(OwnedBinary::new(0));
+        let Some((start, meta)) = store.0.get_disk_into(key.as_str(), &mut buf) else {
+            return Ok(atoms::miss().encode(env));
+        };
+        let bin = buf.0.release(env);
+        if store.0.has_memory() {
+            let value = BeamValue::from_bytes(borrow_bytes(env, bin));
+            store
+                .0
+                .fill_memory(key.as_str(), start, value, meta.clone());
+        }
+        Ok(body_reply(env, bin.to_term(env), with_meta.then_some(meta)))
     })
 }
 

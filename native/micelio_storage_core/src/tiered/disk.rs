@@ -24,6 +24,7 @@ use sha2::{Digest, Sha256};
 
 use super::memory::Counters;
 use crate::error::StoreError;
+use crate::local::ReadBuf;
 use crate::object::ObjectMeta;
 
 const MAGIC: &[u8; 4] = b"MSC1";
@@ -162,6 +163,45 @@ impl DiskTier {
                 if count_miss {
                     self.counters.miss();
                 }
+                None
+            }
+        }
+    }
+
+    /// Reads and checks the cached object straight into `buf` (a BEAM binary
+    /// in the NIF layer, so the content is never copied), counting a hit or
+    /// a miss.
+    pub fn get_into<B: ReadBuf>(&self, key: &str, buf: &mut B) -> Option<ObjectMeta> {
+        let name = name_of(key);
+        let mut f = match File::open(self.path_of(&name)) {
+            Ok(f) => f,
+            Err(_) => {
+                self.forget(&name);
+                self.counters.miss();
+                return None;
+            }
+        };
+        let checked = (|| {
+            let file_len = f.metadata().ok()?.len();
+            let mut fixed = [0u8; HEADER_LEN];
+            f.read_exact(&mut fixed).ok()?;
+            let h = Header::parse(&fixed)?;
+            let mut rest = vec![0u8; h.key_len + h.etag_len];
+            f.read_exact(&mut rest).ok()?;
+            let meta = h.check(&fixed, &rest, key, file_len)?;
+            buf.resize(h.body_len as usize);
+            f.read_exact(buf.bytes_mut()).ok()?;
+            (crc32fast::hash(buf.bytes_mut()) == h.body_crc).then_some(meta)
+        })();
+        match checked {
+            Some(meta) => {
+                self.touch(&name);
+                self.counters.hit();
+                Some(meta)
+            }
+            None => {
+                self.drop_corrupt(&name);
+                self.counters.miss();
                 None
             }
         }
@@ -442,6 +482,9 @@ mod tests {
         assert_eq!(&body[..], b"hello");
         assert_eq!(m, meta(5));
         assert_eq!(tier.head("a/b.txt"), Some(meta(5)));
+        let mut buf = Vec::new();
+        assert_eq!(tier.get_into("a/b.txt", &mut buf), Some(meta(5)));
+        assert_eq!(buf, b"hello");
         assert!(tier.get("other").is_none());
         tier.remove("a/b.txt");
         assert!(tier.get("a/b.txt").is_none());
@@ -467,7 +510,7 @@ mod tests {
             .unwrap()
             .set_len(len - 10)
             .unwrap();
-        assert!(tier.get("k1").is_none());
+        assert!(tier.get_into("k1", &mut Vec::new()).is_none());
         assert!(tier.head("k2").is_none());
         assert!(!p1.exists() && !p2.exists());
         assert_eq!(tier.corrupt.load(Ordering::Relaxed), 2);

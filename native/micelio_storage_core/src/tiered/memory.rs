@@ -9,12 +9,17 @@
 //!
 //! The budget counts each entry's key, value and ETag plus `ENTRY_OVERHEAD`
 //! for the map slot, queue slot and headers, and each ghost at `GHOST_OVERHEAD`.
+//!
+//! Keys are looked up as raw bytes: every cached key was validated when it
+//! was inserted, so a hit needs no validation, and counters live in the
+//! shard (under its lock) so schedulers never share a hot cache line.
 
-use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+
+use foldhash::fast::RandomState;
 
 use super::Value;
 use crate::object::ObjectMeta;
@@ -43,16 +48,36 @@ struct Entry<V> {
     in_main: bool,
 }
 
+type KeyBytes = Arc<[u8]>;
+
 struct Shard<V> {
-    map: HashMap<Arc<str>, Entry<V>>,
-    small: VecDeque<(Arc<str>, u64)>,
-    main: VecDeque<(Arc<str>, u64)>,
+    map: HashMap<KeyBytes, Entry<V>, RandomState>,
+    small: VecDeque<(KeyBytes, u64)>,
+    main: VecDeque<(KeyBytes, u64)>,
     ghost: VecDeque<u64>,
     ghost_set: HashMap<u64, u32>,
     small_bytes: usize,
     main_bytes: usize,
     capacity: usize,
     next_id: u64,
+    stats: ShardStats,
+}
+
+#[derive(Default, Clone, Copy)]
+struct ShardStats {
+    hits: u64,
+    misses: u64,
+    evictions: u64,
+}
+
+/// What the RAM tier reports.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryStats {
+    pub hits: u64,
+    pub misses: u64,
+    pub evictions: u64,
+    pub bytes: u64,
+    pub entries: u64,
 }
 
 /// Counters of one tier.
@@ -79,7 +104,6 @@ pub struct MemoryTier<V> {
     shards: Box<[Mutex<Shard<V>>]>,
     hasher: RandomState,
     shard_capacity: usize,
-    pub counters: Counters,
 }
 
 impl<V: Value> MemoryTier<V> {
@@ -91,9 +115,8 @@ impl<V: Value> MemoryTier<V> {
             shards: (0..shards)
                 .map(|_| Mutex::new(Shard::new(shard_capacity)))
                 .collect(),
-            hasher: RandomState::new(),
+            hasher: RandomState::default(),
             shard_capacity,
-            counters: Counters::default(),
         }
     }
 
@@ -102,8 +125,8 @@ impl<V: Value> MemoryTier<V> {
         self.shard_capacity * self.shards.len()
     }
 
-    fn shard(&self, key: &str) -> MutexGuard<'_, Shard<V>> {
-        let idx = (self.hasher.hash_one(key) as usize) % self.shards.len();
+    fn shard(&self, key: &[u8]) -> MutexGuard<'_, Shard<V>> {
+        let idx = (self.hasher.hash_one(key) >> 32) as usize % self.shards.len();
         // A poisoned shard is still consistent enough to serve: every
         // mutation keeps its byte counts in step with the map.
         self.shards[idx].lock().unwrap_or_else(|p| p.into_inner())
@@ -121,19 +144,30 @@ impl<V: Value> MemoryTier<V> {
         with_meta: bool,
         count_miss: bool,
     ) -> Option<(V, Option<ObjectMeta>)> {
-        let mut shard = self.shard(key);
+        self.get_with(key.as_bytes(), count_miss, |v, m| {
+            (v.clone(), with_meta.then(|| m.clone()))
+        })
+    }
+
+    /// Calls `f` on the entry of `key` while the shard is locked, so the
+    /// caller can build its answer without cloning the value.
+    pub fn get_with<R>(
+        &self,
+        key: &[u8],
+        count_miss: bool,
+        f: impl FnOnce(&V, &ObjectMeta) -> R,
+    ) -> Option<R> {
+        let mut guard = self.shard(key);
+        let shard = &mut *guard;
         match shard.map.get_mut(key) {
             Some(e) => {
                 e.freq = (e.freq + 1).min(3);
-                let out = (e.value.clone(), with_meta.then(|| e.meta.clone()));
-                drop(shard);
-                self.counters.hit();
-                Some(out)
+                shard.stats.hits += 1;
+                Some(f(&e.value, &e.meta))
             }
             None => {
-                drop(shard);
                 if count_miss {
-                    self.counters.miss();
+                    shard.stats.misses += 1;
                 }
                 None
             }
@@ -142,44 +176,40 @@ impl<V: Value> MemoryTier<V> {
 
     /// The metadata of `key`, without counting (heads are not reads).
     pub fn head(&self, key: &str) -> Option<ObjectMeta> {
-        let shard = self.shard(key);
-        shard.map.get(key).map(|e| e.meta.clone())
+        let shard = self.shard(key.as_bytes());
+        shard.map.get(key.as_bytes()).map(|e| e.meta.clone())
     }
 
     /// Inserts or replaces `key`; returns false if the value is too big to admit.
     pub fn insert(&self, key: &str, value: V, meta: ObjectMeta) -> bool {
         let charge = charge(key, value.len(), &meta);
+        let key = key.as_bytes();
         let mut shard = self.shard(key);
         if charge > self.shard_capacity / MAX_ENTRY_SHARE {
-            if let Some(old) = shard.remove(key) {
-                self.account(-(old as i64), -1);
-            }
+            shard.remove(key);
             return false;
         }
-        let (freed, evicted, replaced) = shard.insert(key, value, meta, charge);
-        drop(shard);
-        let removed = evicted + replaced as u64;
-        self.account(charge as i64 - freed as i64, 1 - removed as i64);
-        if evicted > 0 {
-            self.counters
-                .evictions
-                .fetch_add(evicted, Ordering::Relaxed);
-        }
+        shard.insert(key, value, meta, charge);
         true
     }
 
     /// Drops `key` if present.
     pub fn remove(&self, key: &str) {
-        let mut shard = self.shard(key);
-        if let Some(old) = shard.remove(key) {
-            drop(shard);
-            self.account(-(old as i64), -1);
-        }
+        self.shard(key.as_bytes()).remove(key.as_bytes());
     }
 
-    fn account(&self, bytes: i64, entries: i64) {
-        add_signed(&self.counters.bytes, bytes);
-        add_signed(&self.counters.entries, entries);
+    /// Counters summed over the shards.
+    pub fn stats(&self) -> MemoryStats {
+        let mut out = MemoryStats::default();
+        for s in self.shards.iter() {
+            let s = s.lock().unwrap_or_else(|p| p.into_inner());
+            out.hits += s.stats.hits;
+            out.misses += s.stats.misses;
+            out.evictions += s.stats.evictions;
+            out.bytes += (s.small_bytes + s.main_bytes) as u64;
+            out.entries += s.map.len() as u64;
+        }
+        out
     }
 
     /// Bytes charged now, ghosts included (for tests of the budget).
@@ -194,18 +224,10 @@ impl<V: Value> MemoryTier<V> {
     }
 }
 
-fn add_signed(counter: &AtomicU64, delta: i64) {
-    if delta >= 0 {
-        counter.fetch_add(delta as u64, Ordering::Relaxed);
-    } else {
-        counter.fetch_sub(delta.unsigned_abs(), Ordering::Relaxed);
-    }
-}
-
 impl<V> Shard<V> {
     fn new(capacity: usize) -> Self {
         Shard {
-            map: HashMap::new(),
+            map: HashMap::default(),
             small: VecDeque::new(),
             main: VecDeque::new(),
             ghost: VecDeque::new(),
@@ -214,6 +236,7 @@ impl<V> Shard<V> {
             main_bytes: 0,
             capacity,
             next_id: 0,
+            stats: ShardStats::default(),
         }
     }
 
@@ -221,36 +244,18 @@ impl<V> Shard<V> {
         self.small_bytes + self.main_bytes + self.ghost.len() * GHOST_OVERHEAD
     }
 
-    /// Returns (bytes freed, entries evicted, whether an old value was replaced).
-    fn insert(
-        &mut self,
-        key: &str,
-        value: V,
-        meta: ObjectMeta,
-        charge: usize,
-    ) -> (usize, u64, bool) {
-        let mut freed = 0;
-        let replaced = match self.remove(key) {
-            Some(old) => {
-                freed += old;
-                true
-            }
-            None => false,
-        };
+    fn insert(&mut self, key: &[u8], value: V, meta: ObjectMeta, charge: usize) {
+        let replaced = self.remove(key).is_some();
         // A key seen recently (a ghost) or being replaced goes straight to main.
         let to_main = replaced || self.forget_ghost(ghost_hash(key));
-        let mut evicted = 0;
         while self.used() + charge > self.capacity {
             match self.evict_one() {
-                Some(bytes) => {
-                    freed += bytes;
-                    evicted += 1;
-                }
+                Some(_) => self.stats.evictions += 1,
                 None if self.pop_ghost() => {}
                 None => break,
             }
         }
-        let key: Arc<str> = Arc::from(key);
+        let key: KeyBytes = Arc::from(key);
         let id = self.next_id;
         self.next_id += 1;
         if to_main {
@@ -272,10 +277,9 @@ impl<V> Shard<V> {
             },
         );
         self.compact();
-        (freed, evicted, replaced)
     }
 
-    fn remove(&mut self, key: &str) -> Option<usize> {
+    fn remove(&mut self, key: &[u8]) -> Option<usize> {
         let e = self.map.remove(key)?;
         if e.in_main {
             self.main_bytes -= e.charge;
@@ -332,7 +336,7 @@ impl<V> Shard<V> {
         }
     }
 
-    fn remember_ghost(&mut self, key: &str) {
+    fn remember_ghost(&mut self, key: &[u8]) {
         let h = ghost_hash(key);
         self.ghost.push_back(h);
         *self.ghost_set.entry(h).or_insert(0) += 1;
@@ -368,16 +372,16 @@ impl<V> Shard<V> {
             return;
         }
         let map = &self.map;
-        let keep = |(k, id): &(Arc<str>, u64)| matches!(map.get(k), Some(e) if e.id == *id);
+        let keep = |(k, id): &(KeyBytes, u64)| matches!(map.get(k), Some(e) if e.id == *id);
         self.small.retain(keep);
         self.main.retain(keep);
     }
 }
 
-fn ghost_hash(key: &str) -> u64 {
+fn ghost_hash(key: &[u8]) -> u64 {
     // Fixed seed: ghosts must be found again by the same key.
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in key.as_bytes() {
+    for b in key {
         h ^= *b as u64;
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
@@ -412,10 +416,8 @@ mod tests {
         assert_eq!(t.get("a", false).unwrap().0.len(), 20);
         t.remove("a");
         assert!(t.get("a", false).is_none());
-        assert_eq!(t.counters.bytes.load(Ordering::Relaxed), 0);
-        assert_eq!(t.counters.entries.load(Ordering::Relaxed), 0);
-        assert_eq!(t.counters.hits.load(Ordering::Relaxed), 2);
-        assert_eq!(t.counters.misses.load(Ordering::Relaxed), 2);
+        let st = t.stats();
+        assert_eq!((st.bytes, st.entries, st.hits, st.misses), (0, 0, 2, 2));
         assert!(
             !put(&t, "huge", 1 << 20),
             "an entry above a quarter of a shard is refused"
@@ -442,10 +444,10 @@ mod tests {
                 t.charged_bytes()
             );
         }
-        let counted = t.counters.bytes.load(Ordering::Relaxed) as usize;
+        let counted = t.stats().bytes as usize;
         let ghosts = t.charged_bytes() - counted;
         assert!(ghosts.is_multiple_of(GHOST_OVERHEAD));
-        assert!(t.counters.evictions.load(Ordering::Relaxed) > 0);
+        assert!(t.stats().evictions > 0);
     }
 
     #[test]

@@ -231,9 +231,43 @@ impl<V: Value> TieredStore<V> {
         self.memory.as_ref()?.get(key, with_meta)
     }
 
+    /// A RAM hit handed to `f` under the shard lock (no clone of the value).
+    /// `key` is raw bytes: only valid keys are ever cached, so a hit needs
+    /// no validation, and a miss tells nothing about validity.
+    pub fn get_memory_with<R>(
+        &self,
+        key: &[u8],
+        f: impl FnOnce(&V, &ObjectMeta) -> R,
+    ) -> Option<R> {
+        self.memory.as_ref()?.get_with(key, true, f)
+    }
+
     /// A disk hit (which fills RAM), or `None`. Blocking file I/O.
     pub fn get_disk(&self, key: &str) -> Option<Found<V>> {
         self.read_disk(key, true)
+    }
+
+    /// A disk hit read straight into `buf`: returns the epoch noted before
+    /// reading (for `fill_memory`) and the metadata. Blocking file I/O.
+    pub fn get_disk_into<B: crate::local::ReadBuf>(
+        &self,
+        key: &str,
+        buf: &mut B,
+    ) -> Option<(u64, ObjectMeta)> {
+        let disk = self.disk.as_ref()?;
+        let start = lock(&self.writes).epoch();
+        let meta = disk.get_into(key, buf)?;
+        Some((start, meta))
+    }
+
+    /// True when the RAM tier is on.
+    pub fn has_memory(&self) -> bool {
+        self.memory.is_some()
+    }
+
+    /// Puts a value read from disk into RAM, unless written since `start`.
+    pub fn fill_memory(&self, key: &str, start: u64, value: V, meta: ObjectMeta) {
+        self.fill(key, start, value, meta, false);
     }
 
     fn read_disk(&self, key: &str, count_miss: bool) -> Option<Found<V>> {
@@ -447,11 +481,18 @@ impl<V: Value> TieredStore<V> {
         };
         let mut out = Vec::new();
         if let Some(m) = &self.memory {
-            let mut s = c(&m.counters);
-            s.push(("bytes", m.counters.bytes.load(Ordering::Relaxed)));
-            s.push(("entries", m.counters.entries.load(Ordering::Relaxed)));
-            s.push(("max_bytes", m.capacity() as u64));
-            out.push(("memory", s));
+            let st = m.stats();
+            out.push((
+                "memory",
+                vec![
+                    ("hits", st.hits),
+                    ("misses", st.misses),
+                    ("evictions", st.evictions),
+                    ("bytes", st.bytes),
+                    ("entries", st.entries),
+                    ("max_bytes", m.capacity() as u64),
+                ],
+            ));
         }
         if let Some(d) = &self.disk {
             let mut s = c(&d.counters);
