@@ -36,21 +36,31 @@ small = :crypto.strong_rand_bytes(1024)
 n = 1_000
 keys = for i <- 1..n, do: "small/#{i}"
 
+# Each figure is the best of 3 runs of 1,000 operations, ours and baselines
+# alike: on a shared 2-core machine a single run is at the mercy of neighbours.
 concurrent = fn fun ->
-  t0 = System.monotonic_time(:microsecond)
+  Enum.min(
+    for _ <- 1..3 do
+      t0 = System.monotonic_time(:microsecond)
 
-  keys
-  |> Enum.chunk_every(div(n, 64) + 1)
-  |> Enum.map(fn chunk -> Task.async(fn -> Enum.each(chunk, fun) end) end)
-  |> Task.await_many(300_000)
+      keys
+      |> Enum.chunk_every(div(n, 64) + 1)
+      |> Enum.map(fn chunk -> Task.async(fn -> Enum.each(chunk, fun) end) end)
+      |> Task.await_many(300_000)
 
-  (System.monotonic_time(:microsecond) - t0) / n
+      (System.monotonic_time(:microsecond) - t0) / n
+    end
+  )
 end
 
 sequential = fn fun ->
-  t0 = System.monotonic_time(:microsecond)
-  Enum.each(keys, fun)
-  (System.monotonic_time(:microsecond) - t0) / n
+  Enum.min(
+    for _ <- 1..3 do
+      t0 = System.monotonic_time(:microsecond)
+      Enum.each(keys, fun)
+      (System.monotonic_time(:microsecond) - t0) / n
+    end
+  )
 end
 
 Bench.header()
@@ -84,9 +94,15 @@ File.write!(
   end)
 )
 
-t0 = System.monotonic_time(:microsecond)
-{_, 0} = System.cmd(curl, ["-s", "--config", curl_cfg])
-curl_seq = (System.monotonic_time(:microsecond) - t0) / n
+curl_seq =
+  Enum.min(
+    for _ <- 1..3 do
+      t0 = System.monotonic_time(:microsecond)
+      {_, 0} = System.cmd(curl, ["-s", "--config", curl_cfg])
+      (System.monotonic_time(:microsecond) - t0) / n
+    end
+  )
+
 ratio_64_vs_curl = Bench.row("1 KiB GET 64 procs vs curl keep-alive", get_64, curl_seq)
 
 # --- 8 MiB MB/s and memory ---------------------------------------------------
@@ -127,7 +143,7 @@ peak = fn fun ->
   end
 end
 
-best = fn fun -> Enum.min(for _ <- 1..5, do: fun.()) end
+best = fn fun -> Enum.min(for _ <- 1..10, do: fun.()) end
 
 time_us = fn fun ->
   fn ->
@@ -138,11 +154,12 @@ end
 
 {:ok, _} = Storage.put("big", big, opts)
 
-{put_us, put_beam, put_rss} =
-  peak.(fn -> best.(time_us.(fn -> {:ok, _} = Storage.put("big", big, opts) end)) end)
-
-{get_us, get_beam, get_rss} =
-  peak.(fn -> best.(time_us.(fn -> {:ok, _} = Storage.get("big", opts) end)) end)
+# Times and memory are measured in separate runs: the memory sampler wakes
+# every millisecond, and curl's runs have no such neighbour.
+put_us = best.(time_us.(fn -> {:ok, _} = Storage.put("big", big, opts) end))
+get_us = best.(time_us.(fn -> {:ok, _} = Storage.get("big", opts) end))
+{_, put_beam, put_rss} = peak.(fn -> {:ok, _} = Storage.put("big", big, opts) end)
+{_, get_beam, get_rss} = peak.(fn -> {:ok, _} = Storage.get("big", opts) end)
 
 {:ok, put_url} = Storage.presigned_url("big-curl", [method: :put] ++ opts)
 {:ok, get_url} = Storage.presigned_url("big", opts)

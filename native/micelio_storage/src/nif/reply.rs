@@ -8,7 +8,7 @@ use micelio_storage_core::error::StoreError;
 use micelio_storage_core::key::Key;
 use micelio_storage_core::object::ObjectMeta;
 use rustler::env::OwnedEnv;
-use rustler::{Binary, Encoder, Env, Term};
+use rustler::{Binary, Encoder, Env, OwnedBinary, Term};
 
 use super::{bytes_term, guarded, meta_term, ok, ok_atom};
 use crate::nif::tiered::{value_term, BeamValue};
@@ -18,6 +18,7 @@ use crate::runtime::{spawn_reply, Reply};
 pub enum StoreReply {
     Done,
     Body(Bytes, Option<ObjectMeta>),
+    Binary(OwnedBinary, Option<ObjectMeta>),
     Cached(BeamValue, Option<ObjectMeta>),
     Meta(ObjectMeta),
     Keys(Vec<String>),
@@ -28,6 +29,7 @@ impl Reply for StoreReply {
         match self {
             StoreReply::Done => ok_atom(env),
             StoreReply::Body(body, meta) => body_reply(env, bytes_term(env, body), meta),
+            StoreReply::Binary(bin, meta) => body_reply(env, bin.release(env).to_term(env), meta),
             StoreReply::Cached(value, meta) => body_reply(env, value_term(env, &value), meta),
             StoreReply::Meta(meta) => ok(env, meta_term(env, &meta)),
             StoreReply::Keys(keys) => ok(env, keys),
@@ -40,6 +42,43 @@ pub fn body_reply<'a>(env: Env<'a>, body: Term<'a>, meta: Option<ObjectMeta>) ->
     match meta {
         None => ok(env, body),
         Some(meta) => (ok_atom(env), body, meta_term(env, &meta)).encode(env),
+    }
+}
+
+/// A response body read straight into a BEAM binary (grown by doubling).
+pub struct BeamBody {
+    bin: OwnedBinary,
+    len: usize,
+}
+
+impl micelio_storage_core::s3::BodyBuf for BeamBody {
+    fn with_capacity(n: usize) -> Self {
+        BeamBody {
+            bin: OwnedBinary::new(n),
+            len: 0,
+        }
+    }
+    fn push(&mut self, chunk: &[u8]) {
+        let need = self.len + chunk.len();
+        if need > self.bin.len() {
+            let grown = need.max(self.bin.len() * 2).max(4096);
+            self.bin.realloc_or_copy(grown);
+        }
+        self.bin.as_mut_slice()[self.len..need].copy_from_slice(chunk);
+        self.len = need;
+    }
+    fn as_slice(&self) -> &[u8] {
+        &self.bin.as_slice()[..self.len]
+    }
+}
+
+impl BeamBody {
+    /// The binary, trimmed to what was read.
+    pub fn finish(mut self) -> OwnedBinary {
+        if self.len != self.bin.len() {
+            self.bin.realloc_or_copy(self.len);
+        }
+        self.bin
     }
 }
 

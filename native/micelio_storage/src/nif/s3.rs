@@ -10,6 +10,7 @@ use micelio_storage_core::s3::signer::{AmzDate, Credentials, Signer};
 use micelio_storage_core::s3::{S3Config, S3Store, UrlStyle};
 use rustler::{Binary, Env, NifMap, ResourceArc, Term};
 
+use super::reply::BeamBody;
 use super::{
     borrow_bytes, content_bytes, decode_condition, guarded, key_string, ok, spawn_checked,
     StoreReply,
@@ -88,8 +89,9 @@ fn s3_get<'a>(
         let key = key_string(key)?;
         let store = store.0.clone();
         Ok(move || async move {
-            let (body, meta) = store.get(Key::parse(key.as_bytes())?).await?;
-            Ok(StoreReply::Body(body, with_meta.then_some(meta)))
+            let key = Key::parse(key.as_bytes())?;
+            let (body, meta) = store.get_into::<BeamBody>(key).await?;
+            Ok(StoreReply::Binary(body.finish(), with_meta.then_some(meta)))
         })
     })
 }

@@ -70,10 +70,34 @@ pub struct S3Store {
 }
 
 /// A response that passed status checks.
-struct Answer {
+struct Answer<B = Bytes> {
     status: StatusCode,
     headers: reqwest::header::HeaderMap,
-    body: Bytes,
+    body: B,
+}
+
+/// Where a response body is read to. The NIF layer reads GET bodies into a
+/// BEAM binary: the VM's allocator reuses its memory (no fresh pages to
+/// fault in per request) and the VM accounts for it, so it is freed soon.
+pub trait BodyBuf: Send + Sized + 'static {
+    /// An empty buffer expecting about `n` bytes.
+    fn with_capacity(n: usize) -> Self;
+    /// Appends a chunk.
+    fn push(&mut self, chunk: &[u8]);
+    /// The bytes so far.
+    fn as_slice(&self) -> &[u8];
+}
+
+impl BodyBuf for bytes::BytesMut {
+    fn with_capacity(n: usize) -> Self {
+        bytes::BytesMut::with_capacity(n)
+    }
+    fn push(&mut self, chunk: &[u8]) {
+        self.extend_from_slice(chunk);
+    }
+    fn as_slice(&self) -> &[u8] {
+        self
+    }
 }
 
 impl S3Store {
@@ -151,12 +175,18 @@ impl S3Store {
 
     /// Reads an object and its metadata.
     pub async fn get(&self, key: Key<'_>) -> Result<(Bytes, ObjectMeta), StoreError> {
+        let (body, meta) = self.get_into::<bytes::BytesMut>(key).await?;
+        Ok((body.freeze(), meta))
+    }
+
+    /// Reads an object into a buffer of the caller's type.
+    pub async fn get_into<B: BodyBuf>(&self, key: Key<'_>) -> Result<(B, ObjectMeta), StoreError> {
         let path = self.object_path(key);
         let ans = self
-            .send(Method::GET, &path, vec![], vec![], None, true)
+            .send_into::<B>(Method::GET, &path, vec![], vec![], None, true)
             .await?;
         let mut meta = meta_from_headers(&ans.headers);
-        meta.size = ans.body.len() as u64;
+        meta.size = ans.body.as_slice().len() as u64;
         Ok((ans.body, meta))
     }
 
@@ -270,6 +300,26 @@ impl S3Store {
         body: Option<Bytes>,
         idempotent: bool,
     ) -> Result<Answer, StoreError> {
+        let ans = self
+            .send_into::<bytes::BytesMut>(method, path, query, headers, body, idempotent)
+            .await?;
+        Ok(Answer {
+            status: ans.status,
+            headers: ans.headers,
+            body: ans.body.freeze(),
+        })
+    }
+
+    /// Like `send`, reading the body into a `B`.
+    async fn send_into<B: BodyBuf>(
+        &self,
+        method: Method,
+        path: &str,
+        query: Vec<(String, String)>,
+        headers: Vec<(String, String)>,
+        body: Option<Bytes>,
+        idempotent: bool,
+    ) -> Result<Answer<B>, StoreError> {
         let payload_hash = match (&body, self.unsigned_payload) {
             (_, true) => UNSIGNED_PAYLOAD.to_string(),
             (Some(b), false) => sha256_hex(b),
@@ -284,7 +334,7 @@ impl S3Store {
         let mut attempt = 0;
         loop {
             let result = self
-                .attempt(&method, &url, path, &query, &headers, &body, &payload_hash)
+                .attempt::<B>(&method, &url, path, &query, &headers, &body, &payload_hash)
                 .await;
             let retry = match &result {
                 Ok(_) => false,
@@ -301,7 +351,7 @@ impl S3Store {
     }
 
     #[allow(clippy::too_many_arguments)]
-    async fn attempt(
+    async fn attempt<B: BodyBuf>(
         &self,
         method: &Method,
         url: &str,
@@ -310,7 +360,7 @@ impl S3Store {
         headers: &[(String, String)],
         body: &Option<Bytes>,
         payload_hash: &str,
-    ) -> Result<Answer, Attempt> {
+    ) -> Result<Answer<B>, Attempt> {
         let mut signed = headers.to_vec();
         signed.push(("host".to_string(), self.host.clone()));
         if let Some(b) = body {
@@ -341,15 +391,14 @@ impl S3Store {
         // Read into one buffer sized from Content-Length: no regrowth, and
         // `freeze` hands it on without another copy.
         let expected = resp.content_length().unwrap_or(0).min(1 << 30) as usize;
-        let mut buf = bytes::BytesMut::with_capacity(expected);
+        let mut body = B::with_capacity(expected);
         while let Some(chunk) = resp
             .chunk()
             .await
             .map_err(|e| Attempt::Failed(network_error(e)))?
         {
-            buf.extend_from_slice(&chunk);
+            body.push(&chunk);
         }
-        let body = buf.freeze();
         if status.is_success() {
             Ok(Answer {
                 status,
@@ -359,7 +408,7 @@ impl S3Store {
         } else {
             Err(Attempt::Failed(error::from_response(
                 status.as_u16(),
-                &body,
+                body.as_slice(),
             )))
         }
     }
