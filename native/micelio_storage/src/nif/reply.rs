@@ -45,40 +45,63 @@ pub fn body_reply<'a>(env: Env<'a>, body: Term<'a>, meta: Option<ObjectMeta>) ->
     }
 }
 
-/// A response body read straight into a BEAM binary (grown by doubling).
-pub struct BeamBody {
-    bin: OwnedBinary,
-    len: usize,
+/// Bodies from this size on are read into a BEAM binary; smaller ones into
+/// a `Vec` (copied into the process heap at reply, which is cheaper for them).
+const BEAM_BODY_FROM: usize = 64 * 1024;
+
+/// A response body. A large one is read straight into a BEAM binary: the
+/// VM's allocator reuses its memory (no fresh pages to fault in for every
+/// request) and the VM accounts for it, so a GC frees it soon.
+pub enum BeamBody {
+    Small(Vec<u8>),
+    Large { bin: OwnedBinary, len: usize },
 }
 
 impl micelio_storage_core::s3::BodyBuf for BeamBody {
     fn with_capacity(n: usize) -> Self {
-        BeamBody {
-            bin: OwnedBinary::new(n),
-            len: 0,
+        if n >= BEAM_BODY_FROM {
+            BeamBody::Large {
+                bin: OwnedBinary::new(n),
+                len: 0,
+            }
+        } else {
+            BeamBody::Small(Vec::with_capacity(n))
         }
     }
     fn push(&mut self, chunk: &[u8]) {
-        let need = self.len + chunk.len();
-        if need > self.bin.len() {
-            let grown = need.max(self.bin.len() * 2).max(4096);
-            self.bin.realloc_or_copy(grown);
+        match self {
+            BeamBody::Small(v) => v.extend_from_slice(chunk),
+            BeamBody::Large { bin, len } => {
+                let need = *len + chunk.len();
+                if need > bin.len() {
+                    let grown = need.max(bin.len() * 2);
+                    bin.realloc_or_copy(grown);
+                }
+                bin.as_mut_slice()[*len..need].copy_from_slice(chunk);
+                *len = need;
+            }
         }
-        self.bin.as_mut_slice()[self.len..need].copy_from_slice(chunk);
-        self.len = need;
     }
     fn as_slice(&self) -> &[u8] {
-        &self.bin.as_slice()[..self.len]
+        match self {
+            BeamBody::Small(v) => v,
+            BeamBody::Large { bin, len } => &bin.as_slice()[..*len],
+        }
     }
 }
 
 impl BeamBody {
-    /// The binary, trimmed to what was read.
-    pub fn finish(mut self) -> OwnedBinary {
-        if self.len != self.bin.len() {
-            self.bin.realloc_or_copy(self.len);
+    /// The reply carrying this body.
+    pub fn into_reply(self, meta: Option<ObjectMeta>) -> StoreReply {
+        match self {
+            BeamBody::Small(v) => StoreReply::Body(Bytes::from(v), meta),
+            BeamBody::Large { mut bin, len } => {
+                if len != bin.len() {
+                    bin.realloc_or_copy(len);
+                }
+                StoreReply::Binary(bin, meta)
+            }
         }
-        self.bin
     }
 }
 

@@ -91,7 +91,7 @@ fn s3_get<'a>(
         Ok(move || async move {
             let key = Key::parse(key.as_bytes())?;
             let (body, meta) = store.get_into::<BeamBody>(key).await?;
-            Ok(StoreReply::Binary(body.finish(), with_meta.then_some(meta)))
+            Ok(body.into_reply(with_meta.then_some(meta)))
         })
     })
 }
