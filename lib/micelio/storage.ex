@@ -279,7 +279,7 @@ defmodule Micelio.Storage do
   @spec presigned_url(key, keyword) :: {:ok, String.t()} | {:error, reason}
   def presigned_url(key, opts \\ [])
 
-  def presigned_url(key, opts) when is_binary(key) do
+  def presigned_url(key, opts) when is_binary(key) and is_list(opts) do
     {presign, storage_opts} = Keyword.split(opts, [:method, :expires_in, :datetime])
     expires_in = Keyword.get(presign, :expires_in, 3600)
 
@@ -291,6 +291,9 @@ defmodule Micelio.Storage do
       Micelio.Storage.Native.s3_presigned_url(store, key, method, expires_in, unix)
     end
   end
+
+  def presigned_url(key, opts) when is_binary(key),
+    do: {:error, {:invalid_config, :options, "expected a keyword list, got #{inspect(opts)}"}}
 
   def presigned_url(key, _opts), do: {:error, {:invalid_key, key}}
 
