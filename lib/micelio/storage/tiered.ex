@@ -38,10 +38,13 @@ defmodule Micelio.Storage.Tiered do
   def open(config) do
     with {:ok, native} <- native_config(config) do
       spec = {:tiered, Map.put(native, :s3, s3_spec(config))}
+
       # Rust keeps one live store per fingerprint, so a store rebuilt after
       # the Elixir cache dropped it is the same store, caches included.
-      fingerprint = :crypto.hash(:sha256, :erlang.term_to_binary(spec)) |> Base.encode16()
-      Stores.fetch(spec, fn -> Native.tiered_open(Map.put(native, :fingerprint, fingerprint)) end)
+      Stores.fetch(spec, fn ->
+        fingerprint = :crypto.hash(:sha256, :erlang.term_to_binary(spec)) |> Base.encode16()
+        Native.tiered_open(Map.put(native, :fingerprint, fingerprint))
+      end)
     end
   end
 

@@ -24,7 +24,8 @@ mod atoms {
     }
 }
 
-fn bin<'a>(env: Env<'a>, bytes: &[u8]) -> Term<'a> {
+/// A new binary holding a copy of `bytes`.
+pub fn bin<'a>(env: Env<'a>, bytes: &[u8]) -> Term<'a> {
     let mut out = rustler::NewBinary::new(env, bytes.len());
     out.as_mut_slice().copy_from_slice(bytes);
     out.into()

@@ -98,9 +98,7 @@ pub const COPY_BELOW: usize = 4096;
 /// Turns `Bytes` into a binary term, zero-copy for large payloads.
 pub fn bytes_term<'a>(env: Env<'a>, bytes: bytes::Bytes) -> Term<'a> {
     if bytes.len() < COPY_BELOW {
-        let mut out = rustler::NewBinary::new(env, bytes.len());
-        out.as_mut_slice().copy_from_slice(&bytes);
-        return out.into();
+        return crate::encode::bin(env, &bytes);
     }
     let res = ResourceArc::new(BytesResource(bytes));
     res.make_binary(env, |r| &r.0[..]).to_term(env)

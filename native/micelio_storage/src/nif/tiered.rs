@@ -53,9 +53,7 @@ const HEAP_BINARY_MAX: usize = 64;
 pub fn value_term<'a>(env: Env<'a>, value: &BeamValue) -> Term<'a> {
     let bytes = value.as_bytes();
     if bytes.len() <= HEAP_BINARY_MAX {
-        let mut out = rustler::NewBinary::new(env, bytes.len());
-        out.as_mut_slice().copy_from_slice(bytes);
-        return out.into();
+        return crate::encode::bin(env, bytes);
     }
     value.0.make_binary(env, |r| &r.0[..]).to_term(env)
 }

@@ -123,88 +123,54 @@ impl DiskTier {
 
     /// Reads and checks the cached object, counting a hit or a miss.
     pub fn get(&self, key: &str) -> Option<(Bytes, ObjectMeta)> {
-        self.read(key, true)
+        let mut buf = Vec::new();
+        let meta = self.read_into(key, &mut buf, true)?;
+        Some((Bytes::from(buf), meta))
     }
 
     /// Like `get`, but a miss is not counted (a re-check, not a read).
     pub fn probe(&self, key: &str) -> Option<(Bytes, ObjectMeta)> {
-        self.read(key, false)
-    }
-
-    fn read(&self, key: &str, count_miss: bool) -> Option<(Bytes, ObjectMeta)> {
-        let name = name_of(key);
-        let path = self.path_of(&name);
-        let found = match File::open(&path) {
-            Ok(mut f) => {
-                let len = f.metadata().map(|m| m.len()).unwrap_or(0) as usize;
-                let mut buf = Vec::with_capacity(len);
-                match f.read_to_end(&mut buf) {
-                    Ok(_) => Some(decode(key, buf)),
-                    Err(_) => Some(None),
-                }
-            }
-            Err(_) => None,
-        };
-        match found {
-            Some(Some((body, meta))) => {
-                self.touch(&name);
-                self.counters.hit();
-                Some((body, meta))
-            }
-            Some(None) => {
-                self.drop_corrupt(&name);
-                if count_miss {
-                    self.counters.miss();
-                }
-                None
-            }
-            None => {
-                self.forget(&name);
-                if count_miss {
-                    self.counters.miss();
-                }
-                None
-            }
-        }
+        let mut buf = Vec::new();
+        let meta = self.read_into(key, &mut buf, false)?;
+        Some((Bytes::from(buf), meta))
     }
 
     /// Reads and checks the cached object straight into `buf` (a BEAM binary
     /// in the NIF layer, so the content is never copied), counting a hit or
     /// a miss.
     pub fn get_into<B: ReadBuf>(&self, key: &str, buf: &mut B) -> Option<ObjectMeta> {
+        self.read_into(key, buf, true)
+    }
+
+    fn read_into<B: ReadBuf>(
+        &self,
+        key: &str,
+        buf: &mut B,
+        count_miss: bool,
+    ) -> Option<ObjectMeta> {
         let name = name_of(key);
-        let mut f = match File::open(self.path_of(&name)) {
-            Ok(f) => f,
+        let checked = match File::open(self.path_of(&name)) {
+            Ok(mut f) => {
+                let checked = read_checked(&mut f, key, buf);
+                if checked.is_none() {
+                    self.drop_corrupt(&name);
+                }
+                checked
+            }
             Err(_) => {
                 self.forget(&name);
-                self.counters.miss();
-                return None;
-            }
-        };
-        let checked = (|| {
-            let file_len = f.metadata().ok()?.len();
-            let mut fixed = [0u8; HEADER_LEN];
-            f.read_exact(&mut fixed).ok()?;
-            let h = Header::parse(&fixed)?;
-            let mut rest = vec![0u8; h.key_len + h.etag_len];
-            f.read_exact(&mut rest).ok()?;
-            let meta = h.check(&fixed, &rest, key, file_len)?;
-            buf.resize(h.body_len as usize);
-            f.read_exact(buf.bytes_mut()).ok()?;
-            (crc32fast::hash(buf.bytes_mut()) == h.body_crc).then_some(meta)
-        })();
-        match checked {
-            Some(meta) => {
-                self.touch(&name);
-                self.counters.hit();
-                Some(meta)
-            }
-            None => {
-                self.drop_corrupt(&name);
-                self.counters.miss();
                 None
             }
+        };
+        match &checked {
+            Some(_) => {
+                self.touch(&name);
+                self.counters.hit();
+            }
+            None if count_miss => self.counters.miss(),
+            None => {}
         }
+        checked
     }
 
     /// The metadata of a cached object: its header is checked, its content not read.
@@ -444,16 +410,18 @@ fn encode_header(key: &str, body: &[u8], meta: &ObjectMeta) -> Vec<u8> {
     h
 }
 
-/// Checks a whole file read into `buf`; the content is a slice of it (no copy).
-fn decode(key: &str, buf: Vec<u8>) -> Option<(Bytes, ObjectMeta)> {
-    let fixed: &[u8; HEADER_LEN] = buf.get(..HEADER_LEN)?.try_into().ok()?;
-    let h = Header::parse(fixed)?;
-    let body_at = HEADER_LEN + h.key_len + h.etag_len;
-    let meta = h.check(fixed, buf.get(HEADER_LEN..body_at)?, key, buf.len() as u64)?;
-    if crc32fast::hash(&buf[body_at..]) != h.body_crc {
-        return None;
-    }
-    Some((Bytes::from(buf).slice(body_at..), meta))
+/// Reads a cache file into `buf`, checking length, key and both CRCs.
+fn read_checked<B: ReadBuf>(f: &mut File, key: &str, buf: &mut B) -> Option<ObjectMeta> {
+    let file_len = f.metadata().ok()?.len();
+    let mut fixed = [0u8; HEADER_LEN];
+    f.read_exact(&mut fixed).ok()?;
+    let h = Header::parse(&fixed)?;
+    let mut rest = vec![0u8; h.key_len + h.etag_len];
+    f.read_exact(&mut rest).ok()?;
+    let meta = h.check(&fixed, &rest, key, file_len)?;
+    buf.resize(h.body_len as usize);
+    f.read_exact(buf.bytes_mut()).ok()?;
+    (crc32fast::hash(buf.bytes_mut()) == h.body_crc).then_some(meta)
 }
 
 #[cfg(test)]

@@ -80,14 +80,13 @@ pub struct MemoryStats {
     pub entries: u64,
 }
 
-/// Counters of one tier.
+/// Hit and miss counters of the disk and CDN tiers (the RAM tier counts
+/// per shard).
 #[derive(Debug, Default)]
 pub struct Counters {
     pub hits: AtomicU64,
     pub misses: AtomicU64,
     pub evictions: AtomicU64,
-    pub bytes: AtomicU64,
-    pub entries: AtomicU64,
 }
 
 impl Counters {

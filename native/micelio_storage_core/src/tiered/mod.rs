@@ -33,7 +33,7 @@ use crate::object::{Deadline, ObjectMeta, PutOptions};
 use crate::s3::S3Store;
 use cdn::Cdn;
 use disk::DiskTier;
-use memory::{Counters, MemoryTier};
+use memory::MemoryTier;
 use write_log::WriteLog;
 
 /// A cached value: `Bytes` here; the NIF layer stores a BEAM-ready handle.
@@ -472,13 +472,7 @@ impl<V: Value> TieredStore<V> {
 
     /// Counters per tier: `(tier, [(name, value)])`.
     pub fn stats(&self) -> Vec<(&'static str, Vec<(&'static str, u64)>)> {
-        let c = |c: &Counters| {
-            vec![
-                ("hits", c.hits.load(Ordering::Relaxed)),
-                ("misses", c.misses.load(Ordering::Relaxed)),
-                ("evictions", c.evictions.load(Ordering::Relaxed)),
-            ]
-        };
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let mut out = Vec::new();
         if let Some(m) = &self.memory {
             let st = m.stats();
@@ -495,24 +489,34 @@ impl<V: Value> TieredStore<V> {
             ));
         }
         if let Some(d) = &self.disk {
-            let mut s = c(&d.counters);
-            s.push(("bytes", d.bytes()));
-            s.push(("entries", d.entries()));
-            s.push(("max_bytes", d.capacity()));
-            s.push(("corrupt", d.corrupt.load(Ordering::Relaxed)));
-            out.push(("disk", s));
+            out.push((
+                "disk",
+                vec![
+                    ("hits", load(&d.counters.hits)),
+                    ("misses", load(&d.counters.misses)),
+                    ("evictions", load(&d.counters.evictions)),
+                    ("bytes", d.bytes()),
+                    ("entries", d.entries()),
+                    ("max_bytes", d.capacity()),
+                    ("corrupt", load(&d.corrupt)),
+                ],
+            ));
         }
         if let Some(cdn) = &self.cdn {
-            let mut s = c(&cdn.counters);
-            s.truncate(2);
-            s.push(("errors", cdn.errors.load(Ordering::Relaxed)));
-            out.push(("cdn", s));
+            out.push((
+                "cdn",
+                vec![
+                    ("hits", load(&cdn.counters.hits)),
+                    ("misses", load(&cdn.counters.misses)),
+                    ("errors", load(&cdn.errors)),
+                ],
+            ));
         }
         out.push((
             "origin",
             vec![
-                ("fetches", self.origin_fetches.load(Ordering::Relaxed)),
-                ("merged_waits", self.merged.load(Ordering::Relaxed)),
+                ("fetches", load(&self.origin_fetches)),
+                ("merged_waits", load(&self.merged)),
             ],
         ));
         out
