@@ -42,7 +42,7 @@ defmodule Micelio.Storage do
   The bang variants raise `Micelio.Storage.Error` with that reason.
   """
 
-  alias Micelio.Storage.{Backend, Config, Error, Handle}
+  alias Micelio.Storage.{Backend, Config, Error, Handle, Resolved}
 
   @typedoc "A storage key: a relative `/`-separated path."
   @type key :: String.t()
@@ -356,7 +356,9 @@ defmodule Micelio.Storage do
 
   defp resolve(%Handle{module: mod, store: store, config: config}), do: {:ok, mod, store, config}
 
-  defp resolve(opts) do
+  defp resolve(opts), do: Resolved.fetch(opts, &resolve_now/1)
+
+  defp resolve_now(opts) do
     with {:ok, config} <- Config.resolve(opts),
          {:ok, mod} <- Backend.module(config.backend),
          {:ok, store} <- mod.open(config) do

@@ -186,6 +186,32 @@ defmodule Micelio.Storage.Config do
        {:invalid_config, :options, "expected a keyword list in #{where}, got #{inspect(other)}"}}
 
   @doc false
+  # The environment variables a resolution of `opts` under the app config
+  # `app` that gave `config` could have read, each with whether it holds a
+  # secret: those of every setting neither set, and the temporary-directory
+  # variables behind the default paths.
+  @spec env_inputs(keyword(), keyword(), t()) :: [{String.t(), boolean()}]
+  def env_inputs(opts, app, config) do
+    # `s3_bucket` decides the default origin even when not in the config.
+    open =
+      for key <- Enum.uniq(Map.keys(config) ++ [:s3_bucket]),
+          not Keyword.has_key?(opts, key),
+          not Keyword.has_key?(app, key),
+          do: key
+
+    vars =
+      for key <- open,
+          var <- elem(Map.fetch!(@settings, key), 0),
+          do: {var, secret?(key)}
+
+    defaults = Enum.map(open, fn key -> elem(Map.fetch!(@settings, key), 1) end)
+
+    if Enum.any?(defaults, &(&1 in [:default_local_path, :default_cache_path])),
+      do: vars ++ [{"TMPDIR", false}, {"TEMP", false}, {"TMP", false}],
+      else: vars
+  end
+
+  @doc false
   # One setting: call options, then app config, then environment, then default.
   def fetch(key, opts, app) do
     {env_vars, default, type} = Map.fetch!(@settings, key)

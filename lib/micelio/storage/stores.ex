@@ -25,6 +25,7 @@ defmodule Micelio.Storage.Stores do
   @impl true
   def init(nil) do
     :ets.new(@table, [:named_table, :public, :set, read_concurrency: true])
+    Micelio.Storage.Resolved.create_table()
     {:ok, nil}
   end
 

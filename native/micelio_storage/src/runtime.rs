@@ -24,10 +24,10 @@ static RUNTIME: OnceLock<Runtime> = OnceLock::new();
 /// The shared runtime, started on first use.
 pub fn runtime() -> &'static Runtime {
     RUNTIME.get_or_init(|| {
-        let workers = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2)
-            .max(2);
+        let workers = micelio_storage_core::threads::io_workers(
+            std::env::var("MICELIO_STORAGE_IO_THREADS").ok().as_deref(),
+            std::thread::available_parallelism().map_or(2, |n| n.get()),
+        );
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(workers)
             .thread_name("micelio-storage-io")

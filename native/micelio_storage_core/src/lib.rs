@@ -6,4 +6,5 @@ pub mod key;
 pub mod local;
 pub mod object;
 pub mod s3;
+pub mod threads;
 pub mod tiered;

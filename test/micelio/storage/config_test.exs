@@ -6,7 +6,7 @@ defmodule Micelio.Storage.ConfigTest do
   alias Micelio.Storage.Config
   alias Micelio.Storage.Test.Tmp
 
-  @vars ~w(STORAGE_BACKEND STORAGE_LOCAL_PATH STORAGE_TIMEOUT_MS S3_BUCKET)
+  @vars ~w(STORAGE_BACKEND STORAGE_LOCAL_PATH STORAGE_TIMEOUT_MS S3_BUCKET AWS_SECRET_ACCESS_KEY)
 
   setup do
     app = Application.get_env(:micelio, Micelio.Storage)
@@ -108,5 +108,60 @@ defmodule Micelio.Storage.ConfigTest do
     assert {:ok, %{timeout: 1500}} = Config.resolve([])
     System.put_env("STORAGE_TIMEOUT_MS", "soon")
     assert {:error, {:invalid_config, :timeout, _}} = Config.resolve([])
+  end
+
+  describe "remembered resolutions" do
+    test "an environment change takes effect on the next call with the same options" do
+      a = Tmp.dir!("env-a")
+      b = Tmp.dir!("env-b")
+      System.put_env("STORAGE_LOCAL_PATH", a)
+      Storage.put!("k", "in a")
+      assert Storage.get("k") == {:ok, "in a"}
+      System.put_env("STORAGE_LOCAL_PATH", b)
+      assert {:error, :not_found} = Storage.get("k")
+      Storage.put!("k", "in b")
+      System.put_env("STORAGE_LOCAL_PATH", a)
+      assert Storage.get("k") == {:ok, "in a"}
+      assert File.read!(Path.join(b, "k")) == "in b"
+    end
+
+    test "a variable that becomes invalid is reported, not served from memory" do
+      Storage.put!("k", "v", local_path: Tmp.dir!("env-bad"))
+      System.put_env("STORAGE_TIMEOUT_MS", "soon")
+      assert {:error, {:invalid_config, :timeout, _}} = Storage.get("k")
+    end
+
+    test "the remembered entries hold no secret, and neither do handles" do
+      secret = "remembered-secret-#{System.unique_integer([:positive])}"
+      System.put_env("AWS_SECRET_ACCESS_KEY", secret)
+
+      opts = [
+        backend: :s3,
+        s3_bucket: "b",
+        s3_endpoint: "http://127.0.0.1:9",
+        s3_access_key_id: "AKID"
+      ]
+
+      assert {:ok, handle} = Storage.open(opts)
+      assert {:ok, _} = Storage.open(Keyword.put(opts, :s3_secret_access_key, secret <> "2"))
+      dump = :erlang.term_to_binary(:ets.tab2list(Micelio.Storage.Resolved))
+      assert :binary.match(dump, secret) == :nomatch
+      assert :binary.match(:erlang.term_to_binary(handle), secret) == :nomatch
+
+      # A rotated secret in the environment gets its own store.
+      System.put_env("AWS_SECRET_ACCESS_KEY", secret <> "3")
+      assert {:ok, rotated} = Storage.open(opts)
+      refute rotated.store == handle.store
+    end
+
+    test "distinct options are remembered up to a bound" do
+      root = Tmp.dir!("env-many")
+
+      for i <- 1..1_100 do
+        assert {:ok, _} = Storage.open(local_path: Path.join(root, "#{i}"))
+      end
+
+      assert :ets.info(Micelio.Storage.Resolved, :size) in 1..1_024
+    end
   end
 end

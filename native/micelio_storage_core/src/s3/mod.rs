@@ -322,7 +322,7 @@ impl S3Store {
     ) -> Result<Answer<B>, StoreError> {
         let payload_hash = match (&body, self.unsigned_payload) {
             (_, true) => UNSIGNED_PAYLOAD.to_string(),
-            (Some(b), false) => sha256_hex(b),
+            (Some(b), false) => payload_sha256(b).await,
             (None, false) => signer::EMPTY_SHA256.to_string(),
         };
         let query_string = signer::canonical_query(&query);
@@ -412,6 +412,18 @@ impl S3Store {
             )))
         }
     }
+}
+
+/// Hashing 8 MiB takes milliseconds: large bodies are hashed off the I/O
+/// workers so other requests keep moving.
+async fn payload_sha256(body: &Bytes) -> String {
+    if body.len() < 256 * 1024 {
+        return sha256_hex(body);
+    }
+    let owned = body.clone();
+    tokio::task::spawn_blocking(move || sha256_hex(&owned))
+        .await
+        .unwrap_or_else(|_| sha256_hex(body))
 }
 
 enum Attempt {
