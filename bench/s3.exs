@@ -161,22 +161,22 @@ end
 # the body (it writes to /dev/null).
 for _ <- 1..3, do: {:ok, _} = Storage.get("big", opts)
 
-# Best of 10, ours and curl's runs interleaved so both meet the same
+# Best of 20, ours and curl's runs interleaved so both meet the same
 # neighbours. Times and memory are measured in separate runs: the memory
 # sampler wakes every millisecond, and curl's runs have no such neighbour.
-best_of_10 = fn ours, theirs ->
-  runs = for _ <- 1..10, do: {ours.(), theirs.()}
+best_of_20 = fn ours, theirs ->
+  runs = for _ <- 1..20, do: {ours.(), theirs.()}
   {runs |> Enum.map(&elem(&1, 0)) |> Enum.min(), runs |> Enum.map(&elem(&1, 1)) |> Enum.min()}
 end
 
 {put_us, curl_put} =
-  best_of_10.(
+  best_of_20.(
     time_us.(fn -> {:ok, _} = Storage.put("big", big, opts) end),
     fn -> curl_time.(["-T", big_file, put_url]) end
   )
 
 {get_us, curl_get} =
-  best_of_10.(
+  best_of_20.(
     time_us.(fn -> {:ok, _} = Storage.get("big", opts) end),
     fn -> curl_time.([get_url]) end
   )
@@ -211,7 +211,7 @@ list_keys
 |> Stream.run()
 
 {list_us, blist_us} =
-  best_of_10.(
+  best_of_20.(
     time_us.(fn ->
       {:ok, l} = Storage.list("list/", opts)
       5_000 = length(l)
