@@ -124,7 +124,9 @@ defmodule Mix.Tasks.Bench do
     for file <- files do
       File.exists?(file) || Mix.raise("no such bench: #{file}")
       Mix.shell().info("==> #{file}")
-      Code.eval_file(file)
+      # Like `mix run`: `require_file` compiles the script's closures, where
+      # `eval_file` interprets them (about 1 µs per call, more than a cache hit).
+      Code.require_file(file)
     end
   end
 end
