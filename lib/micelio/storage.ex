@@ -288,7 +288,13 @@ defmodule Micelio.Storage do
          {:ok, config} <- Config.resolve(Keyword.put(storage_opts, :backend, :s3)),
          {:ok, store} <- Micelio.Storage.S3.open(config),
          {:ok, unix} <- Micelio.Storage.S3.unix_time(Keyword.get(presign, :datetime)) do
-      Micelio.Storage.Native.s3_presigned_url(store, key, method, expires_in, unix)
+      # Runs on the I/O runtime: temporary credentials may need fetching.
+      t = config.timeout
+
+      Micelio.Storage.Async.call(
+        t,
+        &Micelio.Storage.Native.s3_presigned_url(store, &1, key, method, expires_in, unix, t)
+      )
     end
   end
 

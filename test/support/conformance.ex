@@ -189,20 +189,34 @@ defmodule Micelio.Storage.Conformance do
           assert length(Storage.list!("conc/", o)) == 1_000
         end
 
+        # SeaweedFS serializes conditional writes to one key with lock
+        # retries about a second apart: 50 racers took 2 to 20 s there.
+        @tag timeout: 240_000
         test "exactly one put_if_none_match wins a race", %{opts: o} do
+          o =
+            if is_list(o),
+              do: Keyword.merge(o, timeout: 180_000, s3_request_timeout: 150_000),
+              else: o
+
           results =
             1..50
             |> Enum.map(fn i ->
               Task.async(fn -> Storage.put_if_none_match("race/lock", "owner-#{i}", o) end)
             end)
-            |> Task.await_many(60_000)
+            |> Task.await_many(200_000)
 
           assert Enum.count(results, &match?({:ok, "race/lock"}, &1)) == 1
           assert Enum.count(results, &match?({:error, :precondition_failed}, &1)) == 49
           assert "owner-" <> _ = Storage.get!("race/lock", o)
         end
 
+        @tag timeout: 240_000
         test "put_if_match is a compare-and-swap: no increment is lost", %{opts: o} do
+          o =
+            if is_list(o),
+              do: Keyword.merge(o, timeout: 180_000, s3_request_timeout: 150_000),
+              else: o
+
           Storage.put!("race/counter", "0", o)
 
           increment = fn increment ->
@@ -217,7 +231,7 @@ defmodule Micelio.Storage.Conformance do
 
           1..10
           |> Enum.map(fn _ -> Task.async(fn -> for _ <- 1..10, do: increment.(increment) end) end)
-          |> Task.await_many(120_000)
+          |> Task.await_many(200_000)
 
           assert Storage.get!("race/counter", o) == "100"
         end

@@ -27,6 +27,11 @@ defmodule Micelio.Storage.Config do
   | `s3_access_key_id` | `AWS_ACCESS_KEY_ID` | required for `:s3` |
   | `s3_secret_access_key` | `AWS_SECRET_ACCESS_KEY` | required for `:s3` |
   | `s3_session_token` | `AWS_SESSION_TOKEN` | none |
+  | `s3_credentials` | `S3_CREDENTIALS` | keys when set, else `:container` when its URI is set (`:static`, `:container` or `:instance`) |
+  | `s3_container_credentials_uri` | `AWS_CONTAINER_CREDENTIALS_FULL_URI`, `AWS_CONTAINER_CREDENTIALS_RELATIVE_URI` | none (ECS task role, EKS Pod Identity) |
+  | `s3_container_authorization_token` | `AWS_CONTAINER_AUTHORIZATION_TOKEN` | none |
+  | `s3_container_authorization_token_file` | `AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE` | none, read on every refresh |
+  | `s3_metadata_endpoint` | `AWS_EC2_METADATA_SERVICE_ENDPOINT` | `"http://169.254.169.254"` (EC2 IMDSv2) |
   | `s3_endpoint` | `S3_ENDPOINT` | AWS (`https://s3.<region>.amazonaws.com`) |
   | `s3_url_style` | `S3_URL_STYLE` | `:virtual` on AWS, `:path` on a custom endpoint |
   | `s3_prefix` | `S3_PREFIX` | `""`, a prefix added to every key |
@@ -46,6 +51,7 @@ defmodule Micelio.Storage.Config do
 
   @app :micelio
   @key Micelio.Storage
+  @secrets [:s3_secret_access_key, :s3_session_token, :s3_container_authorization_token]
 
   @settings %{
     backend: {["STORAGE_BACKEND"], :local, {:enum, [:local, :s3, :tiered]}},
@@ -57,6 +63,14 @@ defmodule Micelio.Storage.Config do
     s3_access_key_id: {["AWS_ACCESS_KEY_ID"], nil, :string},
     s3_secret_access_key: {["AWS_SECRET_ACCESS_KEY"], nil, :string},
     s3_session_token: {["AWS_SESSION_TOKEN"], nil, :string},
+    s3_credentials: {["S3_CREDENTIALS"], nil, {:enum, [:static, :container, :instance]}},
+    s3_container_credentials_uri:
+      {["AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"], nil,
+       :container_uri},
+    s3_container_authorization_token: {["AWS_CONTAINER_AUTHORIZATION_TOKEN"], nil, :string},
+    s3_container_authorization_token_file:
+      {["AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"], nil, :abs_path},
+    s3_metadata_endpoint: {["AWS_EC2_METADATA_SERVICE_ENDPOINT"], "http://169.254.169.254", :url},
     s3_endpoint: {["S3_ENDPOINT"], nil, :url},
     s3_url_style: {["S3_URL_STYLE"], nil, {:enum, [:virtual, :path]}},
     s3_prefix: {["S3_PREFIX"], "", :string},
@@ -80,6 +94,11 @@ defmodule Micelio.Storage.Config do
     :s3_access_key_id,
     :s3_secret_access_key,
     :s3_session_token,
+    :s3_credentials,
+    :s3_container_credentials_uri,
+    :s3_container_authorization_token,
+    :s3_container_authorization_token_file,
+    :s3_metadata_endpoint,
     :s3_endpoint,
     :s3_url_style,
     :s3_prefix,
@@ -161,7 +180,7 @@ defmodule Micelio.Storage.Config do
   end
 
   # Secrets travel wrapped, so inspecting a config never shows them.
-  defp protect(key, value) when key in [:s3_secret_access_key, :s3_session_token],
+  defp protect(key, value) when key in @secrets,
     do: Micelio.Storage.Secret.wrap(value)
 
   defp protect(_key, value), do: value
@@ -264,6 +283,11 @@ defmodule Micelio.Storage.Config do
 
   # Casting: values from the environment arrive as strings.
 
+  # Optional settings whose type otherwise wants a value: nil means unset.
+  defp cast(key, nil, _type, _from)
+       when key in [:s3_credentials, :s3_container_authorization_token_file],
+       do: {:ok, nil}
+
   defp cast(key, value, {:enum, allowed} = type, from) when is_binary(value) do
     case Enum.find(allowed, &(Atom.to_string(&1) == String.downcase(value))) do
       nil -> invalid(key, type, value, from)
@@ -290,7 +314,8 @@ defmodule Micelio.Storage.Config do
     do: {:ok, value}
 
   defp cast(_key, value, :boolean, _from) when is_boolean(value), do: {:ok, value}
-  defp cast(_key, nil, type, _from) when type in [:string, :url], do: {:ok, nil}
+  defp cast(_key, nil, type, _from) when type in [:string, :url, :container_uri], do: {:ok, nil}
+
   defp cast(_key, value, :string, _from) when is_binary(value), do: {:ok, value}
 
   defp cast(key, value, :url, from) when is_binary(value) do
@@ -301,6 +326,27 @@ defmodule Micelio.Storage.Config do
 
       _ ->
         invalid(key, :url, value, from)
+    end
+  end
+
+  # ECS gives a path on its fixed link-local host; a full URI must be https
+  # or stay on this machine or the AWS credential hosts, because the
+  # authorization token is sent to it.
+  defp cast(key, "/" <> _ = path, :container_uri, from),
+    do: cast(key, "http://169.254.170.2" <> path, :container_uri, from)
+
+  defp cast(key, value, :container_uri, from) when is_binary(value) do
+    case URI.parse(value) do
+      %URI{scheme: "https", host: host} when is_binary(host) and host != "" ->
+        {:ok, value}
+
+      %URI{scheme: "http", host: host} when is_binary(host) ->
+        if trusted_http_host?(host),
+          do: {:ok, value},
+          else: invalid(key, :container_uri, value, from)
+
+      _ ->
+        invalid(key, :container_uri, value, from)
     end
   end
 
@@ -315,7 +361,7 @@ defmodule Micelio.Storage.Config do
     {:error, {:invalid_config, key, "expected #{describe(type)}, got #{shown} (from #{from})"}}
   end
 
-  defp secret?(key), do: key in [:s3_secret_access_key, :s3_session_token]
+  defp secret?(key), do: key in @secrets
 
   defp describe({:enum, allowed}), do: "one of #{inspect(allowed)}"
   defp describe(:pos_integer), do: "a positive integer"
@@ -324,4 +370,13 @@ defmodule Micelio.Storage.Config do
   defp describe(:string), do: "a string"
   defp describe(:url), do: "an http(s) URL"
   defp describe(:abs_path), do: "an absolute path"
+
+  defp describe(:container_uri),
+    do: "a path, an https URL, or an http URL to loopback or the ECS/EKS credential hosts"
+
+  defp trusted_http_host?(host) do
+    host in ["localhost", "169.254.170.2", "169.254.170.23", "fd00:ec2::23", "[fd00:ec2::23]"] or
+      match?({:ok, {127, _, _, _}}, :inet.parse_address(String.to_charlist(host))) or
+      host in ["::1", "[::1]"]
+  end
 end

@@ -31,7 +31,9 @@ defmodule Micelio.Storage.Native do
   def s3_put(_store, _ref, _key, _content, _condition, _timeout_ms), do: nif_error()
   def s3_delete(_store, _ref, _key, _timeout_ms), do: nif_error()
   def s3_list(_store, _ref, _prefix, _timeout_ms), do: nif_error()
-  def s3_presigned_url(_store, _key, _method, _expires_in, _unix_time), do: nif_error()
+
+  def s3_presigned_url(_store, _ref, _key, _method, _expires_in, _unix_time, _timeout),
+    do: nif_error()
 
   def s3_sign_headers(_creds, _region, _service, _method, _path, _query, _headers, _hash, _unix),
     do: nif_error()

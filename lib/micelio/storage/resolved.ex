@@ -17,7 +17,7 @@ defmodule Micelio.Storage.Resolved do
   @table __MODULE__
   @max_entries 1024
   @app_key {:micelio, Micelio.Storage}
-  @secrets [:s3_secret_access_key, :s3_session_token]
+  @secrets [:s3_secret_access_key, :s3_session_token, :s3_container_authorization_token]
 
   @doc "Creates the table; its owner is the `Micelio.Storage.Stores` server."
   def create_table do

@@ -29,34 +29,68 @@ defmodule Micelio.Storage.S3 do
   # What identifies a built store: the settings, with the secrets replaced
   # by a digest so the store cache never holds them.
   def spec(config) do
-    secret = Secret.unwrap(config.s3_secret_access_key)
-    token = Secret.unwrap(config.s3_session_token)
+    secrets = [
+      Secret.unwrap(config.s3_secret_access_key) || "",
+      0,
+      Secret.unwrap(config.s3_session_token) || "",
+      0,
+      Secret.unwrap(config.s3_container_authorization_token) || ""
+    ]
 
-    {:s3, Map.drop(native_config(config), [:secret_access_key, :session_token]),
-     :crypto.hash(:sha256, [secret, 0, token || ""])}
+    {:s3,
+     Map.drop(native_config(config), [
+       :secret_access_key,
+       :session_token,
+       :container_authorization_token
+     ]), :crypto.hash(:sha256, secrets)}
   end
 
   @doc false
   def check_required(config) do
-    cond do
-      config.s3_bucket in [nil, ""] -> {:error, :missing_s3_bucket}
-      config.s3_access_key_id in [nil, ""] -> {:error, :missing_s3_credentials}
-      config.s3_secret_access_key in [nil, ""] -> {:error, :missing_s3_credentials}
-      true -> :ok
+    if config.s3_bucket in [nil, ""] do
+      {:error, :missing_s3_bucket}
+    else
+      with {:ok, _source} <- credentials_source(config), do: :ok
     end
   end
 
+  # Keys when they are set; else the container endpoint when its URI is
+  # set (ECS and EKS set it); the instance metadata service only when asked,
+  # since probing it off EC2 would stall.
+  defp credentials_source(config) do
+    keys? = present?(config.s3_access_key_id) and present?(config.s3_secret_access_key)
+    container? = present?(config.s3_container_credentials_uri)
+
+    case config.s3_credentials do
+      :instance -> {:ok, :instance}
+      :static when keys? -> {:ok, :static}
+      :container when container? -> {:ok, :container}
+      nil when keys? -> {:ok, :static}
+      nil when container? -> {:ok, :container}
+      _ -> {:error, :missing_s3_credentials}
+    end
+  end
+
+  defp present?(value), do: value not in [nil, ""]
+
   @doc false
   def native_config(config) do
+    {:ok, source} = credentials_source(config)
+
     %{
       bucket: config.s3_bucket,
       region: config.s3_region,
       endpoint: config.s3_endpoint,
       url_style: config.s3_url_style && Atom.to_string(config.s3_url_style),
       prefix: config.s3_prefix,
+      credentials: Atom.to_string(source),
       access_key_id: config.s3_access_key_id,
       secret_access_key: Secret.unwrap(config.s3_secret_access_key),
       session_token: Secret.unwrap(config.s3_session_token),
+      container_credentials_uri: config.s3_container_credentials_uri,
+      container_authorization_token: Secret.unwrap(config.s3_container_authorization_token),
+      container_authorization_token_file: config.s3_container_authorization_token_file,
+      metadata_endpoint: config.s3_metadata_endpoint,
       connect_timeout_ms: config.s3_connect_timeout,
       request_timeout_ms: config.s3_request_timeout,
       max_retries: config.s3_max_retries,

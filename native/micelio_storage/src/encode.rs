@@ -18,6 +18,7 @@ mod atoms {
         forbidden,
         s3_error,
         network,
+        credentials,
         panic,
         invalid_config,
         corrupt,
@@ -61,6 +62,7 @@ pub fn error_reason<'a>(env: Env<'a>, err: &StoreError) -> Term<'a> {
         )
             .encode(env),
         StoreError::Network(reason) => (atoms::network(), string(env, reason)).encode(env),
+        StoreError::Credentials(msg) => (atoms::credentials(), string(env, msg)).encode(env),
         StoreError::Panic(msg) => (atoms::panic(), string(env, msg)).encode(env),
         StoreError::InvalidConfig(setting, msg) => (
             atoms::invalid_config(),

@@ -41,6 +41,10 @@ pub enum StoreError {
     /// The connection failed (refused, reset, DNS, TLS).
     #[error("network error: {0}")]
     Network(String),
+    /// Temporary credentials could not be fetched (container or instance
+    /// metadata endpoint). The message names the step, never a secret.
+    #[error("credentials: {0}")]
+    Credentials(String),
     /// A bug: Rust code panicked. The VM keeps running.
     #[error("panic: {0}")]
     Panic(String),

@@ -6,7 +6,8 @@ defmodule Micelio.Storage.ConfigTest do
   alias Micelio.Storage.Config
   alias Micelio.Storage.Test.Tmp
 
-  @vars ~w(STORAGE_BACKEND STORAGE_LOCAL_PATH STORAGE_TIMEOUT_MS S3_BUCKET AWS_SECRET_ACCESS_KEY)
+  @vars ~w(STORAGE_BACKEND STORAGE_LOCAL_PATH STORAGE_TIMEOUT_MS S3_BUCKET AWS_SECRET_ACCESS_KEY
+           AWS_CONTAINER_CREDENTIALS_FULL_URI AWS_CONTAINER_CREDENTIALS_RELATIVE_URI)
 
   setup do
     app = Application.get_env(:micelio, Micelio.Storage)
@@ -108,6 +109,32 @@ defmodule Micelio.Storage.ConfigTest do
     assert {:ok, %{timeout: 1500}} = Config.resolve([])
     System.put_env("STORAGE_TIMEOUT_MS", "soon")
     assert {:error, {:invalid_config, :timeout, _}} = Config.resolve([])
+  end
+
+  test "container credential URIs: ECS paths, https, and http only to trusted hosts" do
+    System.put_env("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "/v2/credentials/abc")
+
+    assert {:ok, %{s3_container_credentials_uri: "http://169.254.170.2/v2/credentials/abc"}} =
+             Config.resolve(backend: :s3)
+
+    # The full URI wins over the relative one, as in the AWS SDKs.
+    System.put_env("AWS_CONTAINER_CREDENTIALS_FULL_URI", "http://169.254.170.23/v1/credentials")
+
+    assert {:ok, %{s3_container_credentials_uri: "http://169.254.170.23/v1/credentials"}} =
+             Config.resolve(backend: :s3)
+
+    for ok <- ["https://creds.example.com/x", "http://127.0.0.1:8080/c", "http://localhost/c"] do
+      assert {:ok, %{s3_container_credentials_uri: ^ok}} =
+               Config.resolve(backend: :s3, s3_container_credentials_uri: ok)
+    end
+
+    # The authorization token would be sent in the clear to another host.
+    System.put_env("AWS_CONTAINER_CREDENTIALS_FULL_URI", "http://10.0.0.5/creds")
+
+    assert {:error, {:invalid_config, :s3_container_credentials_uri, message}} =
+             Config.resolve(backend: :s3)
+
+    assert message =~ "AWS_CONTAINER_CREDENTIALS_FULL_URI"
   end
 
   describe "remembered resolutions" do

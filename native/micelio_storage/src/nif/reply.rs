@@ -22,6 +22,7 @@ pub enum StoreReply {
     Cached(BeamValue, Option<ObjectMeta>),
     Meta(ObjectMeta),
     Keys(Vec<String>),
+    Text(String),
 }
 
 impl Reply for StoreReply {
@@ -33,6 +34,7 @@ impl Reply for StoreReply {
             StoreReply::Cached(value, meta) => body_reply(env, value_term(env, &value), meta),
             StoreReply::Meta(meta) => ok(env, meta_term(env, &meta)),
             StoreReply::Keys(keys) => ok(env, keys),
+            StoreReply::Text(text) => ok(env, text),
         }
     }
 }

@@ -1,11 +1,14 @@
-//! NIFs of the S3 backend. Every request runs on the tokio runtime and
-//! answers by message; only pure computations (presigning) run inline.
+//! NIFs of the S3 backend. Every request, and presigning (it may have to
+//! fetch credentials), runs on the tokio runtime and answers by message;
+//! only signing with given keys runs inline.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use micelio_storage_core::error::StoreError;
 use micelio_storage_core::key::{Key, Prefix};
 use micelio_storage_core::object::PutCondition;
+use micelio_storage_core::s3::credentials::CredentialSource;
 use micelio_storage_core::s3::signer::{AmzDate, Credentials, Signer};
 use micelio_storage_core::s3::{S3Config, S3Store, UrlStyle};
 use rustler::{Binary, Env, NifMap, ResourceArc, Term};
@@ -30,9 +33,15 @@ pub(crate) struct S3ConfigTerm {
     endpoint: Option<String>,
     url_style: Option<String>,
     prefix: String,
-    access_key_id: String,
-    secret_access_key: String,
+    /// `"static"`, `"container"` or `"instance"`.
+    credentials: String,
+    access_key_id: Option<String>,
+    secret_access_key: Option<String>,
     session_token: Option<String>,
+    container_credentials_uri: Option<String>,
+    container_authorization_token: Option<String>,
+    container_authorization_token_file: Option<String>,
+    metadata_endpoint: String,
     connect_timeout_ms: u64,
     request_timeout_ms: u64,
     max_retries: u32,
@@ -42,8 +51,31 @@ pub(crate) struct S3ConfigTerm {
 }
 
 impl S3ConfigTerm {
-    pub(crate) fn into_config(self) -> S3Config {
-        S3Config {
+    pub(crate) fn into_config(self) -> Result<S3Config, StoreError> {
+        let missing = |what: &str| StoreError::InvalidConfig("s3_credentials", what.to_string());
+        let credentials = match self.credentials.as_str() {
+            "static" => CredentialSource::Static(Credentials {
+                access_key_id: self
+                    .access_key_id
+                    .ok_or_else(|| missing("no access key id"))?,
+                secret_access_key: self
+                    .secret_access_key
+                    .ok_or_else(|| missing("no secret access key"))?,
+                session_token: self.session_token,
+            }),
+            "container" => CredentialSource::Container {
+                uri: self
+                    .container_credentials_uri
+                    .ok_or_else(|| missing("no container credentials URI"))?,
+                token: self.container_authorization_token,
+                token_file: self.container_authorization_token_file.map(Into::into),
+            },
+            "instance" => CredentialSource::Instance {
+                endpoint: self.metadata_endpoint,
+            },
+            other => return Err(missing(&format!("unknown source {other:?}"))),
+        };
+        Ok(S3Config {
             bucket: self.bucket,
             region: self.region,
             endpoint: self.endpoint,
@@ -53,25 +85,21 @@ impl S3ConfigTerm {
                 _ => None,
             },
             prefix: self.prefix,
-            credentials: Credentials {
-                access_key_id: self.access_key_id,
-                secret_access_key: self.secret_access_key,
-                session_token: self.session_token,
-            },
+            credentials,
             connect_timeout: Duration::from_millis(self.connect_timeout_ms),
             request_timeout: Duration::from_millis(self.request_timeout_ms),
             max_retries: self.max_retries,
             pool_size: self.pool_size,
             unsigned_payload: self.unsigned_payload,
             list_page_size: self.list_page_size,
-        }
+        })
     }
 }
 
 #[rustler::nif(schedule = "DirtyIo")]
 fn s3_open(env: Env, config: S3ConfigTerm) -> Term {
     guarded(env, || {
-        let store = S3Store::new(config.into_config())?;
+        let store = S3Store::new(config.into_config()?)?;
         Ok(ok(env, ResourceArc::new(S3StoreResource(Arc::new(store)))))
     })
 }
@@ -176,20 +204,26 @@ fn s3_list<'a>(
 }
 
 #[rustler::nif]
+#[allow(clippy::too_many_arguments)]
 fn s3_presigned_url<'a>(
     env: Env<'a>,
     store: ResourceArc<S3StoreResource>,
+    reply_ref: Term<'a>,
     key: Binary<'a>,
     method: String,
     expires_in: u64,
     unix_time: i64,
+    timeout_ms: u64,
 ) -> Term<'a> {
-    guarded(env, || {
-        let key = Key::parse(key.as_slice())?;
-        Ok(ok(
-            env,
-            store.0.presigned_url(key, &method, expires_in, unix_time),
-        ))
+    spawn_checked(env, reply_ref, timeout_ms, || {
+        let key = key_string(key)?;
+        let store = store.0.clone();
+        Ok(move || async move {
+            let url = store
+                .presigned_url(Key::parse(key.as_bytes())?, &method, expires_in, unix_time)
+                .await?;
+            Ok(StoreReply::Text(url))
+        })
     })
 }
 

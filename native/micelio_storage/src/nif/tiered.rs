@@ -97,7 +97,7 @@ fn tiered_open(env: Env, config: TieredConfigTerm) -> Term {
         }
         let fingerprint = config.fingerprint.clone();
         let origin = match (config.local_path, config.s3) {
-            (_, Some(s3)) => Origin::S3(Arc::new(S3Store::new(s3.into_config())?)),
+            (_, Some(s3)) => Origin::S3(Arc::new(S3Store::new(s3.into_config()?)?)),
             (Some(path), None) => Origin::Local(Arc::new(LocalStore::open(&PathBuf::from(path))?)),
             (None, None) => {
                 return Err(StoreError::InvalidConfig(

@@ -1,6 +1,7 @@
 //! The S3 backend: any S3-compatible service, signed by our own SigV4 signer,
 //! over one pooled keep-alive HTTP client per configured store.
 
+pub mod credentials;
 pub mod error;
 pub mod retry;
 pub mod signer;
@@ -14,8 +15,9 @@ use reqwest::{Method, StatusCode};
 use crate::error::StoreError;
 use crate::key::{Key, Prefix};
 use crate::object::{bare_etag, ObjectMeta, PutCondition};
+use credentials::{CredentialSource, Signers};
 use retry::RetryPolicy;
-use signer::{sha256_hex, uri_encode, AmzDate, Credentials, Signer, UNSIGNED_PAYLOAD};
+use signer::{sha256_hex, uri_encode, AmzDate, UNSIGNED_PAYLOAD};
 
 /// Bucket addressing: `bucket.host/key` or `host/bucket/key`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,8 +41,8 @@ pub struct S3Config {
     pub url_style: Option<UrlStyle>,
     /// Prepended to every key.
     pub prefix: String,
-    /// The credentials.
-    pub credentials: Credentials,
+    /// Where the credentials come from.
+    pub credentials: CredentialSource,
     /// TCP connect timeout.
     pub connect_timeout: Duration,
     /// Timeout of one attempt.
@@ -62,7 +64,7 @@ pub struct S3Store {
     host: String,
     bucket_path: String,
     prefix: String,
-    signer: Signer,
+    signers: Signers,
     client: reqwest::Client,
     policy: RetryPolicy,
     unsigned_payload: bool,
@@ -147,12 +149,25 @@ impl S3Store {
             .tcp_nodelay(true)
             .build()
             .map_err(|e| invalid("s3_endpoint", format!("cannot build the HTTP client: {e}")))?;
+        // Credential endpoints are on the local link or loopback: a short
+        // bound, so a missing one fails fast instead of holding every call.
+        let credentials_client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(5))
+            .no_proxy()
+            .build()
+            .map_err(|e| {
+                invalid(
+                    "s3_credentials",
+                    format!("cannot build the HTTP client: {e}"),
+                )
+            })?;
         Ok(S3Store {
             scheme,
             host,
             bucket_path,
             prefix: cfg.prefix,
-            signer: Signer::new(cfg.credentials, &cfg.region, "s3"),
+            signers: Signers::new(cfg.credentials, &cfg.region, "s3", credentials_client),
             client,
             policy: RetryPolicy {
                 max_retries: cfg.max_retries,
@@ -161,11 +176,6 @@ impl S3Store {
             unsigned_payload: cfg.unsigned_payload,
             list_page_size: cfg.list_page_size.clamp(1, 1000),
         })
-    }
-
-    /// The signer, for presigning and public signing helpers.
-    pub fn signer(&self) -> &Signer {
-        &self.signer
     }
 
     fn object_path(&self, key: Key) -> String {
@@ -280,14 +290,20 @@ impl S3Store {
     }
 
     /// A presigned URL for `method` on `key`, valid for `expires_in` seconds
-    /// from `unix_time`.
-    pub fn presigned_url(&self, key: Key, method: &str, expires_in: u64, unix_time: i64) -> String {
+    /// from `unix_time`. Fetches credentials first if the store has none
+    /// that are current.
+    pub async fn presigned_url(
+        &self,
+        key: Key<'_>,
+        method: &str,
+        expires_in: u64,
+        unix_time: i64,
+    ) -> Result<String, StoreError> {
         let path = self.object_path(key);
         let date = AmzDate::from_unix(unix_time);
-        let query = self
-            .signer
-            .presign_query(method, &self.host, &path, expires_in, &date);
-        format!("{}://{}{}?{}", self.scheme, self.host, path, query)
+        let signer = self.signers.current().await?;
+        let query = signer.presign_query(method, &self.host, &path, expires_in, &date);
+        Ok(format!("{}://{}{}?{}", self.scheme, self.host, path, query))
     }
 
     /// Sends one signed request, retrying what is safe to retry.
@@ -366,9 +382,12 @@ impl S3Store {
         if let Some(b) = body {
             signed.push(("content-length".to_string(), b.len().to_string()));
         }
+        // Nothing was sent yet when credentials cannot be had: retried like
+        // a failed connection.
+        let signer = self.signers.current().await.map_err(Attempt::Connect)?;
         // One clock reading per attempt, for x-amz-date and the scope alike.
         let date = AmzDate::now();
-        self.signer.sign_headers(
+        signer.sign_headers(
             method.as_str(),
             path,
             query,
