@@ -65,6 +65,7 @@ defmodule Micelio.Storage do
           | {:forbidden, String.t()}
           | {:s3_error, pos_integer(), String.t(), String.t()}
           | {:network, String.t()}
+          | {:credentials, String.t()}
           | {:panic, String.t()}
 
   @typedoc "Object metadata returned by `head/2`."

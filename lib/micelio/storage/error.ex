@@ -38,7 +38,8 @@ defmodule Micelio.Storage.Error do
 
   def describe(:missing_s3_credentials),
     do:
-      "no S3 credentials (s3_access_key_id/s3_secret_access_key or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)"
+      "no S3 credentials (s3_access_key_id/s3_secret_access_key or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, " <>
+        "a container credentials URI, or s3_credentials: :instance)"
 
   def describe({:invalid_key, key}), do: "invalid key #{inspect(key)}"
   def describe({:invalid_prefix, p}), do: "invalid prefix #{inspect(p)}"
@@ -51,6 +52,7 @@ defmodule Micelio.Storage.Error do
   def describe({:forbidden, code}), do: "forbidden (#{code})"
   def describe({:s3_error, status, code, msg}), do: "S3 error #{status} #{code}: #{msg}"
   def describe({:network, reason}), do: "network error: #{reason}"
+  def describe({:credentials, reason}), do: "cannot get S3 credentials: #{reason}"
   def describe({:panic, msg}), do: "internal error (Rust panic): #{msg}"
   def describe(other), do: inspect(other)
 end

@@ -10,6 +10,13 @@ defmodule Micelio.Storage.S3 do
   connection resets and timeouts, with capped exponential backoff and full
   jitter, up to `s3_max_retries` and within the call's `:timeout`.
 
+  Credentials are keys (`s3_access_key_id`, `s3_secret_access_key`, or the
+  `AWS_*` variables), or temporary ones from an ECS task role or EKS Pod
+  Identity (`AWS_CONTAINER_CREDENTIALS_*_URI`, used when no keys are set)
+  or an EC2 instance role (`s3_credentials: :instance`). Temporary
+  credentials are refreshed five minutes before they expire; a failed
+  fetch is `{:error, {:credentials, message}}`.
+
   Use it through `Micelio.Storage` with `backend: :s3`; see
   `Micelio.Storage.Config` for the settings. The signer is also public:
   `sign_headers/4` and `Micelio.Storage.presigned_url/2`.
@@ -133,7 +140,9 @@ defmodule Micelio.Storage.S3 do
       for reproducible signatures;
     * `:service` - default `"s3"`;
     * the S3 settings (`:s3_access_key_id`, `:s3_secret_access_key`,
-      `:s3_session_token`, `:s3_region`) override the configuration.
+      `:s3_session_token`, `:s3_region`) override the configuration. This
+      function signs with keys only; `Micelio.Storage.presigned_url/2`
+      also works with container and instance credentials.
 
   ## Examples
 
