@@ -10,20 +10,7 @@ defmodule Micelio.Storage.Test.Cdn do
   @modes %{serve: 0, error: 1, hang: 2}
 
   def start!(mode \\ :serve) do
-    {:ok, _} = Application.ensure_all_started(:inets)
-    root = Micelio.Storage.Test.Tmp.dir!("cdn")
-
-    {:ok, pid} =
-      :inets.start(:httpd,
-        port: 0,
-        bind_address: {127, 0, 0, 1},
-        server_name: ~c"cdn",
-        server_root: to_charlist(root),
-        document_root: to_charlist(root),
-        modules: [__MODULE__]
-      )
-
-    port = :httpd.info(pid)[:port]
+    {pid, port, root} = Micelio.Storage.Test.Httpd.start!(__MODULE__, "cdn")
     counters = :counters.new(2, [])
     :persistent_term.put({__MODULE__, port}, counters)
     cdn = %{pid: pid, port: port, root: root, url: "http://127.0.0.1:#{port}", counters: counters}

@@ -14,20 +14,7 @@ defmodule Micelio.Storage.Test.CredentialsServer do
   @role "micelio-test-role"
 
   def start!(credentials) do
-    {:ok, _} = Application.ensure_all_started(:inets)
-    root = Micelio.Storage.Test.Tmp.dir!("credentials-server")
-
-    {:ok, pid} =
-      :inets.start(:httpd,
-        port: 0,
-        bind_address: {127, 0, 0, 1},
-        server_name: ~c"credentials",
-        server_root: to_charlist(root),
-        document_root: to_charlist(root),
-        modules: [__MODULE__]
-      )
-
-    port = :httpd.info(pid)[:port]
+    {pid, port, _root} = Micelio.Storage.Test.Httpd.start!(__MODULE__, "credentials")
 
     server = %{
       pid: pid,
