@@ -42,7 +42,7 @@ defmodule Micelio.Storage do
   The bang variants raise `Micelio.Storage.Error` with that reason.
   """
 
-  alias Micelio.Storage.{Backend, Config, Error, Handle, Resolved}
+  alias Micelio.Storage.{Error, Handle, Resolved, Store}
 
   @typedoc "A storage key: a relative `/`-separated path."
   @type key :: String.t()
@@ -119,8 +119,8 @@ defmodule Micelio.Storage do
     do: {:error, {:invalid_config, :etag, "expected a string, got #{inspect(etag)}"}}
 
   defp do_put(key, content, condition, opts) do
-    run(key, opts, fn mod, store, config ->
-      case mod.put(store, key, content, condition, config) do
+    run(key, opts, fn handle ->
+      case Store.run(handle, {:put, key, content, condition, handle.config.durable}) do
         :ok -> {:ok, key}
         error -> error
       end
@@ -139,17 +139,10 @@ defmodule Micelio.Storage do
   @spec get(key, opts) :: {:ok, binary} | {:error, reason}
   def get(key, opts \\ [])
 
-  # The hot path of cache hits: no closure, no resolution, and for the tiered
-  # backend a static call (a call through a module variable costs a lookup).
-  def get(key, %Handle{module: Micelio.Storage.Tiered, store: store, config: config})
-      when is_binary(key),
-      do: Micelio.Storage.Tiered.get(store, key, config)
+  # The hot path of cache hits: no closure and no resolution.
+  def get(key, %Handle{} = handle) when is_binary(key), do: Store.get(handle, key, false)
 
-  def get(key, %Handle{module: mod, store: store, config: config}) when is_binary(key),
-    do: mod.get(store, key, config)
-
-  def get(key, opts),
-    do: run(key, opts, fn mod, store, config -> mod.get(store, key, config) end)
+  def get(key, opts), do: run(key, opts, &Store.get(&1, key, false))
 
   @doc """
   Reads the content and its metadata in one consistent step.
@@ -169,8 +162,8 @@ defmodule Micelio.Storage do
            }}
           | {:error, reason}
   def get_with_metadata(key, opts \\ []) do
-    run(key, opts, fn mod, store, config ->
-      case mod.get_with_meta(store, key, config) do
+    run(key, opts, fn handle ->
+      case Store.get(handle, key, true) do
         {:ok, content, meta} -> {:ok, Map.put(metadata(meta), :content, content)}
         error -> error
       end
@@ -186,8 +179,8 @@ defmodule Micelio.Storage do
   """
   @spec head(key, opts) :: {:ok, metadata} | {:error, reason}
   def head(key, opts \\ []) do
-    run(key, opts, fn mod, store, config ->
-      case mod.head(store, key, config) do
+    run(key, opts, fn handle ->
+      case Store.run(handle, {:head, key}) do
         {:ok, meta} -> {:ok, metadata(meta)}
         error -> error
       end
@@ -229,7 +222,7 @@ defmodule Micelio.Storage do
   def list(prefix \\ "", opts \\ [])
 
   def list(prefix, opts) when is_binary(prefix) do
-    with {:ok, mod, store, config} <- resolve(opts), do: mod.list(store, prefix, config)
+    with {:ok, handle} <- resolve(opts), do: Store.run(handle, {:list, prefix})
   end
 
   def list(prefix, _opts), do: {:error, {:invalid_prefix, prefix}}
@@ -245,13 +238,82 @@ defmodule Micelio.Storage do
   """
   @spec delete(key, opts) :: {:ok, key} | {:error, reason}
   def delete(key, opts \\ []) do
-    run(key, opts, fn mod, store, config ->
-      case mod.delete(store, key, config) do
+    run(key, opts, fn handle ->
+      case Store.run(handle, {:delete, key, handle.config.durable}) do
         :ok -> {:ok, key}
         error -> error
       end
     end)
   end
+
+  @doc """
+  Copies the object at `source_key` to `destination_key`, replacing what
+  was there. A missing source gives `{:error, :not_found}`.
+
+  The copy is made where the data lives: S3 copies on the server
+  (CopyObject), the local backend copies in the kernel into a temp file and
+  renames it, so the destination appears whole or not at all. On the tiered
+  backend the origin copies and the cached copies of the destination are
+  dropped.
+
+      iex> {:ok, _} = Micelio.Storage.put("drafts/a.txt", "v1")
+      iex> Micelio.Storage.copy("drafts/a.txt", "published/a.txt")
+      {:ok, "published/a.txt"}
+      iex> Micelio.Storage.get("published/a.txt")
+      {:ok, "v1"}
+      iex> Micelio.Storage.copy("drafts/missing.txt", "published/b.txt")
+      {:error, :not_found}
+  """
+  @spec copy(key, key, opts) :: {:ok, key} | {:error, reason}
+  def copy(source_key, destination_key, opts \\ [])
+
+  def copy(source, destination, opts) when is_binary(source) and is_binary(destination) do
+    with {:ok, handle} <- resolve(opts) do
+      case Store.run(handle, {:copy, source, destination, handle.config.durable}) do
+        :ok -> {:ok, destination}
+        error -> error
+      end
+    end
+  end
+
+  def copy(source, destination, _opts) do
+    bad = if is_binary(source), do: destination, else: source
+    {:error, {:invalid_key, bad}}
+  end
+
+  @doc """
+  Deletes every key in `keys`. Missing keys count as deleted, as with
+  `delete/2`.
+
+  Returns `{:ok, deleted_keys}` when every key is gone, or
+  `{:error, {:partial, deleted_keys, failures}}` where `failures` lists
+  `{key, reason}` for each key that could not be deleted. An invalid key
+  fails the whole call before anything is deleted. S3 deletes in batches
+  of 1,000 keys per request (DeleteObjects); other backends one by one.
+
+      iex> for k <- ["tmp/1", "tmp/2"], do: {:ok, _} = Micelio.Storage.put(k, "x")
+      iex> Micelio.Storage.delete_many(["tmp/1", "tmp/2", "tmp/never-was"])
+      {:ok, ["tmp/1", "tmp/2", "tmp/never-was"]}
+      iex> Micelio.Storage.list("tmp/")
+      {:ok, []}
+  """
+  @spec delete_many([key], opts) ::
+          {:ok, [key]} | {:error, {:partial, [key], [{key, reason}]}} | {:error, reason}
+  def delete_many(keys, opts \\ [])
+
+  def delete_many(keys, opts) when is_list(keys) do
+    case Enum.find(keys, &(not is_binary(&1))) do
+      nil ->
+        with {:ok, handle} <- resolve(opts),
+             do: Store.run(handle, {:delete_many, keys, handle.config.durable})
+
+      bad ->
+        {:error, {:invalid_key, bad}}
+    end
+  end
+
+  def delete_many(keys, _opts),
+    do: {:error, {:invalid_config, :keys, "expected a list of keys, got #{inspect(keys)}"}}
 
   @doc """
   Returns a presigned URL for `key` in the configured S3 store, which any
@@ -286,16 +348,10 @@ defmodule Micelio.Storage do
 
     with {:ok, method} <- presign_method(Keyword.get(presign, :method, :get)),
          :ok <- check_expiry(expires_in),
-         {:ok, config} <- Config.resolve(Keyword.put(storage_opts, :backend, :s3)),
-         {:ok, store} <- Micelio.Storage.S3.open(config),
+         {:ok, handle} <- resolve(Keyword.put(storage_opts, :backend, :s3)),
          {:ok, unix} <- Micelio.Storage.S3.unix_time(Keyword.get(presign, :datetime)) do
       # Runs on the I/O runtime: temporary credentials may need fetching.
-      t = config.timeout
-
-      Micelio.Storage.Async.call(
-        t,
-        &Micelio.Storage.Native.s3_presigned_url(store, &1, key, method, expires_in, unix, t)
-      )
+      Store.run(handle, {:presigned_url, key, method, expires_in, unix})
     end
   end
 
@@ -352,26 +408,40 @@ defmodule Micelio.Storage do
   @spec delete!(key, opts) :: key
   def delete!(key, opts \\ []), do: bang(delete(key, opts), :delete, key)
 
+  @doc """
+  Like `copy/3`, but returns the destination key or raises `Micelio.Storage.Error`.
+
+      iex> Micelio.Storage.put!("c/src", "x")
+      iex> Micelio.Storage.copy!("c/src", "c/dst")
+      "c/dst"
+  """
+  @spec copy!(key, key, opts) :: key
+  def copy!(source_key, destination_key, opts \\ []),
+    do: bang(copy(source_key, destination_key, opts), :copy, source_key)
+
+  @doc """
+  Like `delete_many/2`, but returns the deleted keys or raises
+  `Micelio.Storage.Error` (whose reason is `{:partial, deleted, failures}`
+  when some keys failed).
+
+      iex> Micelio.Storage.put!("dm/a", "x")
+      iex> Micelio.Storage.delete_many!(["dm/a"])
+      ["dm/a"]
+  """
+  @spec delete_many!([key], opts) :: [key]
+  def delete_many!(keys, opts \\ []), do: bang(delete_many(keys, opts), :delete_many, nil)
+
   defp bang({:ok, value}, _op, _key), do: value
   defp bang({:error, reason}, op, key), do: raise(Error, reason: reason, operation: op, key: key)
 
   defp run(key, opts, fun) when is_binary(key) do
-    with {:ok, mod, store, config} <- resolve(opts), do: fun.(mod, store, config)
+    with {:ok, handle} <- resolve(opts), do: fun.(handle)
   end
 
   defp run(key, _opts, _fun), do: {:error, {:invalid_key, key}}
 
-  defp resolve(%Handle{module: mod, store: store, config: config}), do: {:ok, mod, store, config}
-
-  defp resolve(opts), do: Resolved.fetch(opts, &resolve_now/1)
-
-  defp resolve_now(opts) do
-    with {:ok, config} <- Config.resolve(opts),
-         {:ok, mod} <- Backend.module(config.backend),
-         {:ok, store} <- mod.open(config) do
-      {:ok, mod, store, config}
-    end
-  end
+  defp resolve(%Handle{} = handle), do: {:ok, handle}
+  defp resolve(opts), do: Resolved.fetch(opts)
 
   @doc """
   Resolves the configuration once and builds its store, for reuse: pass the
@@ -388,11 +458,7 @@ defmodule Micelio.Storage do
   @spec open(keyword() | Handle.t()) :: {:ok, Handle.t()} | {:error, reason}
   def open(%Handle{} = handle), do: {:ok, handle}
 
-  def open(opts) do
-    with {:ok, mod, store, config} <- resolve(opts) do
-      {:ok, %Handle{backend: config.backend, module: mod, store: store, config: config}}
-    end
-  end
+  def open(opts), do: resolve(opts)
 
   @doc """
   The counters of each tier of a tiered store: hits, misses, bytes and

@@ -21,4 +21,5 @@ defmodule Micelio.StorageDocTest do
   doctest Micelio.Storage
   doctest Micelio.Storage.Config
   doctest Micelio.Storage.Tiered
+  doctest Micelio.Storage.Settings
 end

@@ -106,6 +106,77 @@ defmodule Micelio.Storage.Conformance do
         end
       end
 
+      describe "conformance: copy" do
+        test "copies content, replaces the destination, keeps the source", %{opts: o} do
+          Storage.put!("cp/src", "content", o)
+          Storage.put!("cp/dst", "old", o)
+          assert {:ok, "cp/dst"} = Storage.copy("cp/src", "cp/dst", o)
+          assert Storage.get!("cp/dst", o) == "content"
+          assert Storage.get!("cp/src", o) == "content"
+          assert Storage.head!("cp/dst", o).size == 7
+          assert Storage.copy!("cp/src", "cp/third", o) == "cp/third"
+          assert Storage.list!("cp/", o) == ["cp/dst", "cp/src", "cp/third"]
+        end
+
+        test "a missing source is :not_found and creates nothing", %{opts: o} do
+          assert {:error, :not_found} = Storage.copy("cp/none", "cp/target", o)
+          assert {:error, :not_found} = Storage.get("cp/target", o)
+          assert_raise Error, ~r/not found/, fn -> Storage.copy!("cp/none", "cp/target", o) end
+        end
+
+        test "keys with spaces, +, &, % and unicode copy both ways", %{opts: o} do
+          for {key, i} <- Enum.with_index(["a b/c d", "plus+/x&y", "pct%20/100%", "ünï/日本"]) do
+            Storage.put!(key, "v#{i}", o)
+            dest = "copied/#{key} #{i}"
+            assert {:ok, ^dest} = Storage.copy(key, dest, o)
+            assert Storage.get!(dest, o) == "v#{i}"
+          end
+        end
+
+        test "invalid keys are rejected before anything is copied", %{opts: o} do
+          Storage.put!("cp/ok", "x", o)
+          assert {:error, {:invalid_key, "../x"}} = Storage.copy("cp/ok", "../x", o)
+          assert {:error, {:invalid_key, "/abs"}} = Storage.copy("/abs", "cp/ok2", o)
+          assert {:error, {:invalid_key, nil}} = Storage.copy(nil, "cp/ok2", o)
+          assert Storage.list!("cp/", o) == ["cp/ok"]
+        end
+      end
+
+      describe "conformance: delete_many" do
+        test "deletes every key; missing keys count as deleted", %{opts: o} do
+          keys = for i <- 1..25, do: "dm/#{i}"
+          for k <- keys, do: Storage.put!(k, "x", o)
+          Storage.put!("keep/me", "x", o)
+          asked = keys ++ ["dm/never-was"]
+          assert {:ok, ^asked} = Storage.delete_many(asked, o)
+          assert Storage.list!("dm/", o) == []
+          assert Storage.get!("keep/me", o) == "x"
+          assert {:ok, ^asked} = Storage.delete_many(asked, o)
+          assert Storage.delete_many!([], o) == []
+        end
+
+        @tag timeout: 240_000
+        test "more than one batch of 1,000 keys", %{opts: o} do
+          keys = for i <- 1..1_100, do: "big-dm/#{String.pad_leading("#{i}", 4, "0")}"
+
+          keys
+          |> Task.async_stream(&Storage.put!(&1, "x", o), max_concurrency: 32, timeout: 60_000)
+          |> Stream.run()
+
+          assert {:ok, deleted} = Storage.delete_many(keys, o)
+          assert deleted == keys
+          assert Storage.list!("big-dm/", o) == []
+        end
+
+        test "an invalid key fails the whole call and deletes nothing", %{opts: o} do
+          Storage.put!("dm2/a", "x", o)
+          assert {:error, {:invalid_key, "../b"}} = Storage.delete_many(["dm2/a", "../b"], o)
+          assert {:error, {:invalid_key, 7}} = Storage.delete_many(["dm2/a", 7], o)
+          assert {:error, {:invalid_config, :keys, _}} = Storage.delete_many("dm2/a", o)
+          assert Storage.get!("dm2/a", o) == "x"
+        end
+      end
+
       describe "conformance: odd keys" do
         test "spaces, unicode, reserved characters and deep nesting round-trip", %{opts: o} do
           keys = [

@@ -16,108 +16,16 @@ defmodule Micelio.Storage.Config do
 
   ## Settings
 
-  | setting | environment variable | default |
-  |---|---|---|
-  | `backend` | `STORAGE_BACKEND` | `:local` (`:local`, `:s3` or `:tiered`) |
-  | `local_path` | `STORAGE_LOCAL_PATH` | `/var/micelio/storage` in prod, `<tmp>/micelio/storage` otherwise |
-  | `timeout` | `STORAGE_TIMEOUT_MS` | `30_000` ms per call |
-  | `durable` | | `false`; `true` fsyncs local writes and their directory |
-  | `s3_bucket` | `S3_BUCKET` | required for `:s3` |
-  | `s3_region` | `S3_REGION`, `AWS_REGION`, `AWS_DEFAULT_REGION` | `"us-east-1"` |
-  | `s3_access_key_id` | `AWS_ACCESS_KEY_ID` | required for `:s3` |
-  | `s3_secret_access_key` | `AWS_SECRET_ACCESS_KEY` | required for `:s3` |
-  | `s3_session_token` | `AWS_SESSION_TOKEN` | none |
-  | `s3_credentials` | `S3_CREDENTIALS` | keys when set, else `:container` when its URI is set (`:static`, `:container` or `:instance`) |
-  | `s3_container_credentials_uri` | `AWS_CONTAINER_CREDENTIALS_FULL_URI`, `AWS_CONTAINER_CREDENTIALS_RELATIVE_URI` | none (ECS task role, EKS Pod Identity) |
-  | `s3_container_authorization_token` | `AWS_CONTAINER_AUTHORIZATION_TOKEN` | none |
-  | `s3_container_authorization_token_file` | `AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE` | none, read on every refresh |
-  | `s3_metadata_endpoint` | `AWS_EC2_METADATA_SERVICE_ENDPOINT` | `"http://169.254.169.254"` (EC2 IMDSv2) |
-  | `s3_endpoint` | `S3_ENDPOINT` | AWS (`https://s3.<region>.amazonaws.com`) |
-  | `s3_url_style` | `S3_URL_STYLE` | `:virtual` on AWS, `:path` on a custom endpoint |
-  | `s3_prefix` | `S3_PREFIX` | `""`, a prefix added to every key |
-  | `s3_connect_timeout` | `S3_CONNECT_TIMEOUT_MS` | `5_000` ms |
-  | `s3_request_timeout` | `S3_REQUEST_TIMEOUT_MS` | `30_000` ms per attempt |
-  | `s3_max_retries` | `S3_MAX_RETRIES` | `3` |
-  | `s3_pool_size` | `S3_POOL_SIZE` | `64` idle keep-alive connections kept per host (`0`: none) |
-  | `s3_unsigned_payload` | | `false`; `true` skips hashing bodies (https only) |
-  | `s3_list_page_size` | `S3_LIST_PAGE_SIZE` | `1000` keys per ListObjectsV2 page |
-  | `origin_backend` | `STORAGE_ORIGIN_BACKEND` | `:s3` when a bucket is set, else `:local` |
-  | `cache_memory_max_bytes` | `STORAGE_CACHE_MEMORY_MAX_BYTES` | `64_000_000`; `0` turns the RAM tier off |
-  | `cache_disk_path` | `STORAGE_CACHE_PATH` | `<tmp>/micelio/cache` (`/var/micelio/cache` in prod) |
-  | `cache_disk_max_bytes` | `STORAGE_CACHE_DISK_MAX_BYTES` | `1_000_000_000`; `0` turns the disk tier off |
-  | `cdn_base_url` | `STORAGE_CDN_BASE_URL` | none (no CDN tier) |
-  | `cdn_timeout_ms` | `STORAGE_CDN_TIMEOUT_MS` | `2_000` |
+  The table is generated from `Micelio.Storage.Settings`, the one place
+  each setting is defined.
+
+  #{Micelio.Storage.Settings.markdown()}
   """
+
+  alias Micelio.Storage.Settings
 
   @app :micelio
   @key Micelio.Storage
-  @secrets [:s3_secret_access_key, :s3_session_token, :s3_container_authorization_token]
-
-  @settings %{
-    backend: {["STORAGE_BACKEND"], :local, {:enum, [:local, :s3, :tiered]}},
-    local_path: {["STORAGE_LOCAL_PATH"], :default_local_path, :abs_path},
-    timeout: {["STORAGE_TIMEOUT_MS"], 30_000, :pos_integer},
-    durable: {[], false, :boolean},
-    s3_bucket: {["S3_BUCKET"], nil, :string},
-    s3_region: {["S3_REGION", "AWS_REGION", "AWS_DEFAULT_REGION"], "us-east-1", :string},
-    s3_access_key_id: {["AWS_ACCESS_KEY_ID"], nil, :string},
-    s3_secret_access_key: {["AWS_SECRET_ACCESS_KEY"], nil, :string},
-    s3_session_token: {["AWS_SESSION_TOKEN"], nil, :string},
-    s3_credentials: {["S3_CREDENTIALS"], nil, {:enum, [:static, :container, :instance]}},
-    s3_container_credentials_uri:
-      {["AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"], nil,
-       :container_uri},
-    s3_container_authorization_token: {["AWS_CONTAINER_AUTHORIZATION_TOKEN"], nil, :string},
-    s3_container_authorization_token_file:
-      {["AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"], nil, :abs_path},
-    s3_metadata_endpoint: {["AWS_EC2_METADATA_SERVICE_ENDPOINT"], "http://169.254.169.254", :url},
-    s3_endpoint: {["S3_ENDPOINT"], nil, :url},
-    s3_url_style: {["S3_URL_STYLE"], nil, {:enum, [:virtual, :path]}},
-    s3_prefix: {["S3_PREFIX"], "", :string},
-    s3_connect_timeout: {["S3_CONNECT_TIMEOUT_MS"], 5_000, :pos_integer},
-    s3_request_timeout: {["S3_REQUEST_TIMEOUT_MS"], 30_000, :pos_integer},
-    s3_max_retries: {["S3_MAX_RETRIES"], 3, :non_neg_integer},
-    s3_pool_size: {["S3_POOL_SIZE"], 64, :non_neg_integer},
-    s3_unsigned_payload: {[], false, :boolean},
-    s3_list_page_size: {["S3_LIST_PAGE_SIZE"], 1000, :pos_integer},
-    origin_backend: {["STORAGE_ORIGIN_BACKEND"], :default_origin, {:enum, [:local, :s3]}},
-    cache_memory_max_bytes: {["STORAGE_CACHE_MEMORY_MAX_BYTES"], 64_000_000, :non_neg_integer},
-    cache_disk_path: {["STORAGE_CACHE_PATH"], :default_cache_path, :abs_path},
-    cache_disk_max_bytes: {["STORAGE_CACHE_DISK_MAX_BYTES"], 1_000_000_000, :non_neg_integer},
-    cdn_base_url: {["STORAGE_CDN_BASE_URL"], nil, :url},
-    cdn_timeout_ms: {["STORAGE_CDN_TIMEOUT_MS"], 2_000, :pos_integer}
-  }
-
-  @s3_settings [
-    :s3_bucket,
-    :s3_region,
-    :s3_access_key_id,
-    :s3_secret_access_key,
-    :s3_session_token,
-    :s3_credentials,
-    :s3_container_credentials_uri,
-    :s3_container_authorization_token,
-    :s3_container_authorization_token_file,
-    :s3_metadata_endpoint,
-    :s3_endpoint,
-    :s3_url_style,
-    :s3_prefix,
-    :s3_connect_timeout,
-    :s3_request_timeout,
-    :s3_max_retries,
-    :s3_pool_size,
-    :s3_unsigned_payload,
-    :s3_list_page_size
-  ]
-
-  @tiered_settings [
-    :origin_backend,
-    :cache_memory_max_bytes,
-    :cache_disk_path,
-    :cache_disk_max_bytes,
-    :cdn_base_url,
-    :cdn_timeout_ms
-  ]
 
   @typedoc "A resolved setting name."
   @type setting :: atom()
@@ -132,7 +40,7 @@ defmodule Micelio.Storage.Config do
       true
   """
   @spec settings() :: [setting]
-  def settings, do: Map.keys(@settings)
+  def settings, do: Settings.names()
 
   @doc """
   Resolves the settings one call needs: the common ones plus those of the
@@ -146,52 +54,61 @@ defmodule Micelio.Storage.Config do
       {:error, {:invalid_config, :backend, "expected one of [:local, :s3, :tiered], got :ftp (from the call's options)"}}
   """
   @spec resolve(keyword()) :: {:ok, t()} | {:error, {:invalid_config, setting, String.t()}}
-  def resolve(opts) when is_list(opts) do
-    app = Application.get_env(@app, @key, [])
+  def resolve(opts) do
+    with {:ok, config, _env} <- resolve_tracked(opts, Application.get_env(@app, @key, [])),
+         do: {:ok, config}
+  end
+
+  @doc false
+  # Resolves once under the app config `app`, and returns the environment
+  # variables the resolution read, each as `{name, value or false, secret?}`
+  # (value as `:os.getenv/1` gives it), so a cached resolution can tell
+  # when it is stale.
+  @spec resolve_tracked(term(), term()) ::
+          {:ok, t(), [{charlist(), charlist() | false, boolean()}]} | {:error, term()}
+  def resolve_tracked(opts, app) when is_list(opts) do
+    ctx = %{opts: opts, app: app, env: []}
 
     with :ok <- check_known(opts, "the call's options"),
          :ok <- check_known(app, "config :micelio, Micelio.Storage"),
-         {:ok, backend} <- fetch(:backend, opts, app),
-         {:ok, timeout} <- fetch(:timeout, opts, app),
-         {:ok, durable} <- fetch(:durable, opts, app) do
-      base = %{backend: backend, timeout: timeout, durable: durable}
-      fetch_all(needed(backend, opts, app), opts, app, base)
+         {:ok, backend, ctx} <- fetch(:backend, ctx),
+         {:ok, timeout, ctx} <- fetch(:timeout, ctx),
+         {:ok, durable, ctx} <- fetch(:durable, ctx),
+         {:ok, names, ctx} <- needed(backend, ctx),
+         base = %{backend: backend, timeout: timeout, durable: durable},
+         {:ok, config, ctx} <- fetch_all(names, ctx, base) do
+      {:ok, config, Enum.reverse(ctx.env)}
     end
   end
 
-  def resolve(other),
+  def resolve_tracked(other, _app),
     do: {:error, {:invalid_config, :options, "expected a keyword list, got #{inspect(other)}"}}
 
-  defp needed(:local, _opts, _app), do: [:local_path]
-  defp needed(:s3, _opts, _app), do: @s3_settings
-
-  defp needed(:tiered, opts, app) do
-    case fetch(:origin_backend, opts, app) do
-      {:ok, :s3} -> @tiered_settings ++ @s3_settings
-      _ -> @tiered_settings ++ [:local_path]
-    end
+  defp needed(:tiered, ctx) do
+    with {:ok, origin, ctx} <- fetch(:origin_backend, ctx),
+         do: {:ok, Settings.in_groups(Settings.groups(:tiered, origin)), ctx}
   end
 
-  defp fetch_all([], _opts, _app, acc), do: {:ok, acc}
+  defp needed(backend, ctx), do: {:ok, Settings.in_groups(Settings.groups(backend)), ctx}
 
-  defp fetch_all([key | rest], opts, app, acc) do
-    with {:ok, value} <- fetch(key, opts, app),
-         do: fetch_all(rest, opts, app, Map.put(acc, key, protect(key, value)))
+  defp fetch_all([], ctx, acc), do: {:ok, acc, ctx}
+
+  defp fetch_all([key | rest], ctx, acc) do
+    with {:ok, value, ctx} <- fetch(key, ctx),
+         do: fetch_all(rest, ctx, Map.put(acc, key, protect(key, value)))
   end
 
   # Secrets travel wrapped, so inspecting a config never shows them.
-  defp protect(key, value) when key in @secrets,
-    do: Micelio.Storage.Secret.wrap(value)
-
-  defp protect(_key, value), do: value
+  defp protect(key, value) do
+    if Settings.secret?(key), do: Micelio.Storage.Secret.wrap(value), else: value
+  end
 
   defp check_known(kw, where) when is_list(kw) do
     Enum.find_value(kw, :ok, fn
-      {key, _} when is_map_key(@settings, key) ->
-        nil
-
-      {key, _} ->
-        {:error, {:invalid_config, key, "unknown setting in #{where}"}}
+      {key, _} when is_atom(key) ->
+        if Settings.known?(key),
+          do: nil,
+          else: {:error, {:invalid_config, key, "unknown setting in #{where}"}}
 
       other ->
         {:error,
@@ -204,75 +121,72 @@ defmodule Micelio.Storage.Config do
       {:error,
        {:invalid_config, :options, "expected a keyword list in #{where}, got #{inspect(other)}"}}
 
-  @doc false
-  # The environment variables a resolution of `opts` under the app config
-  # `app` that gave `config` could have read, each with whether it holds a
-  # secret: those of every setting neither set, and the temporary-directory
-  # variables behind the default paths.
-  @spec env_inputs(keyword(), keyword(), t()) :: [{String.t(), boolean()}]
-  def env_inputs(opts, app, config) do
-    # `s3_bucket` decides the default origin even when not in the config.
-    open =
-      for key <- Enum.uniq(Map.keys(config) ++ [:s3_bucket]),
-          not Keyword.has_key?(opts, key),
-          not Keyword.has_key?(app, key),
-          do: key
-
-    vars =
-      for key <- open,
-          var <- elem(Map.fetch!(@settings, key), 0),
-          do: {var, secret?(key)}
-
-    defaults = Enum.map(open, fn key -> elem(Map.fetch!(@settings, key), 1) end)
-
-    if Enum.any?(defaults, &(&1 in [:default_local_path, :default_cache_path])),
-      do: vars ++ [{"TMPDIR", false}, {"TEMP", false}, {"TMP", false}],
-      else: vars
-  end
-
-  @doc false
   # One setting: call options, then app config, then environment, then default.
-  def fetch(key, opts, app) do
-    {env_vars, default, type} = Map.fetch!(@settings, key)
+  defp fetch(key, ctx) do
+    %{env: env_vars, default: default, type: type} = Settings.fetch(key)
 
-    case Keyword.fetch(opts, key) do
+    case Keyword.fetch(ctx.opts, key) do
       {:ok, value} ->
-        cast(key, value, type, "the call's options")
+        with {:ok, v} <- cast(key, value, type, "the call's options"), do: {:ok, v, ctx}
 
       :error ->
-        case Keyword.fetch(app, key) do
-          {:ok, value} -> cast(key, value, type, "config :micelio, Micelio.Storage")
-          :error -> from_env(key, env_vars, default, type, opts, app)
+        case Keyword.fetch(ctx.app, key) do
+          {:ok, value} ->
+            with {:ok, v} <- cast(key, value, type, "config :micelio, Micelio.Storage"),
+                 do: {:ok, v, ctx}
+
+          :error ->
+            from_env(key, env_vars, default, type, ctx)
         end
     end
   end
 
-  defp from_env(key, [], default, _type, opts, app), do: {:ok, default(key, default, opts, app)}
+  defp from_env(key, [], default, _type, ctx), do: default(key, default, ctx)
 
-  defp from_env(key, [var | rest], default, type, opts, app) do
-    case System.get_env(var) do
-      nil -> from_env(key, rest, default, type, opts, app)
-      "" -> from_env(key, rest, default, type, opts, app)
-      value -> cast(key, value, type, var)
+  defp from_env(key, [var | rest], default, type, ctx) do
+    {value, ctx} = getenv(var, Settings.secret?(key), ctx)
+
+    case value do
+      nil -> from_env(key, rest, default, type, ctx)
+      "" -> from_env(key, rest, default, type, ctx)
+      value -> with {:ok, v} <- cast(key, value, type, var), do: {:ok, v, ctx}
     end
   end
 
-  defp default(_key, :default_local_path, _opts, _app), do: default_dir("storage")
-  defp default(_key, :default_cache_path, _opts, _app), do: default_dir("cache")
+  # Reads an environment variable and notes what was read.
+  defp getenv(var, secret?, ctx) do
+    name = String.to_charlist(var)
+    raw = :os.getenv(name)
+    value = if raw == false, do: nil, else: List.to_string(raw)
+    {value, %{ctx | env: [{name, raw, secret?} | ctx.env]}}
+  end
 
-  defp default(_key, :default_origin, opts, app) do
-    case fetch(:s3_bucket, opts, app) do
-      {:ok, bucket} when is_binary(bucket) -> :s3
-      _ -> :local
+  defp default(_key, :default_local_path, ctx), do: default_dir("storage", ctx)
+  defp default(_key, :default_cache_path, ctx), do: default_dir("cache", ctx)
+
+  defp default(_key, :default_origin, ctx) do
+    case fetch(:s3_bucket, ctx) do
+      {:ok, bucket, ctx} when is_binary(bucket) -> {:ok, :s3, ctx}
+      {:ok, _none, ctx} -> {:ok, :local, ctx}
+      _error -> {:ok, :local, ctx}
     end
   end
 
-  defp default(_key, value, _opts, _app), do: value
+  defp default(_key, value, ctx), do: {:ok, value, ctx}
 
-  defp default_dir(name) do
-    if mix_env() == :prod,
-      do: "/var/micelio/#{name}",
-      else: Path.join([System.tmp_dir!(), "micelio", name])
+  defp default_dir(name, ctx) do
+    if mix_env() == :prod do
+      {:ok, "/var/micelio/#{name}", ctx}
+    else
+      # `System.tmp_dir!/0` reads these: they are inputs of the resolution.
+      ctx =
+        Enum.reduce(["TMPDIR", "TEMP", "TMP"], ctx, fn var, ctx ->
+          {_value, ctx} = getenv(var, false, ctx)
+          ctx
+        end)
+
+      {:ok, Path.join([System.tmp_dir!(), "micelio", name]), ctx}
+    end
   end
 
   # Inside Mix (dev, test, bench) the host's Mix env decides; a release has no
@@ -361,7 +275,7 @@ defmodule Micelio.Storage.Config do
     {:error, {:invalid_config, key, "expected #{describe(type)}, got #{shown} (from #{from})"}}
   end
 
-  defp secret?(key), do: key in @secrets
+  defp secret?(key), do: Settings.secret?(key)
 
   defp describe({:enum, allowed}), do: "one of #{inspect(allowed)}"
   defp describe(:pos_integer), do: "a positive integer"

@@ -12,13 +12,13 @@ defmodule Micelio.Storage.Handle do
       {:ok, content} = Micelio.Storage.get("avatars/1.png", storage)
   """
   @derive {Inspect, only: [:backend]}
-  @enforce_keys [:backend, :module, :store, :config]
+  @enforce_keys [:backend, :store, :mode, :config]
   defstruct @enforce_keys
 
   @type t :: %__MODULE__{
           backend: :local | :s3 | :tiered,
-          module: module(),
           store: reference(),
-          config: Micelio.Storage.Config.t()
+          mode: :blocking | :async | :cached,
+          config: %{backend: atom(), timeout: pos_integer(), durable: boolean()}
         }
 end

@@ -16,33 +16,7 @@ defmodule Micelio.Storage.Local do
     * the ETag is derived from the inode, size and a unique nanosecond mtime
       set on every write, so `head/2` never reads the content.
 
-  Use it through `Micelio.Storage`.
+  Use it through `Micelio.Storage` (the default backend). The engine is
+  `native/micelio_storage_core/src/local.rs`.
   """
-  @behaviour Micelio.Storage.Backend
-
-  alias Micelio.Storage.{Native, Stores}
-
-  @impl true
-  def open(%{local_path: root}),
-    do: Stores.fetch({:local, root}, fn -> Native.local_open(root) end)
-
-  @impl true
-  def get(store, key, config), do: Native.local_get(store, key, false, config.timeout)
-
-  @impl true
-  def get_with_meta(store, key, config), do: Native.local_get(store, key, true, config.timeout)
-
-  @impl true
-  def head(store, key, config), do: Native.local_head(store, key, config.timeout)
-
-  @impl true
-  def put(store, key, content, condition, config),
-    do: Native.local_put(store, key, content, condition, config.durable, config.timeout)
-
-  @impl true
-  def delete(store, key, config),
-    do: Native.local_delete(store, key, config.durable, config.timeout)
-
-  @impl true
-  def list(store, prefix, config), do: Native.local_list(store, prefix, config.timeout)
 end

@@ -21,111 +21,35 @@ defmodule Micelio.Storage.S3 do
   `Micelio.Storage.Config` for the settings. The signer is also public:
   `sign_headers/4` and `Micelio.Storage.presigned_url/2`.
   """
-  @behaviour Micelio.Storage.Backend
-
-  alias Micelio.Storage.{Async, Config, Native, Secret, Stores}
-
-  @impl true
-  def open(config) do
-    with :ok <- check_required(config) do
-      Stores.fetch(spec(config), fn -> Native.s3_open(native_config(config)) end)
-    end
-  end
+  alias Micelio.Storage.{Config, Native, Secret}
 
   @doc false
-  # What identifies a built store: the settings, with the secrets replaced
-  # by a digest so the store cache never holds them.
-  def spec(config) do
-    secrets = [
-      Secret.unwrap(config.s3_secret_access_key) || "",
-      0,
-      Secret.unwrap(config.s3_session_token) || "",
-      0,
-      Secret.unwrap(config.s3_container_authorization_token) || ""
-    ]
+  # Which credentials the store uses, as the engine's `s3_credentials`:
+  # keys when they are set; else the container endpoint when its URI is set
+  # (ECS and EKS set it); the instance metadata service only when asked,
+  # since probing it off EC2 would stall. A missing bucket or source is an
+  # error here, before any store is built.
+  @spec credentials_source(map()) :: {:ok, String.t()} | {:error, atom()}
+  def credentials_source(%{s3_bucket: bucket}) when bucket in [nil, ""],
+    do: {:error, :missing_s3_bucket}
 
-    {:s3,
-     Map.drop(native_config(config), [
-       :secret_access_key,
-       :session_token,
-       :container_authorization_token
-     ]), :crypto.hash(:sha256, secrets)}
-  end
+  def credentials_source(config) do
+    keys? =
+      present?(config.s3_access_key_id) and present?(Secret.unwrap(config.s3_secret_access_key))
 
-  @doc false
-  def check_required(config) do
-    if config.s3_bucket in [nil, ""] do
-      {:error, :missing_s3_bucket}
-    else
-      with {:ok, _source} <- credentials_source(config), do: :ok
-    end
-  end
-
-  # Keys when they are set; else the container endpoint when its URI is
-  # set (ECS and EKS set it); the instance metadata service only when asked,
-  # since probing it off EC2 would stall.
-  defp credentials_source(config) do
-    keys? = present?(config.s3_access_key_id) and present?(config.s3_secret_access_key)
     container? = present?(config.s3_container_credentials_uri)
 
     case config.s3_credentials do
-      :instance -> {:ok, :instance}
-      :static when keys? -> {:ok, :static}
-      :container when container? -> {:ok, :container}
-      nil when keys? -> {:ok, :static}
-      nil when container? -> {:ok, :container}
+      :instance -> {:ok, "instance"}
+      :static when keys? -> {:ok, "static"}
+      :container when container? -> {:ok, "container"}
+      nil when keys? -> {:ok, "static"}
+      nil when container? -> {:ok, "container"}
       _ -> {:error, :missing_s3_credentials}
     end
   end
 
   defp present?(value), do: value not in [nil, ""]
-
-  @doc false
-  def native_config(config) do
-    {:ok, source} = credentials_source(config)
-
-    %{
-      bucket: config.s3_bucket,
-      region: config.s3_region,
-      endpoint: config.s3_endpoint,
-      url_style: config.s3_url_style && Atom.to_string(config.s3_url_style),
-      prefix: config.s3_prefix,
-      credentials: Atom.to_string(source),
-      access_key_id: config.s3_access_key_id,
-      secret_access_key: Secret.unwrap(config.s3_secret_access_key),
-      session_token: Secret.unwrap(config.s3_session_token),
-      container_credentials_uri: config.s3_container_credentials_uri,
-      container_authorization_token: Secret.unwrap(config.s3_container_authorization_token),
-      container_authorization_token_file: config.s3_container_authorization_token_file,
-      metadata_endpoint: config.s3_metadata_endpoint,
-      connect_timeout_ms: config.s3_connect_timeout,
-      request_timeout_ms: config.s3_request_timeout,
-      max_retries: config.s3_max_retries,
-      pool_size: config.s3_pool_size,
-      unsigned_payload: config.s3_unsigned_payload,
-      list_page_size: config.s3_list_page_size
-    }
-  end
-
-  @impl true
-  def get(store, key, %{timeout: t}), do: Async.call(t, &Native.s3_get(store, &1, key, false, t))
-
-  @impl true
-  def get_with_meta(store, key, %{timeout: t}),
-    do: Async.call(t, &Native.s3_get(store, &1, key, true, t))
-
-  @impl true
-  def head(store, key, %{timeout: t}), do: Async.call(t, &Native.s3_head(store, &1, key, t))
-
-  @impl true
-  def put(store, key, content, condition, %{timeout: t}),
-    do: Async.call(t, &Native.s3_put(store, &1, key, content, condition, t))
-
-  @impl true
-  def delete(store, key, %{timeout: t}), do: Async.call(t, &Native.s3_delete(store, &1, key, t))
-
-  @impl true
-  def list(store, prefix, %{timeout: t}), do: Async.call(t, &Native.s3_list(store, &1, prefix, t))
 
   @doc """
   Signs an HTTP request with SigV4 and returns the headers to add to it:

@@ -16,7 +16,7 @@ use rustler::env::OwnedEnv;
 use rustler::{Encoder, Env, LocalPid, ResourceArc, Term};
 use tokio::runtime::Runtime;
 
-use crate::encode::error_tuple;
+use crate::terms::error_tuple;
 use micelio_storage_core::error::{panic_message, StoreError};
 
 static RUNTIME: OnceLock<Runtime> = OnceLock::new();

@@ -3,6 +3,13 @@
 //! A key is a relative, `/`-separated UTF-8 path. Rejected: empty keys, a
 //! leading `/`, empty, `.` or `..` segments, control characters, backslashes,
 //! and segments that start with the reserved temp-file prefix.
+//!
+//! `Key` and `Prefix` are owned and validated: a key is parsed once, where it
+//! enters Rust, and then moves (cheaply: it is reference-counted) through
+//! tasks, tiers and origins without being checked again.
+
+use std::fmt;
+use std::sync::Arc;
 
 use crate::error::StoreError;
 
@@ -16,34 +23,40 @@ pub const MAX_KEY_BYTES: usize = 1024;
 pub const MAX_SEGMENT_BYTES: usize = 255;
 
 /// A key that passed validation.
-#[derive(Debug, Clone, Copy)]
-pub struct Key<'a>(&'a str);
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Key(Arc<str>);
 
-impl<'a> Key<'a> {
+impl fmt::Debug for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Key({:?})", &*self.0)
+    }
+}
+
+impl Key {
     /// Validates raw key bytes.
-    pub fn parse(raw: &'a [u8]) -> Result<Self, StoreError> {
+    pub fn parse(raw: &[u8]) -> Result<Self, StoreError> {
         let invalid = || StoreError::InvalidKey(raw.to_vec());
         let key = std::str::from_utf8(raw).map_err(|_| invalid())?;
         if key.is_empty() || key.len() > MAX_KEY_BYTES {
             return Err(invalid());
         }
         if key.split('/').all(valid_segment) {
-            Ok(Key(key))
+            Ok(Key(Arc::from(key)))
         } else {
             Err(invalid())
         }
     }
 
     /// The key as text.
-    pub fn as_str(&self) -> &'a str {
-        self.0
+    pub fn as_str(&self) -> &str {
+        &self.0
     }
 
     /// The directory part (without trailing `/`), if any, and the file name.
-    pub fn split_parent(&self) -> (Option<&'a str>, &'a str) {
+    pub fn split_parent(&self) -> (Option<&str>, &str) {
         match self.0.rsplit_once('/') {
             Some((dir, name)) => (Some(dir), name),
-            None => (None, self.0),
+            None => (None, &self.0),
         }
     }
 }
@@ -59,13 +72,13 @@ fn valid_segment(seg: &str) -> bool {
 
 /// A validated list prefix: a plain string prefix of keys, possibly empty,
 /// possibly ending inside a segment (`"sessions/ab"`).
-#[derive(Debug, Clone, Copy)]
-pub struct Prefix<'a>(&'a str);
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prefix(Arc<str>);
 
-impl<'a> Prefix<'a> {
+impl Prefix {
     /// Validates raw prefix bytes. Every complete segment must be a valid key
     /// segment; the trailing partial segment may be empty.
-    pub fn parse(raw: &'a [u8]) -> Result<Self, StoreError> {
+    pub fn parse(raw: &[u8]) -> Result<Self, StoreError> {
         let invalid = || StoreError::InvalidPrefix(raw.to_vec());
         let prefix = std::str::from_utf8(raw).map_err(|_| invalid())?;
         if prefix.len() > MAX_KEY_BYTES {
@@ -79,23 +92,23 @@ impl<'a> Prefix<'a> {
         let partial_ok = !(partial.chars().any(|c| c.is_control() || c == '\\')
             || partial.starts_with(TEMP_PREFIX));
         if dirs_ok && partial_ok {
-            Ok(Prefix(prefix))
+            Ok(Prefix(Arc::from(prefix)))
         } else {
             Err(invalid())
         }
     }
 
     /// The prefix as text.
-    pub fn as_str(&self) -> &'a str {
-        self.0
+    pub fn as_str(&self) -> &str {
+        &self.0
     }
 
     /// The complete directories of the prefix (`"a/b"` for `"a/b/c"`) and the
     /// partial last segment (`"c"`).
-    pub fn split_dir(&self) -> (Option<&'a str>, &'a str) {
+    pub fn split_dir(&self) -> (Option<&str>, &str) {
         match self.0.rsplit_once('/') {
             Some((dir, partial)) => (Some(dir), partial),
-            None => (None, self.0),
+            None => (None, &self.0),
         }
     }
 }

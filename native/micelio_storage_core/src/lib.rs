@@ -1,10 +1,18 @@
 //! The storage engine behind `Micelio.Storage`, free of BEAM types so it can be
-//! tested with plain `cargo test`: key rules, the local, S3 and tiered stores.
+//! tested with plain `cargo test`.
+//!
+//! - `store`: the contract every backend implements (`Store`), its options;
+//! - `key`, `object`, `error`: validated keys, metadata and bodies, errors;
+//! - `local`, `s3`, `tiered`: the backends;
+//! - `settings`, `registry`: building a backend from its resolved settings.
 
 pub mod error;
 pub mod key;
 pub mod local;
 pub mod object;
+pub mod registry;
 pub mod s3;
+pub mod settings;
+pub mod store;
 pub mod threads;
 pub mod tiered;

@@ -10,19 +10,27 @@
 //!   checks and replaces as one step, across threads and OS processes.
 
 use std::ffi::OsStr;
+use std::ops::Deref;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Arc;
 use std::time::SystemTime;
 
+use async_trait::async_trait;
+use bytes::Bytes;
 use rustix::fs::{self as rfs, AtFlags, FileType, FlockOperation, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 use sha2::{Digest, Sha256};
 
 use crate::error::StoreError;
 use crate::key::{Key, Prefix, TEMP_PREFIX};
-use crate::object::{Deadline, ObjectMeta, PutCondition, PutOptions};
+use crate::object::{Body, BodyBuf, Deadline, Object, ObjectMeta};
+use crate::store::{
+    offload, CopyOptions, DeleteManyOutcome, DeleteOptions, GetOptions, HeadOptions, ListOptions,
+    PutCondition, PutOptions, Store,
+};
 
 /// I/O is done in chunks of this size so a deadline is checked between them.
 const CHUNK: usize = 1 << 20;
@@ -30,29 +38,23 @@ const CHUNK: usize = 1 << 20;
 /// How often a put retries when a concurrent delete pruned its directory.
 const PRUNE_RETRIES: usize = 16;
 
-/// A buffer a read can fill in place: a `Vec`, or a BEAM binary in the NIF layer.
-pub trait ReadBuf {
-    /// Resizes to exactly `len` bytes.
-    fn resize(&mut self, len: usize);
-    /// The bytes.
-    fn bytes_mut(&mut self) -> &mut [u8];
-}
+/// A store rooted at one directory. Cheap to clone: clones share the root.
+#[derive(Debug, Clone)]
+pub struct LocalStore(Arc<Root>);
 
-impl ReadBuf for Vec<u8> {
-    fn resize(&mut self, len: usize) {
-        Vec::resize(self, len, 0);
-    }
-    fn bytes_mut(&mut self) -> &mut [u8] {
-        self
-    }
-}
-
-/// A store rooted at one directory.
+/// The root directory and how paths under it are resolved.
 #[derive(Debug)]
-pub struct LocalStore {
+pub struct Root {
     root: PathBuf,
     root_fd: OwnedFd,
     use_openat2: AtomicBool,
+}
+
+impl Deref for LocalStore {
+    type Target = Root;
+    fn deref(&self) -> &Root {
+        &self.0
+    }
 }
 
 impl LocalStore {
@@ -70,11 +72,11 @@ impl LocalStore {
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )?;
-        Ok(LocalStore {
+        Ok(LocalStore(Arc::new(Root {
             root: root.to_path_buf(),
             root_fd,
             use_openat2: AtomicBool::new(true),
-        })
+        })))
     }
 
     /// Forces the portable component-by-component resolver (kernels before 5.6).
@@ -88,18 +90,18 @@ impl LocalStore {
     }
 
     /// Reads the whole object into `buf`, returning its metadata.
-    pub fn get_into<B: ReadBuf>(
+    pub fn get_into<B: BodyBuf + ?Sized>(
         &self,
-        key: Key,
+        key: &Key,
         deadline: Deadline,
         buf: &mut B,
     ) -> Result<ObjectMeta, StoreError> {
         self.read_into(key, deadline, buf).map_err(naming(key))
     }
 
-    fn read_into<B: ReadBuf>(
+    fn read_into<B: BodyBuf + ?Sized>(
         &self,
-        key: Key,
+        key: &Key,
         deadline: Deadline,
         buf: &mut B,
     ) -> Result<ObjectMeta, StoreError> {
@@ -137,14 +139,14 @@ impl LocalStore {
     }
 
     /// Reads the whole object into a new `Vec`.
-    pub fn get(&self, key: Key, deadline: Deadline) -> Result<(Vec<u8>, ObjectMeta), StoreError> {
+    pub fn read(&self, key: &Key, deadline: Deadline) -> Result<(Vec<u8>, ObjectMeta), StoreError> {
         let mut buf = Vec::new();
         let meta = self.get_into(key, deadline, &mut buf)?;
         Ok((buf, meta))
     }
 
     /// Metadata without reading the content.
-    pub fn head(&self, key: Key, deadline: Deadline) -> Result<ObjectMeta, StoreError> {
+    pub fn stat(&self, key: &Key, deadline: Deadline) -> Result<ObjectMeta, StoreError> {
         deadline.check()?;
         let fd = self
             .open_path(key.as_str(), OFlags::PATH)
@@ -153,19 +155,55 @@ impl LocalStore {
     }
 
     /// Writes `content` atomically under `key`, honouring the put condition.
-    pub fn put(
+    pub fn write(
         &self,
-        key: Key,
+        key: &Key,
         content: &[u8],
         opts: &PutOptions,
         deadline: Deadline,
+    ) -> Result<(), StoreError> {
+        self.write_with(key, opts, deadline, &mut |fd| {
+            write_all(fd, content, deadline)
+        })
+    }
+
+    /// Copies `from` to `to` in the kernel where it can (`copy_file_range`):
+    /// the copy is staged in a temp file and renamed, so `to` appears whole
+    /// or not at all.
+    pub fn copy_file(
+        &self,
+        from: &Key,
+        to: &Key,
+        durable: bool,
+        deadline: Deadline,
+    ) -> Result<(), StoreError> {
+        deadline.check()?;
+        let source = self.open_file(from).map_err(naming(from))?;
+        regular_file_stat(&source)?;
+        let opts = PutOptions {
+            durable,
+            ..PutOptions::default()
+        };
+        self.write_with(to, &opts, deadline, &mut |fd| {
+            copy_contents(&source, fd, deadline)
+        })
+    }
+
+    /// Stages a file written by `fill` next to `key`, then renames it over
+    /// the key if the put condition holds.
+    fn write_with(
+        &self,
+        key: &Key,
+        opts: &PutOptions,
+        deadline: Deadline,
+        fill: &mut dyn FnMut(&OwnedFd) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         deadline.check()?;
         let (dir, name) = key.split_parent();
         let mut attempt = 0;
         loop {
             let dir_fd = self.open_dir(dir, true).map_err(naming(key))?;
-            match self.put_in_dir(&dir_fd, name, content, opts, deadline) {
+            match self.put_in_dir(&dir_fd, name, fill, opts) {
                 // The directory was pruned by a concurrent delete: make it again.
                 Err(StoreError::NotFound) if attempt < PRUNE_RETRIES => attempt += 1,
                 other => return other,
@@ -177,9 +215,8 @@ impl LocalStore {
         &self,
         dir_fd: &OwnedFd,
         name: &str,
-        content: &[u8],
+        fill: &mut dyn FnMut(&OwnedFd) -> Result<(), StoreError>,
         opts: &PutOptions,
-        deadline: Deadline,
     ) -> Result<(), StoreError> {
         let temp = format!("{TEMP_PREFIX}{:016x}", rand::random::<u64>());
         let file = rfs::openat(
@@ -189,7 +226,7 @@ impl LocalStore {
             Mode::from_raw_mode(0o644),
         )
         .map_err(StoreError::from_errno)?;
-        let written = write_file(&file, content, opts.durable, deadline);
+        let written = fill(&file).and_then(|()| finish_file(&file, opts.durable));
         drop(file);
         let result = written.and_then(|()| {
             let _lock = DirLock::acquire(dir_fd)?;
@@ -207,7 +244,7 @@ impl LocalStore {
 
     /// Removes the key; a missing key is not an error. Empty parent
     /// directories are pruned so deleted trees leave nothing behind.
-    pub fn delete(&self, key: Key, durable: bool, deadline: Deadline) -> Result<(), StoreError> {
+    pub fn remove(&self, key: &Key, durable: bool, deadline: Deadline) -> Result<(), StoreError> {
         deadline.check()?;
         let (dir, name) = key.split_parent();
         let dir_fd = match self.open_dir(dir, false).map_err(naming(key)) {
@@ -260,7 +297,7 @@ impl LocalStore {
     }
 
     /// Every key under `prefix`, recursively, sorted; regular files only.
-    pub fn list(&self, prefix: Prefix, deadline: Deadline) -> Result<Vec<String>, StoreError> {
+    pub fn keys(&self, prefix: &Prefix, deadline: Deadline) -> Result<Vec<String>, StoreError> {
         deadline.check()?;
         let (dir, partial) = prefix.split_dir();
         let dir_fd = match self.open_dir(dir, false) {
@@ -274,7 +311,7 @@ impl LocalStore {
         Ok(keys)
     }
 
-    fn open_file(&self, key: Key) -> Result<OwnedFd, StoreError> {
+    fn open_file(&self, key: &Key) -> Result<OwnedFd, StoreError> {
         self.open_path(key.as_str(), OFlags::RDONLY)
     }
 
@@ -384,7 +421,7 @@ fn is_symlink_at(dir: &OwnedFd, name: &str) -> bool {
 }
 
 /// Reports unsafe paths under the whole key, not the part that failed.
-fn naming(key: Key<'_>) -> impl Fn(StoreError) -> StoreError + '_ {
+fn naming(key: &Key) -> impl Fn(StoreError) -> StoreError + '_ {
     move |err| match err {
         StoreError::UnsafePath(_) => StoreError::UnsafePath(key.as_str().as_bytes().to_vec()),
         other => other,
@@ -463,12 +500,7 @@ fn replace(
     }
 }
 
-fn write_file(
-    fd: &OwnedFd,
-    content: &[u8],
-    durable: bool,
-    deadline: Deadline,
-) -> Result<(), StoreError> {
+fn write_all(fd: &OwnedFd, content: &[u8], deadline: Deadline) -> Result<(), StoreError> {
     for chunk in content.chunks(CHUNK) {
         let mut rest = chunk;
         while !rest.is_empty() {
@@ -480,6 +512,42 @@ fn write_file(
         }
         deadline.check()?;
     }
+    Ok(())
+}
+
+/// Copies a whole file from offset 0 (a retry starts over cleanly):
+/// `copy_file_range` in chunks (no bytes through user space), or plain reads
+/// and writes where the kernel cannot.
+fn copy_contents(source: &OwnedFd, dest: &OwnedFd, deadline: Deadline) -> Result<(), StoreError> {
+    let mut offset = 0u64;
+    loop {
+        match rfs::copy_file_range(source, Some(&mut offset), dest, None, CHUNK) {
+            Ok(0) => return Ok(()),
+            Ok(_) => deadline.check()?,
+            Err(Errno::INTR) => {}
+            Err(Errno::XDEV) | Err(Errno::NOSYS) | Err(Errno::INVAL) | Err(Errno::OPNOTSUPP) => {
+                break
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = match rustix::io::pread(source, &mut buf, offset) {
+            Ok(n) => n,
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        if n == 0 {
+            return Ok(());
+        }
+        write_all(dest, &buf[..n], deadline)?;
+        offset += n as u64;
+    }
+}
+
+/// Stamps a freshly written file and fsyncs it when asked.
+fn finish_file(fd: &OwnedFd, durable: bool) -> Result<(), StoreError> {
     // A unique, nanosecond mtime makes the ETag change on every write, even
     // when the filesystem clock is coarse and an inode number is reused.
     let ts = unique_timestamp();
@@ -608,4 +676,108 @@ fn walk(
         walk(fd, &format!("{base}{sub}/"), None, deadline, keys)?;
     }
     Ok(())
+}
+
+/// The local store under the contract. Each operation is the blocking call
+/// above, run in place on a dirty scheduler or on the blocking pool from
+/// the async runtime (`offload`).
+#[async_trait]
+impl Store for LocalStore {
+    fn backend(&self) -> &'static str {
+        "local"
+    }
+
+    fn blocking(&self) -> bool {
+        true
+    }
+
+    async fn get(
+        &self,
+        key: &Key,
+        opts: &GetOptions,
+        deadline: Deadline,
+    ) -> Result<Object, StoreError> {
+        let (store, key, alloc) = (self.clone(), key.clone(), opts.alloc);
+        offload(move || {
+            let mut body = alloc(0);
+            let meta = store.get_into(&key, deadline, &mut *body)?;
+            Ok(Object {
+                body: Body::Buf(body),
+                meta,
+            })
+        })
+        .await
+    }
+
+    async fn head(
+        &self,
+        key: &Key,
+        _opts: &HeadOptions,
+        deadline: Deadline,
+    ) -> Result<ObjectMeta, StoreError> {
+        let (store, key) = (self.clone(), key.clone());
+        offload(move || store.stat(&key, deadline)).await
+    }
+
+    async fn put(
+        &self,
+        key: &Key,
+        body: Bytes,
+        opts: &PutOptions,
+        deadline: Deadline,
+    ) -> Result<(), StoreError> {
+        let (store, key, opts) = (self.clone(), key.clone(), opts.clone());
+        offload(move || store.write(&key, &body, &opts, deadline)).await
+    }
+
+    async fn delete(
+        &self,
+        key: &Key,
+        opts: &DeleteOptions,
+        deadline: Deadline,
+    ) -> Result<(), StoreError> {
+        let (store, key, durable) = (self.clone(), key.clone(), opts.durable);
+        offload(move || store.remove(&key, durable, deadline)).await
+    }
+
+    async fn list(
+        &self,
+        prefix: &Prefix,
+        _opts: &ListOptions,
+        deadline: Deadline,
+    ) -> Result<Vec<String>, StoreError> {
+        let (store, prefix) = (self.clone(), prefix.clone());
+        offload(move || store.keys(&prefix, deadline)).await
+    }
+
+    async fn copy(
+        &self,
+        from: &Key,
+        to: &Key,
+        opts: &CopyOptions,
+        deadline: Deadline,
+    ) -> Result<(), StoreError> {
+        let (store, from, to, durable) = (self.clone(), from.clone(), to.clone(), opts.durable);
+        offload(move || store.copy_file(&from, &to, durable, deadline)).await
+    }
+
+    async fn delete_many(
+        &self,
+        keys: &[Key],
+        opts: &DeleteOptions,
+        deadline: Deadline,
+    ) -> Result<DeleteManyOutcome, StoreError> {
+        let (store, keys, durable) = (self.clone(), keys.to_vec(), opts.durable);
+        offload(move || {
+            let mut outcome = DeleteManyOutcome::default();
+            for key in keys {
+                let result = deadline
+                    .check()
+                    .and_then(|()| store.remove(&key, durable, deadline));
+                outcome.record(key, result);
+            }
+            Ok(outcome)
+        })
+        .await
+    }
 }

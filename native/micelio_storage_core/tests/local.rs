@@ -5,9 +5,10 @@ use std::time::Duration;
 use micelio_storage_core::error::StoreError;
 use micelio_storage_core::key::{Key, Prefix};
 use micelio_storage_core::local::LocalStore;
-use micelio_storage_core::object::{Deadline, PutCondition, PutOptions};
+use micelio_storage_core::object::Deadline;
+use micelio_storage_core::store::{PutCondition, PutOptions};
 
-fn k(s: &str) -> Key<'_> {
+fn k(s: &str) -> Key {
     Key::parse(s.as_bytes()).unwrap()
 }
 
@@ -22,12 +23,12 @@ fn store() -> (tempfile::TempDir, LocalStore) {
 }
 
 fn put(s: &LocalStore, key: &str, body: &[u8]) {
-    s.put(k(key), body, &PutOptions::default(), later())
+    s.write(&k(key), body, &PutOptions::default(), later())
         .unwrap();
 }
 
 fn list(s: &LocalStore, prefix: &str) -> Vec<String> {
-    s.list(Prefix::parse(prefix.as_bytes()).unwrap(), later())
+    s.keys(&Prefix::parse(prefix.as_bytes()).unwrap(), later())
         .unwrap()
 }
 
@@ -35,18 +36,18 @@ fn list(s: &LocalStore, prefix: &str) -> Vec<String> {
 fn put_get_head_delete_round_trip() {
     let (_d, s) = store();
     put(&s, "sessions/1/files/a.txt", b"hello");
-    let (body, meta) = s.get(k("sessions/1/files/a.txt"), later()).unwrap();
+    let (body, meta) = s.read(&k("sessions/1/files/a.txt"), later()).unwrap();
     assert_eq!(body, b"hello");
     assert_eq!(meta.size, 5);
-    assert_eq!(s.head(k("sessions/1/files/a.txt"), later()).unwrap(), meta);
-    s.delete(k("sessions/1/files/a.txt"), false, later())
+    assert_eq!(s.stat(&k("sessions/1/files/a.txt"), later()).unwrap(), meta);
+    s.remove(&k("sessions/1/files/a.txt"), false, later())
         .unwrap();
     assert_eq!(
-        s.get(k("sessions/1/files/a.txt"), later()).unwrap_err(),
+        s.read(&k("sessions/1/files/a.txt"), later()).unwrap_err(),
         StoreError::NotFound
     );
     // Idempotent, and empty parents are pruned.
-    s.delete(k("sessions/1/files/a.txt"), false, later())
+    s.remove(&k("sessions/1/files/a.txt"), false, later())
         .unwrap();
     assert_eq!(std::fs::read_dir(s.root()).unwrap().count(), 0);
 }
@@ -57,7 +58,7 @@ fn etag_changes_on_every_write_even_with_same_content() {
     let mut seen = std::collections::HashSet::new();
     for _ in 0..200 {
         put(&s, "k", b"same");
-        assert!(seen.insert(s.head(k("k"), later()).unwrap().etag));
+        assert!(seen.insert(s.stat(&k("k"), later()).unwrap().etag));
     }
 }
 
@@ -96,15 +97,15 @@ fn symlinks_never_lead_outside_the_root() {
         s2
     }] {
         assert!(matches!(
-            store.get(k("link/secret"), later()),
+            store.read(&k("link/secret"), later()),
             Err(StoreError::UnsafePath(_))
         ));
         assert!(matches!(
-            store.get(k("file"), later()),
+            store.read(&k("file"), later()),
             Err(StoreError::UnsafePath(_))
         ));
         assert!(matches!(
-            store.put(k("link/new"), b"x", &PutOptions::default(), later()),
+            store.write(&k("link/new"), b"x", &PutOptions::default(), later()),
             Err(StoreError::UnsafePath(_))
         ));
     }
@@ -125,7 +126,7 @@ fn put_if_none_match_has_exactly_one_winner() {
                     condition: PutCondition::IfNoneMatch,
                     durable: false,
                 };
-                match s.put(k("race/key"), format!("{i}").as_bytes(), &opts, later()) {
+                match s.write(&k("race/key"), format!("{i}").as_bytes(), &opts, later()) {
                     Ok(()) => {
                         wins.fetch_add(1, Ordering::SeqCst);
                     }
@@ -151,13 +152,13 @@ fn put_if_match_is_a_compare_and_swap() {
             std::thread::spawn(move || {
                 for _ in 0..25 {
                     loop {
-                        let (body, meta) = s.get(k("cas"), later()).unwrap();
+                        let (body, meta) = s.read(&k("cas"), later()).unwrap();
                         let n: u64 = std::str::from_utf8(&body).unwrap().parse().unwrap();
                         let opts = PutOptions {
                             condition: PutCondition::IfMatch(meta.etag),
                             durable: false,
                         };
-                        match s.put(k("cas"), (n + 1).to_string().as_bytes(), &opts, later()) {
+                        match s.write(&k("cas"), (n + 1).to_string().as_bytes(), &opts, later()) {
                             Ok(()) => break,
                             Err(StoreError::PreconditionFailed) => continue,
                             Err(e) => panic!("{e:?}"),
@@ -168,7 +169,7 @@ fn put_if_match_is_a_compare_and_swap() {
         })
         .collect();
     threads.into_iter().for_each(|t| t.join().unwrap());
-    assert_eq!(s.get(k("cas"), later()).unwrap().0, b"200");
+    assert_eq!(s.read(&k("cas"), later()).unwrap().0, b"200");
 }
 
 #[test]
@@ -177,7 +178,7 @@ fn a_passed_deadline_times_out_without_writing() {
     let past = Deadline::after(Duration::ZERO);
     std::thread::sleep(Duration::from_millis(1));
     assert_eq!(
-        s.put(k("x"), b"y", &PutOptions::default(), past)
+        s.write(&k("x"), b"y", &PutOptions::default(), past)
             .unwrap_err(),
         StoreError::Timeout
     );
@@ -191,18 +192,24 @@ fn durable_puts_and_deletes_work() {
         condition: PutCondition::Always,
         durable: true,
     };
-    s.put(k("d/x"), b"durable", &opts, later()).unwrap();
-    assert_eq!(s.get(k("d/x"), later()).unwrap().0, b"durable");
-    s.delete(k("d/x"), true, later()).unwrap();
+    s.write(&k("d/x"), b"durable", &opts, later()).unwrap();
+    assert_eq!(s.read(&k("d/x"), later()).unwrap().0, b"durable");
+    s.remove(&k("d/x"), true, later()).unwrap();
 }
 
 #[test]
 fn directories_are_not_objects() {
     let (_d, s) = store();
     put(&s, "dir/file", b"x");
-    assert_eq!(s.get(k("dir"), later()).unwrap_err(), StoreError::NotFound);
-    assert_eq!(s.head(k("dir"), later()).unwrap_err(), StoreError::NotFound);
-    s.delete(k("dir"), false, later()).unwrap();
+    assert_eq!(
+        s.read(&k("dir"), later()).unwrap_err(),
+        StoreError::NotFound
+    );
+    assert_eq!(
+        s.stat(&k("dir"), later()).unwrap_err(),
+        StoreError::NotFound
+    );
+    s.remove(&k("dir"), false, later()).unwrap();
     assert_eq!(list(&s, ""), ["dir/file"]);
 }
 

@@ -4,11 +4,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use micelio_storage_core::key::Key;
 use micelio_storage_core::local::LocalStore;
-use micelio_storage_core::object::PutOptions;
-use micelio_storage_core::tiered::{Origin, TieredConfig, TieredStore};
+use micelio_storage_core::object::Deadline;
+use micelio_storage_core::store::{DeleteOptions, PutOptions, Store};
+use micelio_storage_core::tiered::{TieredConfig, TieredStore};
 
-const T: Duration = Duration::from_secs(10);
+fn t() -> Deadline {
+    Deadline::after(Duration::from_secs(10))
+}
+
+fn k(s: &str) -> Key {
+    Key::parse(s.as_bytes()).unwrap()
+}
 
 fn store(dir: &tempfile::TempDir) -> Arc<TieredStore<Bytes>> {
     let origin = LocalStore::open(&dir.path().join("origin")).unwrap();
@@ -19,7 +27,7 @@ fn store(dir: &tempfile::TempDir) -> Arc<TieredStore<Bytes>> {
         cdn_base_url: None,
         cdn_timeout: Duration::from_secs(1),
     };
-    Arc::new(TieredStore::new(cfg, Origin::Local(Arc::new(origin))).unwrap())
+    TieredStore::new(cfg, Arc::new(origin)).unwrap()
 }
 
 fn stat(s: &TieredStore<Bytes>, tier: &str, name: &str) -> u64 {
@@ -33,21 +41,21 @@ async fn a_hundred_concurrent_misses_make_one_origin_fetch() {
     let dir = tempfile::tempdir().unwrap();
     let s = store(&dir);
     s.put(
-        "cold",
+        &k("cold"),
         Bytes::from_static(b"value"),
-        PutOptions::default(),
-        T,
+        &PutOptions::default(),
+        t(),
     )
     .await
     .unwrap();
     let tasks: Vec<_> = (0..100)
         .map(|_| {
             let s = s.clone();
-            tokio::spawn(async move { s.fetch("cold", T).await })
+            tokio::spawn(async move { s.fetch(&k("cold"), t()).await })
         })
         .collect();
-    for t in tasks {
-        assert_eq!(&t.await.unwrap().unwrap().0[..], b"value");
+    for task in tasks {
+        assert_eq!(&task.await.unwrap().unwrap().0[..], b"value");
     }
     assert_eq!(stat(&s, "origin", "fetches"), 1);
     assert_eq!(&s.get_memory("cold", false).unwrap().0[..], b"value");
@@ -57,23 +65,47 @@ async fn a_hundred_concurrent_misses_make_one_origin_fetch() {
 async fn writes_invalidate_ram_and_disk() {
     let dir = tempfile::tempdir().unwrap();
     let s = store(&dir);
-    s.put("k", Bytes::from_static(b"v1"), PutOptions::default(), T)
+    let put = PutOptions::default();
+    s.put(&k("k"), Bytes::from_static(b"v1"), &put, t())
         .await
         .unwrap();
-    assert_eq!(&s.fetch("k", T).await.unwrap().0[..], b"v1");
+    assert_eq!(&s.fetch(&k("k"), t()).await.unwrap().0[..], b"v1");
     assert!(s.get_memory("k", false).is_some());
-    s.put("k", Bytes::from_static(b"v2"), PutOptions::default(), T)
+    s.put(&k("k"), Bytes::from_static(b"v2"), &put, t())
         .await
         .unwrap();
     assert!(s.get_memory("k", false).is_none());
     assert!(s.get_disk("k").is_none());
-    assert_eq!(&s.fetch("k", T).await.unwrap().0[..], b"v2");
+    assert_eq!(&s.fetch(&k("k"), t()).await.unwrap().0[..], b"v2");
     assert_eq!(&s.get_disk("k").unwrap().0[..], b"v2");
-    s.delete("k", false, T).await.unwrap();
+    s.delete(&k("k"), &DeleteOptions::default(), t())
+        .await
+        .unwrap();
     assert!(s.get_memory("k", false).is_none());
     assert!(s.get_disk("k").is_none());
     assert_eq!(
-        s.fetch("k", T).await.unwrap_err(),
+        s.fetch(&k("k"), t()).await.unwrap_err(),
         micelio_storage_core::error::StoreError::NotFound
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_invalidates_the_destination() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(&dir);
+    let put = PutOptions::default();
+    s.put(&k("src"), Bytes::from_static(b"new"), &put, t())
+        .await
+        .unwrap();
+    s.put(&k("dst"), Bytes::from_static(b"old"), &put, t())
+        .await
+        .unwrap();
+    assert_eq!(&s.fetch(&k("dst"), t()).await.unwrap().0[..], b"old");
+    assert!(s.get_memory("dst", false).is_some());
+    s.copy(&k("src"), &k("dst"), &Default::default(), t())
+        .await
+        .unwrap();
+    assert!(s.get_memory("dst", false).is_none());
+    assert!(s.get_disk("dst").is_none());
+    assert_eq!(&s.fetch(&k("dst"), t()).await.unwrap().0[..], b"new");
 }

@@ -183,7 +183,7 @@ defmodule Micelio.Storage.TieredTest do
 
         s = stats(h)
         assert s.memory.bytes <= mem
-        assert Native.tiered_memory_charged(h.store) <= mem
+        assert Native.store_memory_charged(h.store) <= mem
         assert s.disk.bytes <= disk
         on_disk = cache_files(o) |> Enum.map(&File.stat!(&1).size) |> Enum.sum()
         assert on_disk == s.disk.bytes

@@ -6,13 +6,14 @@ use rustler::{Atom, Env, ResourceArc, Term};
 
 use super::guarded;
 use crate::runtime::{spawn_reply, Reply, TaskGuard};
+use crate::terms::ok_atom;
 use micelio_storage_core::error::StoreError;
 
 struct Never;
 
 impl Reply for Never {
     fn encode_reply<'a>(self, env: Env<'a>) -> Term<'a> {
-        super::ok_atom(env)
+        ok_atom(env)
     }
 }
 

@@ -1,11 +1,22 @@
 //! From an HTTP status and S3's `<Code>` to an error kind and a retry verdict.
 
 use crate::error::StoreError;
-use crate::s3::xml::parse_error;
+use crate::s3::xml::{parse_error, ErrorBody};
 
 /// The error for a non-success response.
 pub fn from_response(status: u16, body: &[u8]) -> StoreError {
-    let parsed = parse_error(body);
+    from_code(status, parse_error(body))
+}
+
+/// The error for a status and a parsed `<Error>`. A status of 0 means the
+/// code came without one (a per-key error in a DeleteObjects result): the
+/// status is then inferred from the code.
+pub fn from_code(status: u16, parsed: ErrorBody) -> StoreError {
+    let status = if status == 0 {
+        status_of_code(&parsed.code)
+    } else {
+        status
+    };
     let code = if parsed.code.is_empty() {
         default_code(status).to_string()
     } else {
@@ -22,6 +33,19 @@ pub fn from_response(status: u16, body: &[u8]) -> StoreError {
             code,
             message: parsed.message,
         },
+    }
+}
+
+/// The HTTP status S3 gives with a `<Code>` (AWS S3 API reference, Error
+/// responses), for codes reported without one.
+fn status_of_code(code: &str) -> u16 {
+    match code {
+        "AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch" => 403,
+        "NoSuchKey" | "NoSuchBucket" => 404,
+        "PreconditionFailed" => 412,
+        "InternalError" => 500,
+        "SlowDown" | "ServiceUnavailable" => 503,
+        _ => 400,
     }
 }
 

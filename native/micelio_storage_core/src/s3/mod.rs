@@ -1,6 +1,7 @@
 //! The S3 backend: any S3-compatible service, signed by our own SigV4 signer,
 //! over one pooled keep-alive HTTP client per configured store.
 
+pub mod config;
 pub mod credentials;
 pub mod error;
 pub mod retry;
@@ -9,12 +10,19 @@ pub mod xml;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use async_trait::async_trait;
+use base64::Engine;
 use bytes::Bytes;
+use md5::{Digest, Md5};
 use reqwest::{Method, StatusCode};
 
 use crate::error::StoreError;
 use crate::key::{Key, Prefix};
-use crate::object::{bare_etag, ObjectMeta, PutCondition};
+use crate::object::{bare_etag, vec_body, Body, BodyAlloc, BodyBuf, Deadline, Object, ObjectMeta};
+use crate::store::{
+    CopyOptions, DeleteManyOutcome, DeleteOptions, GetOptions, HeadOptions, ListOptions,
+    PresignOptions, PutCondition, PutOptions, Store,
+};
 use credentials::{CredentialSource, Signers};
 use retry::RetryPolicy;
 use signer::{sha256_hex, uri_encode, AmzDate, UNSIGNED_PAYLOAD};
@@ -60,6 +68,7 @@ pub struct S3Config {
 /// A configured S3 store. Cheap to share; holds the connection pool.
 #[derive(Debug)]
 pub struct S3Store {
+    bucket: String,
     scheme: String,
     host: String,
     bucket_path: String,
@@ -69,6 +78,7 @@ pub struct S3Store {
     policy: RetryPolicy,
     unsigned_payload: bool,
     list_page_size: u32,
+    request_timeout: Duration,
 }
 
 /// A response that passed status checks.
@@ -78,29 +88,8 @@ struct Answer<B = Bytes> {
     body: B,
 }
 
-/// Where a response body is read to. The NIF layer reads GET bodies into a
-/// BEAM binary: the VM's allocator reuses its memory (no fresh pages to
-/// fault in per request) and the VM accounts for it, so it is freed soon.
-pub trait BodyBuf: Send + Sized + 'static {
-    /// An empty buffer expecting about `n` bytes.
-    fn with_capacity(n: usize) -> Self;
-    /// Appends a chunk.
-    fn push(&mut self, chunk: &[u8]);
-    /// The bytes so far.
-    fn as_slice(&self) -> &[u8];
-}
-
-impl BodyBuf for bytes::BytesMut {
-    fn with_capacity(n: usize) -> Self {
-        bytes::BytesMut::with_capacity(n)
-    }
-    fn push(&mut self, chunk: &[u8]) {
-        self.extend_from_slice(chunk);
-    }
-    fn as_slice(&self) -> &[u8] {
-        self
-    }
-}
+/// Keys per DeleteObjects request: the API's limit.
+const DELETE_BATCH: usize = 1000;
 
 impl S3Store {
     /// Builds the store and its HTTP client (no request is sent).
@@ -163,6 +152,7 @@ impl S3Store {
                 )
             })?;
         Ok(S3Store {
+            bucket: cfg.bucket.clone(),
             scheme,
             host,
             bucket_path,
@@ -175,46 +165,65 @@ impl S3Store {
             },
             unsigned_payload: cfg.unsigned_payload,
             list_page_size: cfg.list_page_size.clamp(1, 1000),
+            request_timeout: cfg.request_timeout,
         })
     }
 
-    fn object_path(&self, key: Key) -> String {
-        let full = format!("{}{}", self.prefix, key.as_str());
-        format!("{}/{}", self.bucket_path, uri_encode(&full, true))
+    fn full_key(&self, key: &Key) -> String {
+        format!("{}{}", self.prefix, key.as_str())
     }
 
-    /// Reads an object and its metadata.
-    pub async fn get(&self, key: Key<'_>) -> Result<(Bytes, ObjectMeta), StoreError> {
-        let (body, meta) = self.get_into::<bytes::BytesMut>(key).await?;
-        Ok((body.freeze(), meta))
+    fn object_path(&self, key: &Key) -> String {
+        format!(
+            "{}/{}",
+            self.bucket_path,
+            uri_encode(&self.full_key(key), true)
+        )
     }
 
-    /// Reads an object into a buffer of the caller's type.
-    pub async fn get_into<B: BodyBuf>(&self, key: Key<'_>) -> Result<(B, ObjectMeta), StoreError> {
+    fn bucket_root(&self) -> String {
+        if self.bucket_path.is_empty() {
+            "/".to_string()
+        } else {
+            self.bucket_path.clone()
+        }
+    }
+
+    /// Reads an object into a buffer from `alloc`.
+    async fn read(
+        &self,
+        key: &Key,
+        alloc: BodyAlloc,
+        deadline: Deadline,
+    ) -> Result<Object, StoreError> {
         let path = self.object_path(key);
         let ans = self
-            .send_into::<B>(Method::GET, &path, vec![], vec![], None, true)
+            .send_into(
+                Method::GET,
+                &path,
+                vec![],
+                vec![],
+                None,
+                true,
+                alloc,
+                deadline,
+            )
             .await?;
         let mut meta = meta_from_headers(&ans.headers);
         meta.size = ans.body.as_slice().len() as u64;
-        Ok((ans.body, meta))
-    }
-
-    /// Metadata via HEAD.
-    pub async fn head(&self, key: Key<'_>) -> Result<ObjectMeta, StoreError> {
-        let path = self.object_path(key);
-        let ans = self
-            .send(Method::HEAD, &path, vec![], vec![], None, true)
-            .await?;
-        Ok(meta_from_headers(&ans.headers))
+        Ok(Object {
+            body: Body::Buf(ans.body),
+            meta,
+        })
     }
 
     /// Writes an object, with `If-None-Match: *` or `If-Match` when asked.
-    pub async fn put(
+    async fn write(
         &self,
-        key: Key<'_>,
+        key: &Key,
         body: Bytes,
         condition: &PutCondition,
+        deadline: Deadline,
     ) -> Result<(), StoreError> {
         let path = self.object_path(key);
         let mut headers = vec![(
@@ -231,31 +240,27 @@ impl S3Store {
         // A conditional put that reached the server must not be replayed: a
         // lost answer would turn its own success into a 412.
         let idempotent = *condition == PutCondition::Always;
-        self.send(Method::PUT, &path, vec![], headers, Some(body), idempotent)
-            .await
-            .map(|_| ())
-    }
-
-    /// Deletes an object; a missing one is not an error.
-    pub async fn delete(&self, key: Key<'_>) -> Result<(), StoreError> {
-        let path = self.object_path(key);
-        match self
-            .send(Method::DELETE, &path, vec![], vec![], None, true)
-            .await
-        {
-            Ok(_) | Err(StoreError::NotFound) => Ok(()),
-            Err(e) => Err(e),
-        }
+        self.send(
+            Method::PUT,
+            &path,
+            vec![],
+            headers,
+            Some(body),
+            idempotent,
+            deadline,
+        )
+        .await
+        .map(|_| ())
     }
 
     /// Every key under `prefix`, following continuation tokens, sorted.
-    pub async fn list(&self, prefix: Prefix<'_>) -> Result<Vec<String>, StoreError> {
+    async fn list_all(
+        &self,
+        prefix: &Prefix,
+        deadline: Deadline,
+    ) -> Result<Vec<String>, StoreError> {
         let full_prefix = format!("{}{}", self.prefix, prefix.as_str());
-        let path = if self.bucket_path.is_empty() {
-            "/".to_string()
-        } else {
-            self.bucket_path.clone()
-        };
+        let path = self.bucket_root();
         let mut keys = Vec::new();
         let mut token: Option<String> = None;
         loop {
@@ -268,13 +273,9 @@ impl S3Store {
                 query.push(("continuation-token".to_string(), t.clone()));
             }
             let ans = self
-                .send(Method::GET, &path, query, vec![], None, true)
+                .send(Method::GET, &path, query, vec![], None, true, deadline)
                 .await?;
-            let page = xml::parse_list(&ans.body).map_err(|e| StoreError::S3 {
-                status: ans.status.as_u16(),
-                code: "MalformedXML".into(),
-                message: e,
-            })?;
+            let page = xml::parse_list(&ans.body).map_err(|e| malformed(ans.status, e))?;
             keys.extend(
                 page.keys
                     .into_iter()
@@ -289,12 +290,47 @@ impl S3Store {
         Ok(keys)
     }
 
+    /// CopyObject: the server copies, nothing passes through this client.
+    async fn copy_object(
+        &self,
+        from: &Key,
+        to: &Key,
+        deadline: Deadline,
+    ) -> Result<(), StoreError> {
+        // `x-amz-copy-source` is `/bucket/key`, each part URL-encoded (AWS
+        // S3 API reference, CopyObject).
+        let source = format!(
+            "/{}/{}",
+            uri_encode(&self.bucket, false),
+            uri_encode(&self.full_key(from), true)
+        );
+        let headers = vec![("x-amz-copy-source".to_string(), source)];
+        let ans = self
+            .send(
+                Method::PUT,
+                &self.object_path(to),
+                vec![],
+                headers,
+                None,
+                true,
+                deadline,
+            )
+            .await?;
+        // A copy can fail after the 200 is sent: the error is then in the body.
+        let failed = xml::parse_error(&ans.body);
+        if failed.code.is_empty() {
+            Ok(())
+        } else {
+            Err(error::from_code(ans.status.as_u16(), failed))
+        }
+    }
+
     /// A presigned URL for `method` on `key`, valid for `expires_in` seconds
     /// from `unix_time`. Fetches credentials first if the store has none
     /// that are current.
-    pub async fn presigned_url(
+    pub async fn presign(
         &self,
-        key: Key<'_>,
+        key: &Key,
         method: &str,
         expires_in: u64,
         unix_time: i64,
@@ -306,7 +342,67 @@ impl S3Store {
         Ok(format!("{}://{}{}?{}", self.scheme, self.host, path, query))
     }
 
+    /// One DeleteObjects request for up to 1,000 keys.
+    async fn delete_batch(
+        &self,
+        keys: &[Key],
+        deadline: Deadline,
+        outcome: &mut DeleteManyOutcome,
+    ) {
+        let full: Vec<String> = keys.iter().map(|k| self.full_key(k)).collect();
+        let body = Bytes::from(xml::delete_request(full.iter().map(String::as_str)));
+        // DeleteObjects requires an integrity header; Content-MD5 is the
+        // one every S3-compatible server takes.
+        let md5 = base64::engine::general_purpose::STANDARD.encode(Md5::digest(&body));
+        let headers = vec![
+            ("content-md5".to_string(), md5),
+            ("content-type".to_string(), "application/xml".to_string()),
+        ];
+        let query = vec![("delete".to_string(), String::new())];
+        let answer = self
+            .send(
+                Method::POST,
+                &self.bucket_root(),
+                query,
+                headers,
+                Some(body),
+                true,
+                deadline,
+            )
+            .await;
+        let failures = answer.and_then(|ans| {
+            xml::parse_delete_result(&ans.body).map_err(|e| malformed(ans.status, e))
+        });
+        match failures {
+            Err(e) => {
+                for key in keys {
+                    outcome.record(key.clone(), Err(e.clone()));
+                }
+            }
+            Ok(failures) => {
+                for (key, full) in keys.iter().zip(&full) {
+                    // A missing key counts as deleted, as with `delete`.
+                    let failure = failures
+                        .iter()
+                        .find(|f| &f.key == full && f.code != "NoSuchKey");
+                    let result = match failure {
+                        None => Ok(()),
+                        Some(f) => Err(error::from_code(
+                            0,
+                            xml::ErrorBody {
+                                code: f.code.clone(),
+                                message: f.message.clone(),
+                            },
+                        )),
+                    };
+                    outcome.record(key.clone(), result);
+                }
+            }
+        }
+    }
+
     /// Sends one signed request, retrying what is safe to retry.
+    #[allow(clippy::too_many_arguments)]
     async fn send(
         &self,
         method: Method,
@@ -315,19 +411,24 @@ impl S3Store {
         headers: Vec<(String, String)>,
         body: Option<Bytes>,
         idempotent: bool,
+        deadline: Deadline,
     ) -> Result<Answer, StoreError> {
         let ans = self
-            .send_into::<bytes::BytesMut>(method, path, query, headers, body, idempotent)
+            .send_into(
+                method, path, query, headers, body, idempotent, vec_body, deadline,
+            )
             .await?;
         Ok(Answer {
             status: ans.status,
             headers: ans.headers,
-            body: ans.body.freeze(),
+            body: ans.body.into_bytes(),
         })
     }
 
-    /// Like `send`, reading the body into a `B`.
-    async fn send_into<B: BodyBuf>(
+    /// Like `send`, reading the body into a buffer from `alloc`. Retries
+    /// stop at the deadline: no backoff sleeps past it.
+    #[allow(clippy::too_many_arguments)]
+    async fn send_into(
         &self,
         method: Method,
         path: &str,
@@ -335,7 +436,9 @@ impl S3Store {
         headers: Vec<(String, String)>,
         body: Option<Bytes>,
         idempotent: bool,
-    ) -> Result<Answer<B>, StoreError> {
+        alloc: BodyAlloc,
+        deadline: Deadline,
+    ) -> Result<Answer<Box<dyn BodyBuf>>, StoreError> {
         let payload_hash = match (&body, self.unsigned_payload) {
             (_, true) => UNSIGNED_PAYLOAD.to_string(),
             (Some(b), false) => payload_sha256(b).await,
@@ -350,7 +453,17 @@ impl S3Store {
         let mut attempt = 0;
         loop {
             let result = self
-                .attempt::<B>(&method, &url, path, &query, &headers, &body, &payload_hash)
+                .attempt(
+                    &method,
+                    &url,
+                    path,
+                    &query,
+                    &headers,
+                    &body,
+                    &payload_hash,
+                    alloc,
+                    deadline,
+                )
                 .await;
             let retry = match &result {
                 Ok(_) => false,
@@ -358,16 +471,17 @@ impl S3Store {
                 Err(Attempt::Connect(_)) => true,
                 Err(Attempt::Failed(e)) => idempotent && error::is_retryable(e),
             };
-            if !retry || attempt >= self.policy.max_retries {
+            let backoff = self.policy.backoff(attempt);
+            if !retry || attempt >= self.policy.max_retries || backoff >= deadline.remaining() {
                 return result.map_err(Attempt::into_error);
             }
-            tokio::time::sleep(self.policy.backoff(attempt)).await;
+            tokio::time::sleep(backoff).await;
             attempt += 1;
         }
     }
 
     #[allow(clippy::too_many_arguments)]
-    async fn attempt<B: BodyBuf>(
+    async fn attempt(
         &self,
         method: &Method,
         url: &str,
@@ -376,7 +490,13 @@ impl S3Store {
         headers: &[(String, String)],
         body: &Option<Bytes>,
         payload_hash: &str,
-    ) -> Result<Answer<B>, Attempt> {
+        alloc: BodyAlloc,
+        deadline: Deadline,
+    ) -> Result<Answer<Box<dyn BodyBuf>>, Attempt> {
+        let left = deadline.remaining();
+        if left.is_zero() {
+            return Err(Attempt::Failed(StoreError::Timeout));
+        }
         let mut signed = headers.to_vec();
         signed.push(("host".to_string(), self.host.clone()));
         if let Some(b) = body {
@@ -395,7 +515,10 @@ impl S3Store {
             payload_hash,
             &date,
         );
-        let mut req = self.client.request(method.clone(), url);
+        let mut req = self
+            .client
+            .request(method.clone(), url)
+            .timeout(self.request_timeout.min(left));
         for (k, v) in &signed {
             if k != "host" {
                 req = req.header(k.as_str(), v.as_str());
@@ -410,7 +533,7 @@ impl S3Store {
         // Read into one buffer sized from Content-Length: no regrowth, and
         // `freeze` hands it on without another copy.
         let expected = resp.content_length().unwrap_or(0).min(1 << 30) as usize;
-        let mut body = B::with_capacity(expected);
+        let mut body = alloc(expected);
         while let Some(chunk) = resp
             .chunk()
             .await
@@ -443,6 +566,112 @@ async fn payload_sha256(body: &Bytes) -> String {
     tokio::task::spawn_blocking(move || sha256_hex(&owned))
         .await
         .unwrap_or_else(|_| sha256_hex(body))
+}
+
+/// A 200 whose body is not the document the request calls for.
+fn malformed(status: StatusCode, message: String) -> StoreError {
+    StoreError::S3 {
+        status: status.as_u16(),
+        code: "MalformedXML".into(),
+        message,
+    }
+}
+
+#[async_trait]
+impl Store for S3Store {
+    fn backend(&self) -> &'static str {
+        "s3"
+    }
+
+    async fn get(
+        &self,
+        key: &Key,
+        opts: &GetOptions,
+        deadline: Deadline,
+    ) -> Result<Object, StoreError> {
+        self.read(key, opts.alloc, deadline).await
+    }
+
+    async fn head(
+        &self,
+        key: &Key,
+        _opts: &HeadOptions,
+        deadline: Deadline,
+    ) -> Result<ObjectMeta, StoreError> {
+        let path = self.object_path(key);
+        let ans = self
+            .send(Method::HEAD, &path, vec![], vec![], None, true, deadline)
+            .await?;
+        Ok(meta_from_headers(&ans.headers))
+    }
+
+    async fn put(
+        &self,
+        key: &Key,
+        body: Bytes,
+        opts: &PutOptions,
+        deadline: Deadline,
+    ) -> Result<(), StoreError> {
+        self.write(key, body, &opts.condition, deadline).await
+    }
+
+    async fn delete(
+        &self,
+        key: &Key,
+        _opts: &DeleteOptions,
+        deadline: Deadline,
+    ) -> Result<(), StoreError> {
+        let path = self.object_path(key);
+        match self
+            .send(Method::DELETE, &path, vec![], vec![], None, true, deadline)
+            .await
+        {
+            Ok(_) | Err(StoreError::NotFound) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn list(
+        &self,
+        prefix: &Prefix,
+        _opts: &ListOptions,
+        deadline: Deadline,
+    ) -> Result<Vec<String>, StoreError> {
+        self.list_all(prefix, deadline).await
+    }
+
+    async fn copy(
+        &self,
+        from: &Key,
+        to: &Key,
+        _opts: &CopyOptions,
+        deadline: Deadline,
+    ) -> Result<(), StoreError> {
+        self.copy_object(from, to, deadline).await
+    }
+
+    async fn delete_many(
+        &self,
+        keys: &[Key],
+        _opts: &DeleteOptions,
+        deadline: Deadline,
+    ) -> Result<DeleteManyOutcome, StoreError> {
+        let mut outcome = DeleteManyOutcome::default();
+        for batch in keys.chunks(DELETE_BATCH) {
+            self.delete_batch(batch, deadline, &mut outcome).await;
+        }
+        Ok(outcome)
+    }
+
+    async fn presigned_url(
+        &self,
+        key: &Key,
+        opts: &PresignOptions,
+        _deadline: Deadline,
+    ) -> Result<String, StoreError> {
+        self.presign(key, &opts.method, opts.expires_in, opts.unix_time)
+            .await
+    }
 }
 
 enum Attempt {

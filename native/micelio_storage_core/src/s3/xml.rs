@@ -47,6 +47,50 @@ pub fn parse_error(xml: &[u8]) -> ErrorBody {
     body
 }
 
+/// One key that a DeleteObjects request could not delete.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct DeleteFailure {
+    /// The full key (with the store's prefix).
+    pub key: String,
+    /// S3's `<Code>`.
+    pub code: String,
+    /// S3's `<Message>`.
+    pub message: String,
+}
+
+/// The body of a quiet DeleteObjects request (keys XML-escaped).
+pub fn delete_request<'a>(keys: impl Iterator<Item = &'a str>) -> String {
+    let mut body = String::from("<Delete><Quiet>true</Quiet>");
+    for key in keys {
+        body.push_str("<Object><Key>");
+        body.push_str(&quick_xml::escape::escape(key));
+        body.push_str("</Key></Object>");
+    }
+    body.push_str("</Delete>");
+    body
+}
+
+/// Parses a DeleteObjects result: the keys that failed. Anything but a
+/// `<DeleteResult>` document is an error, never an empty list of failures.
+pub fn parse_delete_result(xml: &[u8]) -> Result<Vec<DeleteFailure>, String> {
+    let mut failures: Vec<DeleteFailure> = Vec::new();
+    let mut current = DeleteFailure::default();
+    let mut is_result = false;
+    walk(xml, |path, text| match path {
+        ["DeleteResult", "Error", "Key"] => current.key = text,
+        ["DeleteResult", "Error", "Code"] => current.code = text,
+        ["DeleteResult", "Error", "Message"] => current.message = text,
+        ["DeleteResult", "Error"] => failures.push(std::mem::take(&mut current)),
+        ["DeleteResult"] => is_result = true,
+        _ => {}
+    })?;
+    if is_result {
+        Ok(failures)
+    } else {
+        Err("the answer is not a DeleteResult document".into())
+    }
+}
+
 /// Calls `on_text(element path, decoded text)` for each text node.
 fn walk(xml: &[u8], mut on_text: impl FnMut(&[&str], String)) -> Result<(), String> {
     let mut reader = Reader::from_reader(xml);
@@ -72,6 +116,12 @@ fn walk(xml: &[u8], mut on_text: impl FnMut(&[&str], String)) -> Result<(), Stri
                 let path: Vec<&str> = stack.iter().map(String::as_str).collect();
                 on_text(&path, std::mem::take(&mut text));
                 stack.pop();
+            }
+            Ok(Event::Empty(e)) => {
+                let name = String::from_utf8_lossy(e.local_name().as_ref()).into_owned();
+                let mut path: Vec<&str> = stack.iter().map(String::as_str).collect();
+                path.push(&name);
+                on_text(&path, String::new());
             }
             Ok(Event::Eof) => return Ok(()),
             Ok(_) => {}

@@ -24,7 +24,7 @@ use sha2::{Digest, Sha256};
 
 use super::memory::Counters;
 use crate::error::StoreError;
-use crate::local::ReadBuf;
+use crate::object::BodyBuf;
 use crate::object::ObjectMeta;
 
 const MAGIC: &[u8; 4] = b"MSC1";
@@ -138,11 +138,11 @@ impl DiskTier {
     /// Reads and checks the cached object straight into `buf` (a BEAM binary
     /// in the NIF layer, so the content is never copied), counting a hit or
     /// a miss.
-    pub fn get_into<B: ReadBuf>(&self, key: &str, buf: &mut B) -> Option<ObjectMeta> {
+    pub fn get_into<B: BodyBuf + ?Sized>(&self, key: &str, buf: &mut B) -> Option<ObjectMeta> {
         self.read_into(key, buf, true)
     }
 
-    fn read_into<B: ReadBuf>(
+    fn read_into<B: BodyBuf + ?Sized>(
         &self,
         key: &str,
         buf: &mut B,
@@ -411,7 +411,7 @@ fn encode_header(key: &str, body: &[u8], meta: &ObjectMeta) -> Vec<u8> {
 }
 
 /// Reads a cache file into `buf`, checking length, key and both CRCs.
-fn read_checked<B: ReadBuf>(f: &mut File, key: &str, buf: &mut B) -> Option<ObjectMeta> {
+fn read_checked<B: BodyBuf + ?Sized>(f: &mut File, key: &str, buf: &mut B) -> Option<ObjectMeta> {
     let file_len = f.metadata().ok()?.len();
     let mut fixed = [0u8; HEADER_LEN];
     f.read_exact(&mut fixed).ok()?;

@@ -20,17 +20,20 @@ use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
+use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 
 use crate::error::StoreError;
 use crate::key::{Key, Prefix};
-use crate::local::LocalStore;
-use crate::object::{Deadline, ObjectMeta, PutOptions};
-use crate::s3::S3Store;
+use crate::object::{Body, BodyBuf, Deadline, NativeBody, Object, ObjectMeta};
+use crate::store::{
+    CopyOptions, DeleteManyOutcome, DeleteOptions, GetOptions, HeadOptions, ListOptions,
+    PresignOptions, PutOptions, SharedStore, Store,
+};
 use cdn::Cdn;
 use disk::DiskTier;
 use memory::MemoryTier;
@@ -42,6 +45,8 @@ pub trait Value: Clone + Send + Sync + 'static {
     fn from_bytes(bytes: Bytes) -> Self;
     /// The content.
     fn as_bytes(&self) -> &[u8];
+    /// The value as the body of a GET answer.
+    fn into_body(self) -> Body;
     /// Its length.
     fn len(&self) -> usize {
         self.as_bytes().len()
@@ -59,113 +64,49 @@ impl Value for Bytes {
     fn as_bytes(&self) -> &[u8] {
         self
     }
+    fn into_body(self) -> Body {
+        Body::Bytes(self)
+    }
 }
 
-/// Where the truth lives.
-pub enum Origin {
-    Local(Arc<LocalStore>),
-    S3(Arc<S3Store>),
-}
+/// A cached value handed out as a body, for values that are not `Bytes`.
+pub struct CachedBody<V>(pub V);
 
-/// Runs blocking file I/O off the async workers.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, StoreError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| StoreError::Panic(e.to_string()))?
-}
-
-impl Origin {
-    async fn get(&self, key: &str, timeout: Duration) -> Result<(Bytes, ObjectMeta), StoreError> {
-        match self {
-            Origin::Local(store) => {
-                let (store, key) = (store.clone(), key.to_string());
-                blocking(move || {
-                    let (body, meta) =
-                        store.get(Key::parse(key.as_bytes())?, Deadline::after(timeout))?;
-                    Ok((Bytes::from(body), meta))
-                })
-                .await
-            }
-            Origin::S3(store) => store.get(Key::parse(key.as_bytes())?).await,
-        }
+impl<V: Value> NativeBody for CachedBody<V> {
+    fn as_slice(&self) -> &[u8] {
+        self.0.as_bytes()
     }
-
-    async fn head(&self, key: &str, timeout: Duration) -> Result<ObjectMeta, StoreError> {
-        match self {
-            Origin::Local(store) => {
-                let (store, key) = (store.clone(), key.to_string());
-                blocking(move || store.head(Key::parse(key.as_bytes())?, Deadline::after(timeout)))
-                    .await
-            }
-            Origin::S3(store) => store.head(Key::parse(key.as_bytes())?).await,
-        }
-    }
-
-    async fn put(
-        &self,
-        key: &str,
-        body: Bytes,
-        opts: PutOptions,
-        timeout: Duration,
-    ) -> Result<(), StoreError> {
-        match self {
-            Origin::Local(store) => {
-                let (store, key) = (store.clone(), key.to_string());
-                blocking(move || {
-                    let key = Key::parse(key.as_bytes())?;
-                    store.put(key, &body, &opts, Deadline::after(timeout))
-                })
-                .await
-            }
-            Origin::S3(store) => {
-                store
-                    .put(Key::parse(key.as_bytes())?, body, &opts.condition)
-                    .await
-            }
-        }
-    }
-
-    async fn delete(&self, key: &str, durable: bool, timeout: Duration) -> Result<(), StoreError> {
-        match self {
-            Origin::Local(store) => {
-                let (store, key) = (store.clone(), key.to_string());
-                blocking(move || {
-                    store.delete(
-                        Key::parse(key.as_bytes())?,
-                        durable,
-                        Deadline::after(timeout),
-                    )
-                })
-                .await
-            }
-            Origin::S3(store) => store.delete(Key::parse(key.as_bytes())?).await,
-        }
-    }
-
-    async fn list(&self, prefix: &str, timeout: Duration) -> Result<Vec<String>, StoreError> {
-        match self {
-            Origin::Local(store) => {
-                let (store, prefix) = (store.clone(), prefix.to_string());
-                blocking(move || {
-                    store.list(Prefix::parse(prefix.as_bytes())?, Deadline::after(timeout))
-                })
-                .await
-            }
-            Origin::S3(store) => store.list(Prefix::parse(prefix.as_bytes())?).await,
-        }
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send> {
+        self
     }
 }
 
 /// The cache settings; a zero budget turns a tier off.
 #[derive(Debug, Clone)]
 pub struct TieredConfig {
+    /// `cache_memory_max_bytes`.
     pub memory_max_bytes: u64,
+    /// `cache_disk_path`.
     pub disk_path: PathBuf,
+    /// `cache_disk_max_bytes`.
     pub disk_max_bytes: u64,
+    /// `cdn_base_url`.
     pub cdn_base_url: Option<String>,
+    /// `cdn_timeout_ms`.
     pub cdn_timeout: Duration,
+}
+
+impl TieredConfig {
+    /// Reads the cache settings.
+    pub fn from_settings(s: &crate::settings::Settings) -> Result<Self, StoreError> {
+        Ok(TieredConfig {
+            memory_max_bytes: s.int("cache_memory_max_bytes")?,
+            disk_path: s.path("cache_disk_path")?,
+            disk_max_bytes: s.int("cache_disk_max_bytes")?,
+            cdn_base_url: s.text("cdn_base_url")?,
+            cdn_timeout: s.millis("cdn_timeout_ms")?,
+        })
+    }
 }
 
 type Found<V> = (V, ObjectMeta);
@@ -175,10 +116,11 @@ const STRIPES: usize = 64;
 
 /// The tiered store.
 pub struct TieredStore<V: Value> {
+    me: Weak<TieredStore<V>>,
     memory: Option<MemoryTier<V>>,
     disk: Option<Arc<DiskTier>>,
     cdn: Option<Cdn>,
-    origin: Origin,
+    origin: SharedStore,
     writes: Mutex<WriteLog>,
     stripes: Box<[Mutex<()>]>,
     stripe_hasher: std::collections::hash_map::RandomState,
@@ -193,8 +135,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl<V: Value> TieredStore<V> {
-    /// Builds the tiers (the disk tier scans its directory).
-    pub fn new(cfg: TieredConfig, origin: Origin) -> Result<Self, StoreError> {
+    /// Builds the tiers (the disk tier scans its directory) over any origin.
+    pub fn new(cfg: TieredConfig, origin: SharedStore) -> Result<Arc<Self>, StoreError> {
         let memory =
             (cfg.memory_max_bytes > 0).then(|| MemoryTier::new(cfg.memory_max_bytes as usize));
         let disk = if cfg.disk_max_bytes > 0 {
@@ -206,7 +148,8 @@ impl<V: Value> TieredStore<V> {
             Some(url) => Some(Cdn::new(url, cfg.cdn_timeout)?),
             None => None,
         };
-        Ok(TieredStore {
+        Ok(Arc::new_cyclic(|me| TieredStore {
+            me: me.clone(),
             memory,
             disk,
             cdn,
@@ -218,7 +161,13 @@ impl<V: Value> TieredStore<V> {
             next_flight: AtomicU64::new(0),
             origin_fetches: AtomicU64::new(0),
             merged: AtomicU64::new(0),
-        })
+        }))
+    }
+
+    fn shared(&self) -> Arc<Self> {
+        self.me
+            .upgrade()
+            .expect("a tiered store is only used through its Arc")
     }
 
     fn stripe(&self, key: &str) -> MutexGuard<'_, ()> {
@@ -249,7 +198,7 @@ impl<V: Value> TieredStore<V> {
 
     /// A disk hit read straight into `buf`: returns the epoch noted before
     /// reading (for `fill_memory`) and the metadata. Blocking file I/O.
-    pub fn get_disk_into<B: crate::local::ReadBuf>(
+    pub fn get_disk_into<B: BodyBuf + ?Sized>(
         &self,
         key: &str,
         buf: &mut B,
@@ -294,15 +243,17 @@ impl<V: Value> TieredStore<V> {
     /// Metadata from the CDN, else the origin.
     pub async fn head_remote(
         &self,
-        key: &str,
-        timeout: Duration,
+        key: &Key,
+        deadline: Deadline,
     ) -> Result<ObjectMeta, StoreError> {
-        if let Some(cdn) = self.cdn_for(key) {
-            if let Some(meta) = cdn.head(key).await {
+        if let Some(cdn) = self.cdn_for(key.as_str()) {
+            if let Some(meta) = cdn.head(key.as_str()).await {
                 return Ok(meta);
             }
         }
-        self.origin.head(key, timeout).await
+        self.origin
+            .head(key, &HeadOptions::default(), deadline)
+            .await
     }
 
     fn cdn_for(&self, key: &str) -> Option<&Cdn> {
@@ -311,22 +262,18 @@ impl<V: Value> TieredStore<V> {
     }
 
     /// A miss in RAM and disk: the CDN or the origin, one flight per key.
-    pub async fn fetch(
-        self: &Arc<Self>,
-        key: &str,
-        timeout: Duration,
-    ) -> Result<Found<V>, StoreError> {
+    pub async fn fetch(&self, key: &Key, deadline: Deadline) -> Result<Found<V>, StoreError> {
         let flight = {
             let mut flights = lock(&self.flights);
-            match flights.get(key) {
+            match flights.get(key.as_str()) {
                 Some((_, flight)) => {
                     self.merged.fetch_add(1, Ordering::Relaxed);
                     flight.clone()
                 }
                 None => {
                     let id = self.next_flight.fetch_add(1, Ordering::Relaxed);
-                    let flight = self.start_flight(key.to_string(), id, timeout);
-                    flights.insert(key.to_string(), (id, flight.clone()));
+                    let flight = self.start_flight(key.clone(), id, deadline);
+                    flights.insert(key.as_str().to_string(), (id, flight.clone()));
                     flight
                 }
             }
@@ -336,15 +283,16 @@ impl<V: Value> TieredStore<V> {
 
     /// The fetch runs in its own task: a caller that gives up or dies does
     /// not cancel it for the others waiting on it.
-    fn start_flight(self: &Arc<Self>, key: String, id: u64, timeout: Duration) -> Flight<V> {
-        let store = self.clone();
+    fn start_flight(&self, key: Key, id: u64, deadline: Deadline) -> Flight<V> {
+        let store = self.shared();
         let task = tokio::spawn(async move {
-            let result = tokio::time::timeout(timeout, store.fetch_uncached(&key, timeout))
-                .await
-                .unwrap_or(Err(StoreError::Timeout));
+            let result =
+                tokio::time::timeout(deadline.remaining(), store.fetch_uncached(&key, deadline))
+                    .await
+                    .unwrap_or(Err(StoreError::Timeout));
             let mut flights = lock(&store.flights);
-            if matches!(flights.get(&key), Some((fid, _)) if *fid == id) {
-                flights.remove(&key);
+            if matches!(flights.get(key.as_str()), Some((fid, _)) if *fid == id) {
+                flights.remove(key.as_str());
             }
             result
         });
@@ -358,41 +306,45 @@ impl<V: Value> TieredStore<V> {
 
     async fn fetch_uncached(
         self: &Arc<Self>,
-        key: &str,
-        timeout: Duration,
+        key: &Key,
+        deadline: Deadline,
     ) -> Result<Found<V>, StoreError> {
+        let key_str = key.as_str();
         let start = lock(&self.writes).epoch();
         // A flight that starts just after another ended finds its fill here,
         // so merged misses never reach the origin twice.
         if let Some((value, Some(meta))) = self
             .memory
             .as_ref()
-            .and_then(|m| m.lookup(key, true, false))
+            .and_then(|m| m.lookup(key_str, true, false))
         {
             return Ok((value, meta));
         }
         if self.disk.is_some() {
-            let (store, k) = (self.clone(), key.to_string());
+            let (store, k) = (self.clone(), key_str.to_string());
             if let Ok(Some(found)) =
                 tokio::task::spawn_blocking(move || store.read_disk(&k, false)).await
             {
                 return Ok(found);
             }
         }
-        let from_cdn = match self.cdn_for(key) {
-            Some(cdn) => cdn.get(key).await,
+        let from_cdn = match self.cdn_for(key_str) {
+            Some(cdn) => cdn.get(key_str).await,
             None => None,
         };
         let (bytes, meta) = match from_cdn {
             Some(found) => found,
             None => {
                 self.origin_fetches.fetch_add(1, Ordering::Relaxed);
-                self.origin.get(key, timeout).await?
+                self.origin
+                    .get(key, &GetOptions::default(), deadline)
+                    .await?
+                    .into_bytes()
             }
         };
         let value = V::from_bytes(bytes);
         let store = self.clone();
-        let (k, v, m) = (key.to_string(), value.clone(), meta.clone());
+        let (k, v, m) = (key_str.to_string(), value.clone(), meta.clone());
         // The disk write is file I/O: off the async workers.
         let _ = tokio::task::spawn_blocking(move || store.fill(&k, start, v, m, true)).await;
         Ok((value, meta))
@@ -435,39 +387,6 @@ impl<V: Value> TieredStore<V> {
         }
         lock(&self.flights).remove(key);
         lock(&self.writes).record(key);
-    }
-
-    /// Writes to the origin, then invalidates the caches (also after an
-    /// error: the write may have happened).
-    pub async fn put(
-        &self,
-        key: &str,
-        body: Bytes,
-        opts: PutOptions,
-        timeout: Duration,
-    ) -> Result<(), StoreError> {
-        let result = self.origin.put(key, body, opts, timeout).await;
-        if !matches!(result, Err(StoreError::PreconditionFailed)) {
-            self.invalidate(key);
-        }
-        result
-    }
-
-    /// Deletes at the origin, then invalidates the caches.
-    pub async fn delete(
-        &self,
-        key: &str,
-        durable: bool,
-        timeout: Duration,
-    ) -> Result<(), StoreError> {
-        let result = self.origin.delete(key, durable, timeout).await;
-        self.invalidate(key);
-        result
-    }
-
-    /// Lists at the origin.
-    pub async fn list(&self, prefix: &str, timeout: Duration) -> Result<Vec<String>, StoreError> {
-        self.origin.list(prefix, timeout).await
     }
 
     /// Counters per tier: `(tier, [(name, value)])`.
@@ -525,5 +444,121 @@ impl<V: Value> TieredStore<V> {
     /// Bytes the RAM tier charges now, ghosts included (for budget tests).
     pub fn memory_charged_bytes(&self) -> u64 {
         self.memory.as_ref().map_or(0, |m| m.charged_bytes() as u64)
+    }
+}
+
+/// Writes go to the origin, then invalidate this node's copies: also after
+/// an error, since the write may have happened. A lost conditional put
+/// changed nothing, and keeps the cache.
+#[async_trait]
+impl<V: Value> Store for TieredStore<V> {
+    fn backend(&self) -> &'static str {
+        "tiered"
+    }
+
+    async fn get(
+        &self,
+        key: &Key,
+        _opts: &GetOptions,
+        deadline: Deadline,
+    ) -> Result<Object, StoreError> {
+        // A miss is not counted here: the NIF layer's inline RAM read, in
+        // front of this call, already counted it.
+        let hit = self
+            .memory
+            .as_ref()
+            .and_then(|m| m.lookup(key.as_str(), true, false));
+        let (value, meta) = match hit {
+            Some((value, Some(meta))) => (value, meta),
+            _ => self.fetch(key, deadline).await?,
+        };
+        Ok(Object {
+            body: value.into_body(),
+            meta,
+        })
+    }
+
+    async fn head(
+        &self,
+        key: &Key,
+        _opts: &HeadOptions,
+        deadline: Deadline,
+    ) -> Result<ObjectMeta, StoreError> {
+        let (store, k) = (self.shared(), key.as_str().to_string());
+        let local = tokio::task::spawn_blocking(move || store.head_local(&k))
+            .await
+            .map_err(|e| StoreError::Panic(e.to_string()))?;
+        match local {
+            Some(meta) => Ok(meta),
+            None => self.head_remote(key, deadline).await,
+        }
+    }
+
+    async fn put(
+        &self,
+        key: &Key,
+        body: Bytes,
+        opts: &PutOptions,
+        deadline: Deadline,
+    ) -> Result<(), StoreError> {
+        let result = self.origin.put(key, body, opts, deadline).await;
+        if !matches!(result, Err(StoreError::PreconditionFailed)) {
+            self.invalidate(key.as_str());
+        }
+        result
+    }
+
+    async fn delete(
+        &self,
+        key: &Key,
+        opts: &DeleteOptions,
+        deadline: Deadline,
+    ) -> Result<(), StoreError> {
+        let result = self.origin.delete(key, opts, deadline).await;
+        self.invalidate(key.as_str());
+        result
+    }
+
+    async fn list(
+        &self,
+        prefix: &Prefix,
+        opts: &ListOptions,
+        deadline: Deadline,
+    ) -> Result<Vec<String>, StoreError> {
+        self.origin.list(prefix, opts, deadline).await
+    }
+
+    async fn copy(
+        &self,
+        from: &Key,
+        to: &Key,
+        opts: &CopyOptions,
+        deadline: Deadline,
+    ) -> Result<(), StoreError> {
+        let result = self.origin.copy(from, to, opts, deadline).await;
+        self.invalidate(to.as_str());
+        result
+    }
+
+    async fn delete_many(
+        &self,
+        keys: &[Key],
+        opts: &DeleteOptions,
+        deadline: Deadline,
+    ) -> Result<DeleteManyOutcome, StoreError> {
+        let result = self.origin.delete_many(keys, opts, deadline).await;
+        for key in keys {
+            self.invalidate(key.as_str());
+        }
+        result
+    }
+
+    async fn presigned_url(
+        &self,
+        key: &Key,
+        opts: &PresignOptions,
+        deadline: Deadline,
+    ) -> Result<String, StoreError> {
+        self.origin.presigned_url(key, opts, deadline).await
     }
 }

@@ -1,0 +1,194 @@
+defmodule Micelio.Storage.Settings do
+  @moduledoc """
+  The table of every setting: the single source of their names,
+  environment variables, types, defaults, secrecy and documentation.
+
+  Resolution (`Micelio.Storage.Config`), redaction (secrets are wrapped
+  and never stored in caches), the settings the Rust engine receives, and
+  the settings table in the docs are all derived from it. The names are
+  the same in Rust: the engine reads `s3_connect_timeout` as
+  `s3_connect_timeout`.
+
+  Each setting belongs to a group: `:call` settings apply per call, the
+  others belong to a backend. A store is built from the settings of its
+  backend's groups (the tiered backend adds its origin's).
+
+  ## Adding a backend
+
+  Add its block of settings here, under a new group, and the group to
+  `groups/1`; the engine reads them in its Rust module.
+  """
+
+  @typedoc "How a value is checked and cast (values from the environment are strings)."
+  @type type ::
+          :pos_integer
+          | :non_neg_integer
+          | :boolean
+          | :string
+          | :url
+          | :abs_path
+          | :container_uri
+          | {:enum, [atom()]}
+
+  @typedoc "One entry of the table."
+  @type t :: %{
+          name: atom(),
+          env: [String.t()],
+          type: type(),
+          default: term(),
+          secret: boolean(),
+          group: :call | :local | :s3 | :tiered,
+          doc: String.t()
+        }
+
+  # {name, group, env vars, type, default, secret?, doc}. Defaults that are
+  # atoms starting with `default_` are computed (see Config).
+  @table [
+    {:backend, :call, ["STORAGE_BACKEND"], {:enum, [:local, :s3, :tiered]}, :local, false,
+     "`:local`, `:s3` or `:tiered`"},
+    {:timeout, :call, ["STORAGE_TIMEOUT_MS"], :pos_integer, 30_000, false,
+     "per-call timeout in ms; the call returns `{:error, :timeout}`"},
+    {:durable, :call, [], :boolean, false, false, "fsync local writes and their directory"},
+    {:local_path, :local, ["STORAGE_LOCAL_PATH"], :abs_path, :default_local_path, false,
+     "root of the local backend (absolute); `/var/micelio/storage` in prod, `<tmp>/micelio/storage` otherwise"},
+    {:s3_bucket, :s3, ["S3_BUCKET"], :string, nil, false,
+     "required for `:s3` (`{:error, :missing_s3_bucket}` otherwise)"},
+    {:s3_region, :s3, ["S3_REGION", "AWS_REGION", "AWS_DEFAULT_REGION"], :string, "us-east-1",
+     false, "signing region"},
+    {:s3_access_key_id, :s3, ["AWS_ACCESS_KEY_ID"], :string, nil, false,
+     "access key id (`{:error, :missing_s3_credentials}` when no source is set)"},
+    {:s3_secret_access_key, :s3, ["AWS_SECRET_ACCESS_KEY"], :string, nil, true,
+     "secret access key"},
+    {:s3_session_token, :s3, ["AWS_SESSION_TOKEN"], :string, nil, true,
+     "session token of temporary credentials"},
+    {:s3_credentials, :s3, ["S3_CREDENTIALS"], {:enum, [:static, :container, :instance]}, nil,
+     false,
+     "`:static`, `:container` or `:instance`; default: keys when set, else `:container` when its URI is set"},
+    {:s3_container_credentials_uri, :s3,
+     ["AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"],
+     :container_uri, nil, false, "ECS task role / EKS Pod Identity endpoint"},
+    {:s3_container_authorization_token, :s3, ["AWS_CONTAINER_AUTHORIZATION_TOKEN"], :string, nil,
+     true, "sent as `Authorization` to the container endpoint"},
+    {:s3_container_authorization_token_file, :s3, ["AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"],
+     :abs_path, nil, false, "file holding that token, re-read on every refresh"},
+    {:s3_metadata_endpoint, :s3, ["AWS_EC2_METADATA_SERVICE_ENDPOINT"], :url,
+     "http://169.254.169.254", false, "EC2 instance metadata (IMDSv2)"},
+    {:s3_endpoint, :s3, ["S3_ENDPOINT"], :url, nil, false,
+     "any S3-compatible service; default: AWS in the region"},
+    {:s3_url_style, :s3, ["S3_URL_STYLE"], {:enum, [:virtual, :path]}, nil, false,
+     "bucket addressing; default `:virtual` on AWS, `:path` elsewhere"},
+    {:s3_prefix, :s3, ["S3_PREFIX"], :string, "", false,
+     "prepended to every key (include the trailing `/`)"},
+    {:s3_connect_timeout, :s3, ["S3_CONNECT_TIMEOUT_MS"], :pos_integer, 5_000, false,
+     "TCP connect timeout, ms"},
+    {:s3_request_timeout, :s3, ["S3_REQUEST_TIMEOUT_MS"], :pos_integer, 30_000, false,
+     "timeout of one attempt, ms"},
+    {:s3_max_retries, :s3, ["S3_MAX_RETRIES"], :non_neg_integer, 3, false,
+     "retries of idempotent requests"},
+    {:s3_pool_size, :s3, ["S3_POOL_SIZE"], :non_neg_integer, 64, false,
+     "idle keep-alive connections kept per host (`0`: none)"},
+    {:s3_unsigned_payload, :s3, [], :boolean, false, false,
+     "send `UNSIGNED-PAYLOAD` instead of hashing bodies (https only)"},
+    {:s3_list_page_size, :s3, ["S3_LIST_PAGE_SIZE"], :pos_integer, 1000, false,
+     "keys per ListObjectsV2 page"},
+    {:origin_backend, :tiered, ["STORAGE_ORIGIN_BACKEND"], {:enum, [:local, :s3]},
+     :default_origin, false, "the tiered backend's origin; default `:s3` when a bucket is set"},
+    {:cache_memory_max_bytes, :tiered, ["STORAGE_CACHE_MEMORY_MAX_BYTES"], :non_neg_integer,
+     64_000_000, false, "RAM tier budget, keys and bookkeeping included; `0` turns it off"},
+    {:cache_disk_path, :tiered, ["STORAGE_CACHE_PATH"], :abs_path, :default_cache_path, false,
+     "disk tier directory; `/var/micelio/cache` in prod, `<tmp>/micelio/cache` otherwise"},
+    {:cache_disk_max_bytes, :tiered, ["STORAGE_CACHE_DISK_MAX_BYTES"], :non_neg_integer,
+     1_000_000_000, false, "disk tier budget; `0` turns it off"},
+    {:cdn_base_url, :tiered, ["STORAGE_CDN_BASE_URL"], :url, nil, false,
+     "CDN tier: `GET <cdn_base_url>/<url-encoded key>`; none by default"},
+    {:cdn_timeout_ms, :tiered, ["STORAGE_CDN_TIMEOUT_MS"], :pos_integer, 2_000, false,
+     "bound on one CDN request, body included"}
+  ]
+
+  @entries for {name, group, env, type, default, secret, doc} <- @table,
+               do:
+                 {name,
+                  %{
+                    name: name,
+                    group: group,
+                    env: env,
+                    type: type,
+                    default: default,
+                    secret: secret,
+                    doc: doc
+                  }}
+
+  @by_name Map.new(@entries)
+  @names Enum.map(@entries, &elem(&1, 0))
+  @secrets for {name, %{secret: true}} <- @entries, do: name
+
+  @doc """
+  Every setting, in table order.
+
+      iex> :s3_bucket in Micelio.Storage.Settings.names()
+      true
+  """
+  @spec names() :: [atom()]
+  def names, do: @names
+
+  @doc "The entry of `name`, or `nil` for an unknown setting."
+  @spec fetch(atom()) :: t() | nil
+  def fetch(name), do: Map.get(@by_name, name)
+
+  @doc "True when `name` is a known setting."
+  @spec known?(term()) :: boolean()
+  def known?(name), do: is_map_key(@by_name, name)
+
+  @doc """
+  The secret settings: never shown, logged, or kept in a cache.
+
+      iex> Micelio.Storage.Settings.secret?(:s3_secret_access_key)
+      true
+  """
+  @spec secret?(atom()) :: boolean()
+  def secret?(name), do: name in @secrets
+
+  @doc "The names of the secret settings."
+  @spec secrets() :: [atom()]
+  def secrets, do: @secrets
+
+  @doc """
+  The groups of settings a store of `backend` is built from.
+
+      iex> Micelio.Storage.Settings.groups(:tiered, :s3)
+      [:tiered, :s3]
+  """
+  @spec groups(atom(), atom() | nil) :: [atom()]
+  def groups(backend, origin \\ nil)
+  def groups(:local, _origin), do: [:local]
+  def groups(:s3, _origin), do: [:s3]
+  def groups(:tiered, origin), do: [:tiered | groups(origin)]
+
+  @doc "The settings of the given groups, in table order."
+  @spec in_groups([atom()]) :: [atom()]
+  def in_groups(groups), do: for({name, %{group: g}} <- @entries, g in groups, do: name)
+
+  @doc """
+  The settings table as Markdown, for the docs.
+  """
+  @spec markdown() :: String.t()
+  def markdown do
+    rows =
+      for {name, e} <- @entries do
+        env = e.env |> Enum.map_join(", ", &"`#{&1}`")
+        secret = if e.secret, do: " (secret)", else: ""
+        "| `#{name}`#{secret} | #{env} | #{default_text(e.default)} | #{e.doc} |"
+      end
+
+    Enum.join(
+      ["| setting | environment variable | default | meaning |", "|---|---|---|---|" | rows],
+      "\n"
+    )
+  end
+
+  defp default_text(nil), do: "none"
+  defp default_text(:default_local_path), do: "see meaning"
+  defp default_text(:default_cache_path), do: "see meaning"
+  defp default_text(:default_origin), do: "see meaning"
+  defp default_text(value), do: "`#{inspect(value)}`"
+end

@@ -1,0 +1,99 @@
+defmodule Micelio.Storage.Store do
+  @moduledoc false
+  # The one call path from the API to a built store, for every backend.
+  #
+  # `open/1` turns resolved settings into a store in Rust (built once per
+  # settings, kept in `Micelio.Storage.Stores`) and a handle. Operations are
+  # tuples (see native/micelio_storage/src/nif/operation.rs) run by one of
+  # three NIFs, by the store's mode:
+  #
+  #   * `:blocking` (local) - on a dirty I/O scheduler, answered directly;
+  #   * `:async` (S3) - on the tokio runtime, answered by message;
+  #   * `:cached` (tiered) - like `:async`, but a `get` first tries the RAM
+  #     tier inline and then the disk tier on a dirty scheduler.
+
+  alias Micelio.Storage.{Async, Handle, Native, S3, Secret, Settings, Stores}
+
+  @doc "Builds (or reuses) the store of a resolved config, as a handle."
+  @spec open(map()) :: {:ok, Handle.t()} | {:error, term()}
+  def open(config) do
+    with {:ok, settings} <- engine_settings(config) do
+      backend = Atom.to_string(config.backend)
+      spec = {backend, Enum.map(settings, &redact/1)}
+
+      with {:ok, {store, mode}} <- Stores.fetch(spec, fn -> build(backend, settings) end) do
+        {:ok,
+         %Handle{
+           backend: config.backend,
+           store: store,
+           mode: mode,
+           config: Map.take(config, [:backend, :timeout, :durable])
+         }}
+      end
+    end
+  end
+
+  defp build(backend, settings) do
+    case Native.store_open(backend, settings) do
+      {:ok, store, mode} -> {:ok, {store, mode}}
+      error -> error
+    end
+  end
+
+  # The settings of the backend's groups, as the engine reads them:
+  # enums as strings, secrets unwrapped.
+  defp engine_settings(config) do
+    names = Settings.in_groups(Settings.groups(config.backend, config[:origin_backend]))
+
+    with {:ok, config} <- prepare(names, config) do
+      {:ok, Enum.map(names, fn name -> {Atom.to_string(name), engine_value(config[name])} end)}
+    end
+  end
+
+  # The S3 credentials source is chosen here, from what is set.
+  defp prepare(names, config) do
+    if :s3_bucket in names do
+      with {:ok, source} <- S3.credentials_source(config),
+           do: {:ok, %{config | s3_credentials: source}}
+    else
+      {:ok, config}
+    end
+  end
+
+  defp engine_value(%Secret{} = secret), do: Secret.unwrap(secret)
+  defp engine_value(value) when is_boolean(value) or is_nil(value), do: value
+  defp engine_value(value) when is_atom(value), do: Atom.to_string(value)
+  defp engine_value(value), do: value
+
+  # The store cache never holds a secret: only its digest.
+  defp redact({name, value}) when is_binary(value) do
+    if Settings.secret?(String.to_existing_atom(name)),
+      do: {name, :crypto.hash(:sha256, value)},
+      else: {name, value}
+  end
+
+  defp redact(pair), do: pair
+
+  @doc "Runs an operation tuple on the store of `handle`."
+  @spec run(Handle.t(), tuple()) :: term()
+  def run(%Handle{mode: :blocking, store: store, config: %{timeout: t}}, op),
+    do: Native.store_run_dirty(store, op, t)
+
+  def run(%Handle{store: store, config: %{timeout: t}}, op),
+    do: Async.call(t, &Native.store_run(store, &1, op, t))
+
+  @doc "Reads `key`: `{:ok, bin}`, or `{:ok, bin, meta}` when `with_meta`."
+  @spec get(Handle.t(), binary(), boolean()) :: term()
+  def get(%Handle{mode: :cached, store: store} = handle, key, with_meta) do
+    case Native.store_get_cached(store, key, with_meta) do
+      :miss ->
+        with :miss <- Native.store_get_disk(store, key, with_meta),
+             do: run(handle, {:get, key, with_meta})
+
+      hit_or_error ->
+        hit_or_error
+    end
+  end
+
+  def get(handle, key, with_meta), do: run(handle, {:get, key, with_meta})
+end

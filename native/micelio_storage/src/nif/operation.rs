@@ -1,0 +1,241 @@
+//! The operations a caller can ask of a store, as they arrive from Elixir:
+//!
+//! | term | operation |
+//! |---|---|
+//! | `{:get, key, with_meta}` | `Store::get` |
+//! | `{:head, key}` | `Store::head` |
+//! | `{:put, key, content, condition, durable}` | `Store::put` |
+//! | `{:delete, key, durable}` | `Store::delete` |
+//! | `{:list, prefix}` | `Store::list` |
+//! | `{:copy, from, to, durable}` | `Store::copy` |
+//! | `{:delete_many, keys, durable}` | `Store::delete_many` |
+//! | `{:presigned_url, key, method, expires_in, unix_time}` | `Store::presigned_url` |
+//!
+//! Keys and content are checked and taken here, once, before any work is
+//! scheduled; the same decoded operation then runs on any store.
+
+use micelio_storage_core::error::StoreError;
+use micelio_storage_core::key::{Key, Prefix};
+use micelio_storage_core::object::{BodyAlloc, Deadline, Object, ObjectMeta};
+use micelio_storage_core::store::{
+    CopyOptions, DeleteManyOutcome, DeleteOptions, GetOptions, HeadOptions, ListOptions,
+    PresignOptions, PutOptions, SharedStore,
+};
+use rustler::types::tuple::get_tuple;
+use rustler::{Atom, Binary, Encoder, Env, Term};
+
+use crate::buffers::{body_term, borrow_bytes, BeamBody};
+use crate::runtime::Reply;
+use crate::terms::{
+    body_reply, content_bytes, decode_condition, error_reason, meta_term, ok, ok_atom,
+};
+
+mod atoms {
+    rustler::atoms! { get, head, put, delete, list, copy, delete_many, presigned_url, error, partial }
+}
+
+/// One decoded request.
+pub enum Operation {
+    Get {
+        key: Key,
+        with_meta: bool,
+    },
+    Head {
+        key: Key,
+    },
+    Put {
+        key: Key,
+        body: bytes::Bytes,
+        opts: PutOptions,
+    },
+    Delete {
+        key: Key,
+        opts: DeleteOptions,
+    },
+    List {
+        prefix: Prefix,
+    },
+    Copy {
+        from: Key,
+        to: Key,
+        opts: CopyOptions,
+    },
+    DeleteMany {
+        keys: Vec<Key>,
+        opts: DeleteOptions,
+    },
+    Presign {
+        key: Key,
+        opts: PresignOptions,
+    },
+}
+
+/// What an operation answers.
+pub enum Outcome {
+    Done,
+    Object(Object, bool),
+    Meta(ObjectMeta),
+    Keys(Vec<String>),
+    Text(String),
+    Deleted(DeleteManyOutcome),
+}
+
+fn key(term: Term) -> Result<Key, StoreError> {
+    let raw: Binary = term
+        .decode()
+        .map_err(|_| StoreError::InvalidKey(Vec::new()))?;
+    Key::parse(raw.as_slice())
+}
+
+fn bad_request() -> StoreError {
+    StoreError::InvalidConfig("operation", "not a known operation".into())
+}
+
+impl Operation {
+    /// Decodes a request term; bad keys, prefixes or content fail here.
+    pub fn decode<'a>(env: Env<'a>, term: Term<'a>) -> Result<Self, StoreError> {
+        let parts = get_tuple(term).map_err(|_| bad_request())?;
+        let (tag, args) = parts.split_first().ok_or_else(bad_request)?;
+        let tag: Atom = tag.decode().map_err(|_| bad_request())?;
+        let flag = |t: &Term| t.decode::<bool>().map_err(|_| bad_request());
+        let op = match args {
+            [k, m] if tag == atoms::get() => Operation::Get {
+                key: key(*k)?,
+                with_meta: flag(m)?,
+            },
+            [k] if tag == atoms::head() => Operation::Head { key: key(*k)? },
+            [k, content, condition, durable] if tag == atoms::put() => {
+                let key = key(*k)?;
+                let opts = PutOptions {
+                    condition: decode_condition(*condition)?,
+                    durable: flag(durable)?,
+                };
+                let body = borrow_bytes(env, content_bytes(*content)?);
+                Operation::Put { key, body, opts }
+            }
+            [k, durable] if tag == atoms::delete() => Operation::Delete {
+                key: key(*k)?,
+                opts: DeleteOptions {
+                    durable: flag(durable)?,
+                },
+            },
+            [p] if tag == atoms::list() => {
+                let raw: Binary = p
+                    .decode()
+                    .map_err(|_| StoreError::InvalidPrefix(Vec::new()))?;
+                Operation::List {
+                    prefix: Prefix::parse(raw.as_slice())?,
+                }
+            }
+            [from, to, durable] if tag == atoms::copy() => Operation::Copy {
+                from: key(*from)?,
+                to: key(*to)?,
+                opts: CopyOptions {
+                    durable: flag(durable)?,
+                },
+            },
+            [keys, durable] if tag == atoms::delete_many() => {
+                let terms: Vec<Term> = keys.decode().map_err(|_| bad_request())?;
+                Operation::DeleteMany {
+                    keys: terms.into_iter().map(key).collect::<Result<_, _>>()?,
+                    opts: DeleteOptions {
+                        durable: flag(durable)?,
+                    },
+                }
+            }
+            [k, method, expires_in, unix_time] if tag == atoms::presigned_url() => {
+                Operation::Presign {
+                    key: key(*k)?,
+                    opts: PresignOptions {
+                        method: method.decode().map_err(|_| bad_request())?,
+                        expires_in: expires_in.decode().map_err(|_| bad_request())?,
+                        unix_time: unix_time.decode().map_err(|_| bad_request())?,
+                    },
+                }
+            }
+            _ => return Err(bad_request()),
+        };
+        Ok(op)
+    }
+
+    /// Runs the operation on `store`. `alloc` makes the buffers GET bodies
+    /// are read into.
+    pub async fn run(
+        self,
+        store: SharedStore,
+        alloc: BodyAlloc,
+        deadline: Deadline,
+    ) -> Result<Outcome, StoreError> {
+        Ok(match self {
+            Operation::Get { key, with_meta } => {
+                let opts = GetOptions { alloc };
+                Outcome::Object(store.get(&key, &opts, deadline).await?, with_meta)
+            }
+            Operation::Head { key } => {
+                Outcome::Meta(store.head(&key, &HeadOptions::default(), deadline).await?)
+            }
+            Operation::Put { key, body, opts } => {
+                store.put(&key, body, &opts, deadline).await?;
+                Outcome::Done
+            }
+            Operation::Delete { key, opts } => {
+                store.delete(&key, &opts, deadline).await?;
+                Outcome::Done
+            }
+            Operation::List { prefix } => Outcome::Keys(
+                store
+                    .list(&prefix, &ListOptions::default(), deadline)
+                    .await?,
+            ),
+            Operation::Copy { from, to, opts } => {
+                store.copy(&from, &to, &opts, deadline).await?;
+                Outcome::Done
+            }
+            Operation::DeleteMany { keys, opts } => {
+                Outcome::Deleted(store.delete_many(&keys, &opts, deadline).await?)
+            }
+            Operation::Presign { key, opts } => {
+                Outcome::Text(store.presigned_url(&key, &opts, deadline).await?)
+            }
+        })
+    }
+
+    /// A GET body read on a dirty scheduler: always a binary.
+    pub fn file_alloc() -> BodyAlloc {
+        BeamBody::for_files
+    }
+
+    /// A GET body read from the network: a binary once it is large.
+    pub fn network_alloc() -> BodyAlloc {
+        BeamBody::for_network
+    }
+}
+
+impl Reply for Outcome {
+    fn encode_reply<'a>(self, env: Env<'a>) -> Term<'a> {
+        match self {
+            Outcome::Done => ok_atom(env),
+            Outcome::Object(object, with_meta) => {
+                let meta = with_meta.then_some(&object.meta);
+                let meta = meta.cloned();
+                body_reply(env, body_term(env, object.body), meta.as_ref())
+            }
+            Outcome::Meta(meta) => ok(env, meta_term(env, &meta)),
+            Outcome::Keys(keys) => ok(env, keys),
+            Outcome::Text(text) => ok(env, text),
+            Outcome::Deleted(outcome) => {
+                let deleted: Vec<&str> = outcome.deleted.iter().map(Key::as_str).collect();
+                if outcome.failed.is_empty() {
+                    ok(env, deleted)
+                } else {
+                    let failures: Vec<Term> = outcome
+                        .failed
+                        .iter()
+                        .map(|(k, e)| (k.as_str(), error_reason(env, e)).encode(env))
+                        .collect();
+                    (atoms::error(), (atoms::partial(), deleted, failures)).encode(env)
+                }
+            }
+        }
+    }
+}

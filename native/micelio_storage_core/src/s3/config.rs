@@ -1,0 +1,65 @@
+//! The S3 settings, read from the resolved `Settings`.
+
+use crate::error::StoreError;
+use crate::s3::credentials::CredentialSource;
+use crate::s3::signer::Credentials;
+use crate::s3::{S3Config, UrlStyle};
+use crate::settings::Settings;
+
+impl S3Config {
+    /// Reads the `s3_*` settings. `s3_credentials` arrives resolved to
+    /// `static`, `container` or `instance` (Elixir picks the source).
+    pub fn from_settings(s: &Settings) -> Result<Self, StoreError> {
+        let missing = |what: &str| StoreError::InvalidConfig("s3_credentials", what.to_string());
+        let source = s.text("s3_credentials")?.unwrap_or_else(|| "static".into());
+        let credentials = match source.as_str() {
+            "static" => CredentialSource::Static(Credentials {
+                access_key_id: s
+                    .text("s3_access_key_id")?
+                    .ok_or_else(|| missing("no access key id"))?,
+                secret_access_key: s
+                    .text("s3_secret_access_key")?
+                    .ok_or_else(|| missing("no secret access key"))?,
+                session_token: s.text("s3_session_token")?,
+            }),
+            "container" => CredentialSource::Container {
+                uri: s
+                    .text("s3_container_credentials_uri")?
+                    .ok_or_else(|| missing("no container credentials URI"))?,
+                token: s.text("s3_container_authorization_token")?,
+                token_file: s
+                    .text("s3_container_authorization_token_file")?
+                    .map(Into::into),
+            },
+            "instance" => CredentialSource::Instance {
+                endpoint: s.required_text("s3_metadata_endpoint")?,
+            },
+            other => return Err(missing(&format!("unknown source {other:?}"))),
+        };
+        let url_style = match s.text("s3_url_style")?.as_deref() {
+            Some("virtual") => Some(UrlStyle::Virtual),
+            Some("path") => Some(UrlStyle::Path),
+            None => None,
+            Some(other) => {
+                return Err(StoreError::InvalidConfig(
+                    "s3_url_style",
+                    format!("expected virtual or path, got {other:?}"),
+                ))
+            }
+        };
+        Ok(S3Config {
+            bucket: s.text("s3_bucket")?.unwrap_or_default(),
+            region: s.required_text("s3_region")?,
+            endpoint: s.text("s3_endpoint")?,
+            url_style,
+            prefix: s.text("s3_prefix")?.unwrap_or_default(),
+            credentials,
+            connect_timeout: s.millis("s3_connect_timeout")?,
+            request_timeout: s.millis("s3_request_timeout")?,
+            max_retries: s.int("s3_max_retries")? as u32,
+            pool_size: s.int("s3_pool_size")? as usize,
+            unsigned_payload: s.flag("s3_unsigned_payload")?,
+            list_page_size: s.int("s3_list_page_size")? as u32,
+        })
+    }
+}

@@ -1,0 +1,256 @@
+//! The store contract: one async trait that every backend implements.
+//!
+//! Each operation takes validated keys (`Key`, `Prefix`), an option struct
+//! and a `Deadline`. New options go into the structs, so adding one changes
+//! no signature. The tiered store takes any `Store` as its origin, and the
+//! NIF layer drives every backend through this trait alone, so a new
+//! backend is one module that implements it plus a line in `registry.rs`.
+//!
+//! Stores whose I/O is blocking file access (local) say so with
+//! `blocking()`: their futures then do all their work when first polled, so
+//! the NIF layer can run them on a dirty I/O scheduler (measured ten times
+//! cheaper than a trip through the async runtime), and async callers such
+//! as the tiered store move them to the blocking pool with `offload`.
+
+use std::future::Future;
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::error::StoreError;
+use crate::key::{Key, Prefix};
+use crate::object::{vec_body, BodyAlloc, Deadline, Object, ObjectMeta};
+
+/// The condition a put must meet before it replaces the object.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum PutCondition {
+    /// Always write (last writer wins).
+    #[default]
+    Always,
+    /// Write only if the key does not exist yet.
+    IfNoneMatch,
+    /// Write only if the current object has this ETag.
+    IfMatch(String),
+}
+
+/// Options of a get.
+#[derive(Debug, Clone, Copy)]
+pub struct GetOptions {
+    /// Makes the buffer the body is read into.
+    pub alloc: BodyAlloc,
+}
+
+impl Default for GetOptions {
+    fn default() -> Self {
+        GetOptions { alloc: vec_body }
+    }
+}
+
+/// Options of a head.
+#[derive(Debug, Clone, Default)]
+pub struct HeadOptions {}
+
+/// Options of a put.
+#[derive(Debug, Clone, Default)]
+pub struct PutOptions {
+    /// What must hold for the put to happen.
+    pub condition: PutCondition,
+    /// Also fsync the file and its directory (local backends).
+    pub durable: bool,
+}
+
+/// Options of a delete, and of each delete in `delete_many`.
+#[derive(Debug, Clone, Default)]
+pub struct DeleteOptions {
+    /// Also fsync the directory (local backends).
+    pub durable: bool,
+}
+
+/// Options of a list.
+#[derive(Debug, Clone, Default)]
+pub struct ListOptions {}
+
+/// Options of a copy.
+#[derive(Debug, Clone, Default)]
+pub struct CopyOptions {
+    /// Also fsync the new file and its directory (local backends).
+    pub durable: bool,
+}
+
+/// Options of a presigned URL.
+#[derive(Debug, Clone)]
+pub struct PresignOptions {
+    /// `GET`, `PUT`, `HEAD` or `DELETE`.
+    pub method: String,
+    /// Seconds the URL stays valid.
+    pub expires_in: u64,
+    /// When the validity starts, in Unix seconds.
+    pub unix_time: i64,
+}
+
+/// What `delete_many` did: every key is either deleted or failed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DeleteManyOutcome {
+    /// Keys now absent (missing keys count: delete is idempotent).
+    pub deleted: Vec<Key>,
+    /// Keys that could not be deleted, each with its reason.
+    pub failed: Vec<(Key, StoreError)>,
+}
+
+impl DeleteManyOutcome {
+    /// Records one delete's result.
+    pub fn record(&mut self, key: Key, result: Result<(), StoreError>) {
+        match result {
+            Ok(()) => self.deleted.push(key),
+            Err(e) => self.failed.push((key, e)),
+        }
+    }
+}
+
+/// The contract every backend implements.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// The backend's name (`"local"`, `"s3"`, `"tiered"`).
+    fn backend(&self) -> &'static str;
+
+    /// True when the store's futures do blocking file I/O and complete on
+    /// their first poll (see the module doc).
+    fn blocking(&self) -> bool {
+        false
+    }
+
+    /// The content and metadata of `key`, read in one consistent step.
+    async fn get(
+        &self,
+        key: &Key,
+        opts: &GetOptions,
+        deadline: Deadline,
+    ) -> Result<Object, StoreError>;
+
+    /// The metadata of `key` without its content.
+    async fn head(
+        &self,
+        key: &Key,
+        opts: &HeadOptions,
+        deadline: Deadline,
+    ) -> Result<ObjectMeta, StoreError>;
+
+    /// Writes `body` under `key` atomically, if the condition holds.
+    async fn put(
+        &self,
+        key: &Key,
+        body: Bytes,
+        opts: &PutOptions,
+        deadline: Deadline,
+    ) -> Result<(), StoreError>;
+
+    /// Removes `key`; a missing key is not an error.
+    async fn delete(
+        &self,
+        key: &Key,
+        opts: &DeleteOptions,
+        deadline: Deadline,
+    ) -> Result<(), StoreError>;
+
+    /// Every key under `prefix`, recursively, sorted.
+    async fn list(
+        &self,
+        prefix: &Prefix,
+        opts: &ListOptions,
+        deadline: Deadline,
+    ) -> Result<Vec<String>, StoreError>;
+
+    /// Copies `from` to `to`: the destination appears whole or not at all.
+    /// A missing source is `NotFound`. The default reads and writes through
+    /// this store; backends that can copy in place override it.
+    async fn copy(
+        &self,
+        from: &Key,
+        to: &Key,
+        opts: &CopyOptions,
+        deadline: Deadline,
+    ) -> Result<(), StoreError> {
+        let (body, _) = self
+            .get(from, &GetOptions::default(), deadline)
+            .await?
+            .into_bytes();
+        let put = PutOptions {
+            durable: opts.durable,
+            ..PutOptions::default()
+        };
+        self.put(to, body, &put, deadline).await
+    }
+
+    /// Deletes every key, reporting each one; `Err` only when the call as a
+    /// whole failed before any key was tried. The default deletes one at a
+    /// time; backends with a batch API override it.
+    async fn delete_many(
+        &self,
+        keys: &[Key],
+        opts: &DeleteOptions,
+        deadline: Deadline,
+    ) -> Result<DeleteManyOutcome, StoreError> {
+        let mut outcome = DeleteManyOutcome::default();
+        for key in keys {
+            let result = match deadline.check() {
+                Ok(()) => self.delete(key, opts, deadline).await,
+                Err(e) => Err(e),
+            };
+            outcome.record(key.clone(), result);
+        }
+        Ok(outcome)
+    }
+
+    /// A URL that grants `opts.method` on `key` without credentials.
+    async fn presigned_url(
+        &self,
+        _key: &Key,
+        _opts: &PresignOptions,
+        _deadline: Deadline,
+    ) -> Result<String, StoreError> {
+        Err(StoreError::InvalidConfig(
+            "backend",
+            format!("presigned URLs need the s3 backend, not {}", self.backend()),
+        ))
+    }
+}
+
+/// Runs `work` for a blocking store: on the blocking pool when called from
+/// the async runtime, in place otherwise (a dirty scheduler, a test).
+pub async fn offload<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    if tokio::runtime::Handle::try_current().is_ok() {
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|e| StoreError::Panic(e.to_string()))?
+    } else {
+        work()
+    }
+}
+
+/// Drives a future to completion on this thread. For blocking stores, whose
+/// futures finish on the first poll; anything else parks until woken.
+pub fn block_on<F: Future>(future: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut future = pin!(future);
+    loop {
+        match future.as_mut().poll(&mut cx) {
+            Poll::Ready(out) => return out,
+            Poll::Pending => std::thread::park(),
+        }
+    }
+}
+
+/// A store shared by tasks, tiers and NIF resources.
+pub type SharedStore = Arc<dyn Store>;
