@@ -6,7 +6,8 @@ defmodule Micelio.Storage.Handle do
   The configuration is then not resolved again on each call, which matters
   on hot paths such as RAM-cache hits (resolving reads the application
   config and environment variables). A handle does not see later changes
-  to the configuration; open a new one for that.
+  to the configuration; open a new one for that. Its `config` holds the
+  resolved settings without the secret ones.
 
       {:ok, storage} = Micelio.Storage.open(backend: :tiered)
       {:ok, content} = Micelio.Storage.get("avatars/1.png", storage)
@@ -19,6 +20,6 @@ defmodule Micelio.Storage.Handle do
           backend: :local | :s3 | :tiered,
           store: reference(),
           mode: :blocking | :async | :cached,
-          config: %{backend: atom(), timeout: pos_integer(), durable: boolean()}
+          config: Micelio.Storage.Config.t()
         }
 end

@@ -27,7 +27,8 @@ defmodule Micelio.Storage.Store do
            backend: config.backend,
            store: store,
            mode: mode,
-           config: Map.take(config, [:backend, :timeout, :durable])
+           # Handles are cached and may be inspected: no secret in them.
+           config: Map.drop(config, Settings.secrets())
          }}
       end
     end

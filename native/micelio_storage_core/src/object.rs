@@ -57,7 +57,8 @@ pub fn bare_etag(etag: &str) -> &str {
 pub trait BodyBuf: Send + 'static {
     /// Appends bytes.
     fn push(&mut self, chunk: &[u8]);
-    /// Resizes to exactly `len` bytes (new bytes are zero).
+    /// Resizes to exactly `len` bytes. New bytes may hold anything: the
+    /// caller overwrites them (a file read into place).
     fn resize(&mut self, len: usize);
     /// The bytes, for filling in place.
     fn bytes_mut(&mut self) -> &mut [u8];

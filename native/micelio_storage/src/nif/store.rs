@@ -178,7 +178,7 @@ fn store_get_disk<'a>(
             return Ok(atoms::miss().encode(env));
         };
         let mut buf = BeamBody::for_files(0);
-        let Some((start, meta)) = cache.get_disk_into(key.as_str(), &mut *buf) else {
+        let Some((ticket, meta)) = cache.get_disk_into(key.as_str(), &mut *buf) else {
             return Ok(atoms::miss().encode(env));
         };
         let bin = match buf.into_any().downcast::<BeamBody>() {
@@ -188,7 +188,7 @@ fn store_get_disk<'a>(
         if cache.has_memory() {
             let bytes: Binary = bin.decode().map_err(|_| StoreError::Corrupt)?;
             let value = BeamValue::from_bytes(borrow_bytes(env, bytes));
-            cache.fill_memory(key.as_str(), start, value, meta.clone());
+            cache.fill_memory(key.as_str(), ticket, value, meta.clone());
         }
         Ok(body_reply(env, bin, with_meta.then_some(&meta)))
     })

@@ -110,6 +110,11 @@ impl TieredConfig {
 }
 
 type Found<V> = (V, ObjectMeta);
+
+/// Proof of when a read began (its write epoch), for the fill that follows
+/// it. Opaque: the epoch protocol stays inside this module.
+#[derive(Debug, Clone, Copy)]
+pub struct FillTicket(u64);
 type Flight<V> = Shared<BoxFuture<'static, Result<Found<V>, StoreError>>>;
 
 const STRIPES: usize = 64;
@@ -196,17 +201,18 @@ impl<V: Value> TieredStore<V> {
         self.read_disk(key, true)
     }
 
-    /// A disk hit read straight into `buf`: returns the epoch noted before
-    /// reading (for `fill_memory`) and the metadata. Blocking file I/O.
+    /// A disk hit read straight into `buf`: the metadata, and the ticket
+    /// that lets `fill_memory` put the value in RAM unless the key was
+    /// written meanwhile. Blocking file I/O.
     pub fn get_disk_into<B: BodyBuf + ?Sized>(
         &self,
         key: &str,
         buf: &mut B,
-    ) -> Option<(u64, ObjectMeta)> {
+    ) -> Option<(FillTicket, ObjectMeta)> {
         let disk = self.disk.as_ref()?;
         let start = lock(&self.writes).epoch();
         let meta = disk.get_into(key, buf)?;
-        Some((start, meta))
+        Some((FillTicket(start), meta))
     }
 
     /// True when the RAM tier is on.
@@ -214,9 +220,10 @@ impl<V: Value> TieredStore<V> {
         self.memory.is_some()
     }
 
-    /// Puts a value read from disk into RAM, unless written since `start`.
-    pub fn fill_memory(&self, key: &str, start: u64, value: V, meta: ObjectMeta) {
-        self.fill(key, start, value, meta, false);
+    /// Puts a value read from disk into RAM, unless the key was written
+    /// since the read that gave `ticket`.
+    pub fn fill_memory(&self, key: &str, ticket: FillTicket, value: V, meta: ObjectMeta) {
+        self.fill(key, ticket.0, value, meta, false);
     }
 
     fn read_disk(&self, key: &str, count_miss: bool) -> Option<Found<V>> {
