@@ -38,7 +38,10 @@ defmodule Micelio.Storage do
   `{:invalid_key, key}`, `{:invalid_prefix, prefix}`, `{:unsafe_path, key}`,
   `{:invalid_config, setting, message}`, `{:io, posix}`,
   `{:forbidden, code}`, `{:s3_error, status, code, message}`,
-  `{:network, reason}`, `:missing_s3_bucket`, `:missing_s3_credentials`.
+  `{:network, reason}` (naming the endpoint), `{:no_such_bucket, bucket}`,
+  `{:credentials, message}`, `:missing_s3_bucket`, `:missing_s3_credentials`,
+  and `{:partial, deleted, failures}` from `delete_many/2`. The README's
+  error table says what each means and what to do about it.
   The bang variants raise `Micelio.Storage.Error` with that reason.
   """
 
@@ -66,6 +69,8 @@ defmodule Micelio.Storage do
           | {:s3_error, pos_integer(), String.t(), String.t()}
           | {:network, String.t()}
           | {:credentials, String.t()}
+          | {:no_such_bucket, String.t()}
+          | {:partial, [key], [{key, term()}]}
           | {:panic, String.t()}
 
   @typedoc "Object metadata returned by `head/2`."
@@ -204,7 +209,7 @@ defmodule Micelio.Storage do
     case head(key, opts) do
       {:ok, _} -> true
       {:error, :not_found} -> false
-      {:error, reason} -> raise Error, reason: reason, operation: :exists?, key: key
+      {:error, reason} -> raise error(reason, :exists?, key, opts)
     end
   end
 
@@ -343,6 +348,21 @@ defmodule Micelio.Storage do
   def presigned_url(key, opts \\ [])
 
   def presigned_url(key, opts) when is_binary(key) and is_list(opts) do
+    if Keyword.keyword?(opts), do: presign(key, opts), else: {:error, not_keyword()}
+  end
+
+  def presigned_url(key, opts) when is_binary(key),
+    do:
+      {:error,
+       {:invalid_config, :options,
+        "expected a keyword list, got #{Micelio.Storage.Config.shape(opts)}"}}
+
+  def presigned_url(key, _opts), do: {:error, {:invalid_key, key}}
+
+  defp not_keyword,
+    do: {:invalid_config, :options, "expected a keyword list, got a list with other entries"}
+
+  defp presign(key, opts) do
     {presign, storage_opts} = Keyword.split(opts, [:method, :expires_in, :datetime])
     expires_in = Keyword.get(presign, :expires_in, 3600)
 
@@ -354,11 +374,6 @@ defmodule Micelio.Storage do
       Store.run(handle, {:presigned_url, key, method, expires_in, unix})
     end
   end
-
-  def presigned_url(key, opts) when is_binary(key),
-    do: {:error, {:invalid_config, :options, "expected a keyword list, got #{inspect(opts)}"}}
-
-  def presigned_url(key, _opts), do: {:error, {:invalid_key, key}}
 
   defp presign_method(m) when m in [:get, :put, :head, :delete],
     do: {:ok, m |> Atom.to_string() |> String.upcase()}
@@ -375,38 +390,38 @@ defmodule Micelio.Storage do
 
   @doc "Like `put/3`, but returns the key or raises `Micelio.Storage.Error`."
   @spec put!(key, iodata, opts) :: key
-  def put!(key, content, opts \\ []), do: bang(put(key, content, opts), :put, key)
+  def put!(key, content, opts \\ []), do: bang(put(key, content, opts), :put, key, opts)
 
   @doc "Like `put_if_none_match/3`, but returns the key or raises `Micelio.Storage.Error`."
   @spec put_if_none_match!(key, iodata, opts) :: key
   def put_if_none_match!(key, content, opts \\ []),
-    do: bang(put_if_none_match(key, content, opts), :put_if_none_match, key)
+    do: bang(put_if_none_match(key, content, opts), :put_if_none_match, key, opts)
 
   @doc "Like `put_if_match/4`, but returns the key or raises `Micelio.Storage.Error`."
   @spec put_if_match!(key, iodata, String.t(), opts) :: key
   def put_if_match!(key, content, etag, opts \\ []),
-    do: bang(put_if_match(key, content, etag, opts), :put_if_match, key)
+    do: bang(put_if_match(key, content, etag, opts), :put_if_match, key, opts)
 
   @doc "Like `get/2`, but returns the content or raises `Micelio.Storage.Error`."
   @spec get!(key, opts) :: binary
-  def get!(key, opts \\ []), do: bang(get(key, opts), :get, key)
+  def get!(key, opts \\ []), do: bang(get(key, opts), :get, key, opts)
 
   @doc "Like `get_with_metadata/2`, but returns the map or raises `Micelio.Storage.Error`."
   @spec get_with_metadata!(key, opts) :: map
   def get_with_metadata!(key, opts \\ []),
-    do: bang(get_with_metadata(key, opts), :get_with_metadata, key)
+    do: bang(get_with_metadata(key, opts), :get_with_metadata, key, opts)
 
   @doc "Like `head/2`, but returns the metadata or raises `Micelio.Storage.Error`."
   @spec head!(key, opts) :: metadata
-  def head!(key, opts \\ []), do: bang(head(key, opts), :head, key)
+  def head!(key, opts \\ []), do: bang(head(key, opts), :head, key, opts)
 
   @doc "Like `list/2`, but returns the keys or raises `Micelio.Storage.Error`."
   @spec list!(String.t(), opts) :: [key]
-  def list!(prefix \\ "", opts \\ []), do: bang(list(prefix, opts), :list, prefix)
+  def list!(prefix \\ "", opts \\ []), do: bang(list(prefix, opts), :list, prefix, opts)
 
   @doc "Like `delete/2`, but returns the key or raises `Micelio.Storage.Error`."
   @spec delete!(key, opts) :: key
-  def delete!(key, opts \\ []), do: bang(delete(key, opts), :delete, key)
+  def delete!(key, opts \\ []), do: bang(delete(key, opts), :delete, key, opts)
 
   @doc """
   Like `copy/3`, but returns the destination key or raises `Micelio.Storage.Error`.
@@ -417,7 +432,7 @@ defmodule Micelio.Storage do
   """
   @spec copy!(key, key, opts) :: key
   def copy!(source_key, destination_key, opts \\ []),
-    do: bang(copy(source_key, destination_key, opts), :copy, source_key)
+    do: bang(copy(source_key, destination_key, opts), :copy, source_key, opts)
 
   @doc """
   Like `delete_many/2`, but returns the deleted keys or raises
@@ -429,10 +444,25 @@ defmodule Micelio.Storage do
       ["dm/a"]
   """
   @spec delete_many!([key], opts) :: [key]
-  def delete_many!(keys, opts \\ []), do: bang(delete_many(keys, opts), :delete_many, nil)
+  def delete_many!(keys, opts \\ []), do: bang(delete_many(keys, opts), :delete_many, nil, opts)
 
-  defp bang({:ok, value}, _op, _key), do: value
-  defp bang({:error, reason}, op, key), do: raise(Error, reason: reason, operation: op, key: key)
+  defp bang({:ok, value}, _op, _key, _opts), do: value
+  defp bang({:error, reason}, op, key, opts), do: raise(error(reason, op, key, opts))
+
+  # I/O errors name the root directory they happened under.
+  defp error({:io, _} = reason, op, key, opts),
+    do: %Error{reason: reason, operation: op, key: key, root: local_root(opts)}
+
+  defp error(reason, op, key, _opts), do: %Error{reason: reason, operation: op, key: key}
+
+  defp local_root(%Handle{config: config}), do: config[:local_path]
+
+  defp local_root(opts) do
+    case Micelio.Storage.Config.resolve(opts) do
+      {:ok, config} -> config[:local_path]
+      _ -> nil
+    end
+  end
 
   defp run(key, opts, fun) when is_binary(key) do
     with {:ok, handle} <- resolve(opts), do: fun.(handle)

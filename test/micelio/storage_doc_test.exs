@@ -22,4 +22,5 @@ defmodule Micelio.StorageDocTest do
   doctest Micelio.Storage.Config
   doctest Micelio.Storage.Tiered
   doctest Micelio.Storage.Settings
+  doctest Micelio.Storage.Error
 end

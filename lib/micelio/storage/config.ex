@@ -5,7 +5,10 @@ defmodule Micelio.Storage.Config do
   Each setting is taken from the first place that sets it:
 
     1. the options of the call (`Micelio.Storage.get(key, local_path: "/srv/x")`);
-    2. the application config, `config :micelio, Micelio.Storage, ...`;
+    2. the application config: `config :micelio, Micelio.Storage, ...`, or
+       `config :micelio_storage, Micelio.Storage, ...` (the choice for apps
+       not called `:micelio`: Mix warns about config for an application it
+       does not know). Setting both is an error that names both;
     3. an environment variable (`STORAGE_BACKEND`, `STORAGE_LOCAL_PATH`, ...);
     4. the default.
 
@@ -24,8 +27,11 @@ defmodule Micelio.Storage.Config do
 
   alias Micelio.Storage.Settings
 
-  @app :micelio
   @key Micelio.Storage
+  @app_sources [
+    micelio: "config :micelio, Micelio.Storage",
+    micelio_storage: "config :micelio_storage, Micelio.Storage"
+  ]
 
   @typedoc "A resolved setting name."
   @type setting :: atom()
@@ -55,22 +61,27 @@ defmodule Micelio.Storage.Config do
   """
   @spec resolve(keyword()) :: {:ok, t()} | {:error, {:invalid_config, setting, String.t()}}
   def resolve(opts) do
-    with {:ok, config, _env} <- resolve_tracked(opts, Application.get_env(@app, @key, [])),
-         do: {:ok, config}
+    with {:ok, config, _env} <- resolve_tracked(opts, app_env()), do: {:ok, config}
   end
 
   @doc false
-  # Resolves once under the app config `app`, and returns the environment
+  # The application config as `resolve_tracked/2` takes it: what each
+  # supported app holds under `Micelio.Storage` (read on every call).
+  @spec app_env() :: [{atom(), term()}]
+  def app_env, do: for({app, _} <- @app_sources, do: {app, Application.get_env(app, @key)})
+
+  @doc false
+  # Resolves once under the app config `app` (from `app_env/0`), and returns the environment
   # variables the resolution read, each as `{name, value or false, secret?}`
   # (value as `:os.getenv/1` gives it), so a cached resolution can tell
   # when it is stale.
   @spec resolve_tracked(term(), term()) ::
           {:ok, t(), [{charlist(), charlist() | false, boolean()}]} | {:error, term()}
-  def resolve_tracked(opts, app) when is_list(opts) do
-    ctx = %{opts: opts, app: app, env: []}
-
-    with :ok <- check_known(opts, "the call's options"),
-         :ok <- check_known(app, "config :micelio, Micelio.Storage"),
+  def resolve_tracked(opts, app_env) when is_list(opts) do
+    with {:ok, app, where} <- pick_app(app_env),
+         ctx = %{opts: opts, app: app, where: where, env: []},
+         :ok <- check_known(opts, "the call's options"),
+         :ok <- check_known(app, where),
          {:ok, backend, ctx} <- fetch(:backend, ctx),
          {:ok, timeout, ctx} <- fetch(:timeout, ctx),
          {:ok, durable, ctx} <- fetch(:durable, ctx),
@@ -82,7 +93,58 @@ defmodule Micelio.Storage.Config do
   end
 
   def resolve_tracked(other, _app),
-    do: {:error, {:invalid_config, :options, "expected a keyword list, got #{inspect(other)}"}}
+    do: {:error, {:invalid_config, :options, "expected a keyword list, got #{shape(other)}"}}
+
+  # One source of app config; both set is a mistake worth stopping for.
+  defp pick_app(app_env) do
+    case Enum.reject(app_env, fn {_app, kw} -> kw in [nil, []] end) do
+      [] ->
+        warn_misplaced()
+        {:ok, [], "the application config"}
+
+      [{app, kw}] ->
+        {:ok, kw, Keyword.fetch!(@app_sources, app)}
+
+      both ->
+        names = Enum.map_join(both, " and ", fn {app, _} -> Keyword.fetch!(@app_sources, app) end)
+        {:error, {:invalid_config, :app_config, "set in both #{names}; keep one"}}
+    end
+  end
+
+  # `config :my_app, Micelio.Storage, ...` is read by no one: say so once
+  # per app instead of silently using the defaults. Runs only when no
+  # supported app config is set, on a resolution that is not cached yet.
+  defp warn_misplaced do
+    for {app, _, _} <- Application.loaded_applications(),
+        app not in [:micelio, :micelio_storage],
+        Application.get_env(app, @key) != nil,
+        not :persistent_term.get({__MODULE__, :warned, app}, false) do
+      :persistent_term.put({__MODULE__, :warned, app}, true)
+
+      require Logger
+
+      Logger.warning(
+        "config :#{app}, Micelio.Storage is ignored: Micelio.Storage reads " <>
+          "config :micelio_storage, Micelio.Storage (or config :micelio, Micelio.Storage)"
+      )
+    end
+
+    :ok
+  end
+
+  @doc false
+  # What a term is, without showing it: options may hold secrets.
+  @spec shape(term()) :: String.t()
+  def shape(term) when is_map(term), do: "a map"
+  def shape(term) when is_tuple(term), do: "a tuple of #{tuple_size(term)} elements"
+  def shape(term) when is_binary(term), do: "a string"
+  def shape(term) when is_list(term), do: "a list"
+  def shape(term) when is_atom(term), do: "the atom #{inspect(term)}"
+  def shape(term) when is_integer(term), do: "an integer"
+  def shape(term) when is_float(term), do: "a float"
+  def shape(term) when is_function(term), do: "a function"
+  def shape(term) when is_pid(term), do: "a pid"
+  def shape(_term), do: "another kind of term"
 
   defp needed(:tiered, ctx) do
     with {:ok, origin, ctx} <- fetch(:origin_backend, ctx),
@@ -112,32 +174,34 @@ defmodule Micelio.Storage.Config do
 
       other ->
         {:error,
-         {:invalid_config, :options, "expected a keyword list in #{where}, got #{inspect(other)}"}}
+         {:invalid_config, :options,
+          "expected a keyword list in #{where}, got an entry that is #{shape(other)}"}}
     end)
   end
 
   defp check_known(other, where),
     do:
       {:error,
-       {:invalid_config, :options, "expected a keyword list in #{where}, got #{inspect(other)}"}}
+       {:invalid_config, :options, "expected a keyword list in #{where}, got #{shape(other)}"}}
 
-  # One setting: call options, then app config, then environment, then default.
+  # One setting: call options, then app config, then environment, then
+  # default. `nil` is unset at every level, as an unset variable read with
+  # `System.get_env/1` in config/runtime.exs gives it.
   defp fetch(key, ctx) do
     %{env: env_vars, default: default, type: type} = Settings.fetch(key)
 
-    case Keyword.fetch(ctx.opts, key) do
-      {:ok, value} ->
-        with {:ok, v} <- cast(key, value, type, "the call's options"), do: {:ok, v, ctx}
-
-      :error ->
-        case Keyword.fetch(ctx.app, key) do
-          {:ok, value} ->
-            with {:ok, v} <- cast(key, value, type, "config :micelio, Micelio.Storage"),
-                 do: {:ok, v, ctx}
-
-          :error ->
+    case Keyword.get(ctx.opts, key) do
+      nil ->
+        case Keyword.get(ctx.app, key) do
+          nil ->
             from_env(key, env_vars, default, type, ctx)
+
+          value ->
+            with {:ok, v} <- cast(key, value, type, ctx.where), do: {:ok, v, ctx}
         end
+
+      value ->
+        with {:ok, v} <- cast(key, value, type, "the call's options"), do: {:ok, v, ctx}
     end
   end
 

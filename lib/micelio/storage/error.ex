@@ -14,17 +14,32 @@ defmodule Micelio.Storage.Error do
       #=> :not_found
   """
 
-  defexception [:reason, :operation, :key]
+  defexception [:reason, :operation, :key, :root]
 
-  @type t :: %__MODULE__{reason: term(), operation: atom() | nil, key: String.t() | nil}
+  @type t :: %__MODULE__{
+          reason: term(),
+          operation: atom() | nil,
+          key: String.t() | nil,
+          root: String.t() | nil
+        }
 
+  @doc """
+  The message names the operation and the key, and for I/O errors the root
+  directory too; `reason` stays the matchable term.
+
+      iex> Exception.message(%Micelio.Storage.Error{reason: {:io, :eacces}, operation: :put,
+      ...>   key: "a/b.txt", root: "/var/micelio/storage"})
+      ~s[put "a/b.txt" under /var/micelio/storage: permission denied (eacces)]
+  """
   @impl true
-  def message(%__MODULE__{reason: reason, operation: op, key: key}) do
+  def message(%__MODULE__{reason: reason, operation: op, key: key, root: root}) do
+    under = if root && match?({:io, _}, reason), do: " under #{root}", else: ""
+
     where =
       case {op, key} do
         {nil, _} -> ""
-        {op, nil} -> "#{op}: "
-        {op, key} -> "#{op} #{inspect(key)}: "
+        {op, nil} -> "#{op}#{under}: "
+        {op, key} -> "#{op} #{inspect(key)}#{under}: "
       end
 
     where <> describe(reason)
@@ -48,7 +63,22 @@ defmodule Micelio.Storage.Error do
     do: "#{inspect(key)} resolves through a symlink or out of the root"
 
   def describe({:invalid_config, setting, msg}), do: "invalid #{setting}: #{msg}"
-  def describe({:io, posix}), do: "I/O error #{inspect(posix)}"
+  def describe({:io, {:errno, code}}), do: "I/O error (errno #{code})"
+  def describe({:io, posix}) when is_atom(posix), do: "#{:file.format_error(posix)} (#{posix})"
+
+  def describe({:no_such_bucket, bucket}),
+    do: "the bucket #{inspect(bucket)} does not exist (check s3_bucket and s3_endpoint)"
+
+  def describe({:partial, deleted, failures}) do
+    shown =
+      failures
+      |> Enum.take(3)
+      |> Enum.map_join(", ", fn {k, r} -> "#{inspect(k)}: #{describe(r)}" end)
+
+    more = if length(failures) > 3, do: ", ...", else: ""
+    "#{length(failures)} keys not deleted (#{shown}#{more}); #{length(deleted)} deleted"
+  end
+
   def describe({:forbidden, code}), do: "forbidden (#{code})"
   def describe({:s3_error, status, code, msg}), do: "S3 error #{status} #{code}: #{msg}"
   def describe({:network, reason}), do: "network error: #{reason}"

@@ -17,7 +17,6 @@ defmodule Micelio.Storage.Resolved do
 
   @table __MODULE__
   @max_entries 1024
-  @app_key {:micelio, Micelio.Storage}
 
   @doc "Creates the table; its owner is the `Micelio.Storage.Stores` server."
   def create_table do
@@ -26,8 +25,7 @@ defmodule Micelio.Storage.Resolved do
 
   @doc "`{:ok, handle}` for `opts`, from the table or resolved now."
   def fetch(opts) do
-    {app_name, key} = @app_key
-    app = Application.get_env(app_name, key, [])
+    app = Config.app_env()
     digest = :crypto.hash(:sha256, :erlang.term_to_binary({opts, app}))
 
     case :ets.lookup(@table, digest) do
@@ -40,8 +38,7 @@ defmodule Micelio.Storage.Resolved do
   rescue
     # The application is not started (a script calling in early): no table.
     ArgumentError ->
-      with {:ok, handle, _env} <- resolve_now(opts, Application.get_env(app_name(), key(), [])),
-           do: {:ok, handle}
+      with {:ok, handle, _env} <- resolve_now(opts, Config.app_env()), do: {:ok, handle}
   end
 
   # The environment values stored are the ones the resolution read, so a
@@ -53,9 +50,6 @@ defmodule Micelio.Storage.Resolved do
       {:ok, handle}
     end
   end
-
-  defp app_name, do: elem(@app_key, 0)
-  defp key, do: elem(@app_key, 1)
 
   defp resolve_now(opts, app) do
     with {:ok, config, env} <- Config.resolve_tracked(opts, app),

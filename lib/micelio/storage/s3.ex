@@ -8,7 +8,10 @@ defmodule Micelio.Storage.S3 do
   configured store, on the tokio runtime: a request never blocks a BEAM
   scheduler. Idempotent requests are retried on 5xx, 429, `SlowDown`,
   connection resets and timeouts, with capped exponential backoff and full
-  jitter, up to `s3_max_retries` and within the call's `:timeout`.
+  jitter, up to `s3_max_retries` and within the call's `:timeout`;
+  conditional puts only on 503 and 429 (the server did not apply them).
+  Redirects are never followed. A missing bucket is
+  `{:error, {:no_such_bucket, bucket}}`, never `:not_found`.
 
   Credentials are keys (`s3_access_key_id`, `s3_secret_access_key`, or the
   `AWS_*` variables), or temporary ones from an ECS task role or EKS Pod
@@ -81,7 +84,40 @@ defmodule Micelio.Storage.S3 do
   """
   @spec sign_headers(atom() | String.t(), String.t(), [{String.t(), String.t()}], keyword()) ::
           {:ok, [{String.t(), String.t()}]} | {:error, term()}
-  def sign_headers(method, url, headers, opts \\ []) do
+  def sign_headers(method, url, headers, opts \\ [])
+
+  def sign_headers(method, url, headers, opts)
+      when is_binary(url) and is_list(headers) and is_list(opts) do
+    cond do
+      not Keyword.keyword?(opts) ->
+        {:error,
+         {:invalid_config, :options, "expected a keyword list, got a list with other entries"}}
+
+      not Enum.all?(headers, &match?({k, v} when is_binary(k) and is_binary(v), &1)) ->
+        {:error, {:invalid_config, :headers, "expected a list of {name, value} strings"}}
+
+      true ->
+        sign(method, url, headers, opts)
+    end
+  end
+
+  # Any other shape: an error that shows no argument (options hold secrets).
+  def sign_headers(_method, url, headers, opts) do
+    {what, got} =
+      cond do
+        not is_binary(url) -> {:url, Config.shape(url)}
+        not is_list(headers) -> {:headers, Config.shape(headers)}
+        true -> {:options, Config.shape(opts)}
+      end
+
+    {:error, {:invalid_config, what, "expected #{expected(what)}, got #{got}"}}
+  end
+
+  defp expected(:url), do: "a URL string"
+  defp expected(:headers), do: "a list of {name, value} strings"
+  defp expected(:options), do: "a keyword list"
+
+  defp sign(method, url, headers, opts) do
     {sign_opts, storage_opts} = Keyword.split(opts, [:body, :payload_hash, :datetime, :service])
 
     with {:ok, config} <- Config.resolve(Keyword.put(storage_opts, :backend, :s3)),
@@ -92,23 +128,52 @@ defmodule Micelio.Storage.S3 do
 
       payload_hash =
         case Keyword.fetch(sign_opts, :body) do
-          {:ok, body} -> Base.encode16(:crypto.hash(:sha256, body), case: :lower)
-          :error -> Keyword.get(sign_opts, :payload_hash, sha256_empty())
+          {:ok, body} when is_binary(body) or is_list(body) ->
+            Base.encode16(:crypto.hash(:sha256, body), case: :lower)
+
+          {:ok, _} ->
+            :invalid
+
+          :error ->
+            Keyword.get(sign_opts, :payload_hash, sha256_empty())
         end
 
-      Native.s3_sign_headers(
-        {config.s3_access_key_id, Secret.unwrap(config.s3_secret_access_key),
-         Secret.unwrap(config.s3_session_token)},
-        config.s3_region,
-        Keyword.get(sign_opts, :service, "s3"),
-        method |> to_string() |> String.upcase(),
-        canonical_path(uri.path),
-        URI.query_decoder(uri.query || "", :rfc3986) |> Enum.to_list(),
-        [{"host", host} | headers],
-        payload_hash,
-        unix
-      )
+      service = Keyword.get(sign_opts, :service, "s3")
+
+      # The NIF gets the keys: every argument is checked first, so no
+      # badarg can print them in a stack trace.
+      cond do
+        not is_binary(uri.host) or uri.host == "" ->
+          {:error, {:invalid_config, :url, "expected an absolute http(s) URL"}}
+
+        not is_binary(payload_hash) ->
+          {:error, {:invalid_config, :body, "expected iodata or a payload_hash string"}}
+
+        not is_binary(service) ->
+          {:error, {:invalid_config, :service, "expected a string"}}
+
+        not (is_atom(method) or is_binary(method)) ->
+          {:error, {:invalid_config, :method, "expected an atom or a string"}}
+
+        true ->
+          native_sign(config, service, method, uri, host, headers, payload_hash, unix)
+      end
     end
+  end
+
+  defp native_sign(config, service, method, uri, host, headers, payload_hash, unix) do
+    Native.s3_sign_headers(
+      {config.s3_access_key_id, Secret.unwrap(config.s3_secret_access_key),
+       Secret.unwrap(config.s3_session_token)},
+      config.s3_region,
+      service,
+      method |> to_string() |> String.upcase(),
+      canonical_path(uri.path),
+      URI.query_decoder(uri.query || "", :rfc3986) |> Enum.to_list(),
+      [{"host", host} | headers],
+      payload_hash,
+      unix
+    )
   end
 
   defp check_credentials(config) do

@@ -31,6 +31,7 @@ mod atoms {
         panic,
         invalid_config,
         corrupt,
+        no_such_bucket,
     }
 }
 
@@ -58,6 +59,9 @@ pub fn error_reason<'a>(env: Env<'a>, err: &StoreError) -> Term<'a> {
             Some(name) => (atoms::io(), rustler::Atom::from_str(env, name).unwrap()).encode(env),
             None => (atoms::io(), (atoms::errno(), *code)).encode(env),
         },
+        StoreError::NoSuchBucket(bucket) => {
+            (atoms::no_such_bucket(), string(env, bucket)).encode(env)
+        }
         StoreError::Forbidden(code) => (atoms::forbidden(), string(env, code)).encode(env),
         StoreError::S3 {
             status,

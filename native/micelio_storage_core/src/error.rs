@@ -28,6 +28,10 @@ pub enum StoreError {
     /// A filesystem error, named like Erlang's `File` errors (`:enospc`, `:eacces`, ...).
     #[error("io error {0}")]
     Io(i32),
+    /// The bucket does not exist (S3 `NoSuchBucket`, or a HEAD 404 whose
+    /// bucket check failed). Never reported as `NotFound`.
+    #[error("no such bucket {0:?}")]
+    NoSuchBucket(String),
     /// The server refused the credentials or the request (HTTP 403), with the S3 `<Code>`.
     #[error("forbidden: {0}")]
     Forbidden(String),

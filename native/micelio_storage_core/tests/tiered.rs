@@ -22,8 +22,10 @@ fn store(dir: &tempfile::TempDir) -> Arc<TieredStore<Bytes>> {
     let origin = LocalStore::open(&dir.path().join("origin")).unwrap();
     let cfg = TieredConfig {
         memory_max_bytes: 1 << 20,
+        memory_max_object_bytes: 1 << 20,
         disk_path: dir.path().join("cache"),
         disk_max_bytes: 1 << 20,
+        disk_max_object_bytes: 1 << 20,
         cdn_base_url: None,
         cdn_timeout: Duration::from_secs(1),
     };

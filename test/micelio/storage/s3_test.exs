@@ -182,8 +182,19 @@ defmodule Micelio.Storage.S3Test do
     test "a conditional put that reached the server is not replayed", %{proxy: proxy, via: o} do
       FaultProxy.inject(proxy, [:drop])
       assert {:error, {:network, _}} = Storage.put_if_none_match("once", "v", o)
+      assert {:error, :not_found} = Storage.get("once", o)
+    end
+
+    # A 503 SlowDown or a 429 says the server did not apply the request.
+    test "a conditional put answered 503 SlowDown is retried", %{proxy: proxy, via: o} do
+      FaultProxy.inject(proxy, [:s503, :s503])
+      assert {:ok, "once-503"} = Storage.put_if_none_match("once-503", "v", o)
+      assert Storage.get!("once-503", o) == "v"
+      etag = Storage.head!("once-503", o).etag
       FaultProxy.inject(proxy, [:s503])
-      assert {:error, {:s3_error, 503, "SlowDown", _}} = Storage.put_if_none_match("once", "v", o)
+      assert {:ok, _} = Storage.put_if_match("once-503", "v2", etag, o)
+      assert Storage.get!("once-503", o) == "v2"
+      assert %{s503: 3} = FaultProxy.counts(proxy)
     end
 
     test "a refused connection is a network error", %{opts: o} do

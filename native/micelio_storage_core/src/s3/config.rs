@@ -60,6 +60,7 @@ impl S3Config {
             pool_size: s.int("s3_pool_size")? as usize,
             unsigned_payload: s.flag("s3_unsigned_payload")?,
             list_page_size: s.int("s3_list_page_size")? as u32,
+            ca_cert_file: s.text("s3_ca_cert_file")?.map(Into::into),
         })
     }
 }

@@ -3,15 +3,15 @@
 use crate::error::StoreError;
 use crate::s3::xml::{parse_error, ErrorBody};
 
-/// The error for a non-success response.
-pub fn from_response(status: u16, body: &[u8]) -> StoreError {
-    from_code(status, parse_error(body))
+/// The error for a non-success response from `bucket`.
+pub fn from_response(status: u16, body: &[u8], bucket: &str) -> StoreError {
+    from_code(status, parse_error(body), bucket)
 }
 
 /// The error for a status and a parsed `<Error>`. A status of 0 means the
 /// code came without one (a per-key error in a DeleteObjects result): the
 /// status is then inferred from the code.
-pub fn from_code(status: u16, parsed: ErrorBody) -> StoreError {
+pub fn from_code(status: u16, parsed: ErrorBody, bucket: &str) -> StoreError {
     let status = if status == 0 {
         status_of_code(&parsed.code)
     } else {
@@ -23,6 +23,7 @@ pub fn from_code(status: u16, parsed: ErrorBody) -> StoreError {
         parsed.code
     };
     match (status, code.as_str()) {
+        (_, "NoSuchBucket") => StoreError::NoSuchBucket(bucket.to_string()),
         (404, _) => StoreError::NotFound,
         (412, _) => StoreError::PreconditionFailed,
         // AWS answers 409 to the losers of a race between conditional writes.
@@ -33,6 +34,48 @@ pub fn from_code(status: u16, parsed: ErrorBody) -> StoreError {
             code,
             message: parsed.message,
         },
+    }
+}
+
+/// A 3xx answer: S3 asks for another endpoint or region (PermanentRedirect,
+/// TemporaryRedirect). It is not followed; the error names where it points.
+pub fn redirect(status: u16, headers: &reqwest::header::HeaderMap, body: &[u8]) -> StoreError {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let mut endpoint = String::new();
+    if let Ok(found) = crate::s3::xml::parse_endpoint(body) {
+        endpoint = found;
+    }
+    let parsed = parse_error(body);
+    let code = if parsed.code.is_empty() {
+        match status {
+            301 | 308 => "PermanentRedirect",
+            _ => "TemporaryRedirect",
+        }
+        .to_string()
+    } else {
+        parsed.code
+    };
+    let mut target = Vec::new();
+    if let Some(location) = header("location") {
+        target.push(format!("location {location}"));
+    }
+    if !endpoint.is_empty() {
+        target.push(format!("endpoint {endpoint}"));
+    }
+    if let Some(region) = header("x-amz-bucket-region") {
+        target.push(format!("region {region}"));
+    }
+    let asked = if target.is_empty() {
+        "another endpoint".to_string()
+    } else {
+        target.join(", ")
+    };
+    StoreError::S3 {
+        status,
+        code,
+        message: format!(
+            "the server redirects to {asked}; redirects are not followed: set s3_endpoint or s3_region to match"
+        ),
     }
 }
 
@@ -64,6 +107,18 @@ fn default_code(status: u16) -> &'static str {
     }
 }
 
+/// Whether the server said it did not apply the request (503, `SlowDown`,
+/// 429): safe to retry even for requests that must not be replayed once
+/// applied, such as conditional puts.
+pub fn not_applied(err: &StoreError) -> bool {
+    match err {
+        StoreError::S3 { status, code, .. } => {
+            *status == 503 || *status == 429 || code == "SlowDown"
+        }
+        _ => false,
+    }
+}
+
 /// Whether an error response is worth retrying: 5xx, 429 and `SlowDown`.
 pub fn is_retryable(err: &StoreError) -> bool {
     match err {
@@ -81,19 +136,19 @@ mod tests {
 
     #[test]
     fn maps_status_and_code() {
-        assert_eq!(from_response(404, b""), StoreError::NotFound);
-        assert_eq!(from_response(412, b""), StoreError::PreconditionFailed);
+        assert_eq!(from_response(404, b"", "b"), StoreError::NotFound);
+        assert_eq!(from_response(412, b"", "b"), StoreError::PreconditionFailed);
         let denied = b"<Error><Code>SignatureDoesNotMatch</Code><Message>no</Message></Error>";
         assert_eq!(
-            from_response(403, denied),
+            from_response(403, denied, "b"),
             StoreError::Forbidden("SignatureDoesNotMatch".into())
         );
         assert_eq!(
-            from_response(403, b""),
+            from_response(403, b"", "b"),
             StoreError::Forbidden("Forbidden".into())
         );
         let slow = b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>";
-        let err = from_response(503, slow);
+        let err = from_response(503, slow, "b");
         assert_eq!(
             err,
             StoreError::S3 {
@@ -103,8 +158,15 @@ mod tests {
             }
         );
         assert!(is_retryable(&err));
-        assert!(!is_retryable(&from_response(400, b"")));
-        assert!(is_retryable(&from_response(429, b"")));
+        assert!(!is_retryable(&from_response(400, b"", "b")));
+        assert!(is_retryable(&from_response(429, b"", "b")));
         assert!(!is_retryable(&StoreError::NotFound));
+        assert!(not_applied(&from_response(429, b"", "b")));
+        assert!(!not_applied(&from_response(500, b"", "b")));
+        let missing = b"<Error><Code>NoSuchBucket</Code><Message>gone</Message></Error>";
+        assert_eq!(
+            from_response(404, missing, "photos"),
+            StoreError::NoSuchBucket("photos".into())
+        );
     }
 }

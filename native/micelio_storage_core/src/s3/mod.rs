@@ -63,12 +63,18 @@ pub struct S3Config {
     pub unsigned_payload: bool,
     /// `max-keys` of each ListObjectsV2 page.
     pub list_page_size: u32,
+    /// A PEM file of extra root certificates (a private CA).
+    pub ca_cert_file: Option<std::path::PathBuf>,
 }
 
 /// A configured S3 store. Cheap to share; holds the connection pool.
 #[derive(Debug)]
 pub struct S3Store {
     bucket: String,
+    /// `scheme://host[:port]` of the requests, for error messages.
+    endpoint: String,
+    /// Set once the bucket is known to exist (see `head`).
+    bucket_seen: std::sync::atomic::AtomicBool,
     scheme: String,
     host: String,
     bucket_path: String,
@@ -130,7 +136,15 @@ impl S3Store {
             UrlStyle::Path => (host, format!("/{}", uri_encode(&cfg.bucket, false))),
         };
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        if let Some(path) = &cfg.ca_cert_file {
+            builder = add_ca_certs(builder, path)?;
+        }
+        // S3 clients never follow redirects: a 301 or 307 names another
+        // endpoint or region, and following it would send the request to a
+        // host nobody configured.
+        let client = builder
+            .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(cfg.connect_timeout)
             .timeout(cfg.request_timeout)
             .pool_max_idle_per_host(cfg.pool_size)
@@ -141,6 +155,7 @@ impl S3Store {
         // Credential endpoints are on the local link or loopback: a short
         // bound, so a missing one fails fast instead of holding every call.
         let credentials_client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(2))
             .timeout(Duration::from_secs(5))
             .no_proxy()
@@ -153,6 +168,8 @@ impl S3Store {
             })?;
         Ok(S3Store {
             bucket: cfg.bucket.clone(),
+            endpoint: format!("{scheme}://{host}"),
+            bucket_seen: std::sync::atomic::AtomicBool::new(false),
             scheme,
             host,
             bucket_path,
@@ -321,7 +338,7 @@ impl S3Store {
         if failed.code.is_empty() {
             Ok(())
         } else {
-            Err(error::from_code(ans.status.as_u16(), failed))
+            Err(error::from_code(ans.status.as_u16(), failed, &self.bucket))
         }
     }
 
@@ -340,6 +357,30 @@ impl S3Store {
         let signer = self.signers.current().await?;
         let query = signer.presign_query(method, &self.host, &path, expires_in, &date);
         Ok(format!("{}://{}{}?{}", self.scheme, self.host, path, query))
+    }
+
+    /// Whether the bucket exists: HEAD on the bucket. A yes is remembered;
+    /// a no is asked again next time (the bucket may be created).
+    async fn bucket_exists(&self, deadline: Deadline) -> Result<bool, StoreError> {
+        use std::sync::atomic::Ordering;
+        if self.bucket_seen.load(Ordering::Relaxed) {
+            return Ok(true);
+        }
+        let root = self.bucket_root();
+        let exists = match self
+            .send(Method::HEAD, &root, vec![], vec![], None, true, deadline)
+            .await
+        {
+            Ok(_) => true,
+            Err(StoreError::NotFound) | Err(StoreError::NoSuchBucket(_)) => false,
+            // Refused to say: it exists, or we could not tell a key from it.
+            Err(StoreError::Forbidden(_)) => true,
+            Err(e) => return Err(e),
+        };
+        if exists {
+            self.bucket_seen.store(true, Ordering::Relaxed);
+        }
+        Ok(exists)
     }
 
     /// One DeleteObjects request for up to 1,000 keys.
@@ -393,6 +434,7 @@ impl S3Store {
                                 code: f.code.clone(),
                                 message: f.message.clone(),
                             },
+                            &self.bucket,
                         )),
                     };
                     outcome.record(key.clone(), result);
@@ -469,7 +511,11 @@ impl S3Store {
                 Ok(_) => false,
                 // Nothing reached the server: always safe to try again.
                 Err(Attempt::Connect(_)) => true,
-                Err(Attempt::Failed(e)) => idempotent && error::is_retryable(e),
+                // A 503 or 429 was not applied: safe to send again even
+                // when the request must not be replayed once applied.
+                Err(Attempt::Failed(e)) => {
+                    (idempotent && error::is_retryable(e)) || error::not_applied(e)
+                }
             };
             let backoff = self.policy.backoff(attempt);
             if !retry || attempt >= self.policy.max_retries || backoff >= deadline.remaining() {
@@ -527,7 +573,10 @@ impl S3Store {
         if let Some(b) = body {
             req = req.body(b.clone());
         }
-        let mut resp = req.send().await.map_err(Attempt::from_reqwest)?;
+        let mut resp = req
+            .send()
+            .await
+            .map_err(|e| Attempt::from_reqwest(e, &self.endpoint))?;
         let status = resp.status();
         let resp_headers = resp.headers().clone();
         // Read into one buffer sized from Content-Length: no regrowth, and
@@ -537,7 +586,7 @@ impl S3Store {
         while let Some(chunk) = resp
             .chunk()
             .await
-            .map_err(|e| Attempt::Failed(network_error(e)))?
+            .map_err(|e| Attempt::Failed(network_error(e, &self.endpoint)))?
         {
             body.push(&chunk);
         }
@@ -547,10 +596,17 @@ impl S3Store {
                 headers: resp_headers,
                 body,
             })
+        } else if status.is_redirection() {
+            Err(Attempt::Failed(error::redirect(
+                status.as_u16(),
+                &resp_headers,
+                body.as_slice(),
+            )))
         } else {
             Err(Attempt::Failed(error::from_response(
                 status.as_u16(),
                 body.as_slice(),
+                &self.bucket,
             )))
         }
     }
@@ -599,10 +655,19 @@ impl Store for S3Store {
         deadline: Deadline,
     ) -> Result<ObjectMeta, StoreError> {
         let path = self.object_path(key);
-        let ans = self
+        match self
             .send(Method::HEAD, &path, vec![], vec![], None, true, deadline)
-            .await?;
-        Ok(meta_from_headers(&ans.headers))
+            .await
+        {
+            Ok(ans) => Ok(meta_from_headers(&ans.headers)),
+            // A HEAD 404 has no body to tell a missing key from a missing
+            // bucket: ask about the bucket (once per store, while it exists).
+            Err(StoreError::NotFound) => match self.bucket_exists(deadline).await? {
+                true => Err(StoreError::NotFound),
+                false => Err(StoreError::NoSuchBucket(self.bucket.clone())),
+            },
+            Err(e) => Err(e),
+        }
     }
 
     async fn put(
@@ -682,11 +747,11 @@ enum Attempt {
 }
 
 impl Attempt {
-    fn from_reqwest(e: reqwest::Error) -> Self {
+    fn from_reqwest(e: reqwest::Error, endpoint: &str) -> Self {
         if e.is_connect() {
-            Attempt::Connect(network_error(e))
+            Attempt::Connect(network_error(e, endpoint))
         } else {
-            Attempt::Failed(network_error(e))
+            Attempt::Failed(network_error(e, endpoint))
         }
     }
 
@@ -697,13 +762,14 @@ impl Attempt {
     }
 }
 
-fn network_error(e: reqwest::Error) -> StoreError {
+/// A failed connection or transfer, naming the endpoint (scheme, host and
+/// port only: never a path, a query or a credential).
+fn network_error(e: reqwest::Error, endpoint: &str) -> StoreError {
     if e.is_timeout() {
         return StoreError::Timeout;
     }
-    // The URL holds no secret (auth travels in headers), but keep messages short.
     let e = e.without_url();
-    let mut msg = e.to_string();
+    let mut msg = format!("{endpoint}: {e}");
     let mut source = std::error::Error::source(&e);
     while let Some(s) = source {
         msg.push_str(": ");
@@ -734,4 +800,21 @@ pub(crate) fn meta_from_headers(headers: &reqwest::header::HeaderMap) -> ObjectM
             .unwrap_or_default(),
         last_modified_ns,
     }
+}
+
+/// Trusts the certificates of a PEM bundle as roots, beside the defaults.
+fn add_ca_certs(
+    builder: reqwest::ClientBuilder,
+    path: &std::path::Path,
+) -> Result<reqwest::ClientBuilder, StoreError> {
+    let invalid = |msg: String| StoreError::InvalidConfig("s3_ca_cert_file", msg);
+    let pem = std::fs::read(path).map_err(|e| invalid(format!("cannot read {path:?}: {e}")))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| invalid(format!("{path:?} is not a PEM bundle: {e}")))?;
+    if certs.is_empty() {
+        return Err(invalid(format!("{path:?} holds no certificate")));
+    }
+    Ok(certs
+        .into_iter()
+        .fold(builder, |b, cert| b.add_root_certificate(cert)))
 }

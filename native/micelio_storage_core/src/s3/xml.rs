@@ -24,15 +24,36 @@ pub struct ErrorBody {
     pub message: String,
 }
 
-/// Parses a ListObjectsV2 result.
+/// Parses a ListObjectsV2 result. Anything that is not one whole
+/// `<ListBucketResult>` (HTML from a proxy, an empty body, an `<Error>`, a
+/// document cut off) is an error, never a short page: a cleanup job would
+/// act on a short page.
 pub fn parse_list(xml: &[u8]) -> Result<ListPage, String> {
     let mut page = ListPage::default();
-    walk(xml, |path, text| match path {
-        ["ListBucketResult", "Contents", "Key"] => page.keys.push(text),
-        ["ListBucketResult", "IsTruncated"] => page.is_truncated = text == "true",
-        ["ListBucketResult", "NextContinuationToken"] => page.next_token = Some(text),
-        _ => {}
+    let mut root = None;
+    walk(xml, |path, text| {
+        if path.len() == 1 {
+            root = Some(path[0].to_string());
+        }
+        match path {
+            ["ListBucketResult", "Contents", "Key"] => page.keys.push(text),
+            ["ListBucketResult", "IsTruncated"] => page.is_truncated = text == "true",
+            ["ListBucketResult", "NextContinuationToken"] => page.next_token = Some(text),
+            _ => {}
+        }
     })?;
+    match root.as_deref() {
+        Some("ListBucketResult") => {}
+        Some(other) => {
+            return Err(format!(
+                "expected a ListBucketResult document, got <{other}>"
+            ))
+        }
+        None => return Err("expected a ListBucketResult document, got no XML element".into()),
+    }
+    if page.is_truncated && page.next_token.as_deref().is_none_or(str::is_empty) {
+        return Err("the listing is truncated but gives no continuation token".into());
+    }
     Ok(page)
 }
 
@@ -45,6 +66,17 @@ pub fn parse_error(xml: &[u8]) -> ErrorBody {
         _ => {}
     });
     body
+}
+
+/// The `<Endpoint>` of a redirect's `<Error>`, if any.
+pub fn parse_endpoint(xml: &[u8]) -> Result<String, String> {
+    let mut endpoint = String::new();
+    walk(xml, |path, text| {
+        if path == ["Error", "Endpoint"] {
+            endpoint = text;
+        }
+    })?;
+    Ok(endpoint)
 }
 
 /// One key that a DeleteObjects request could not delete.
@@ -123,7 +155,13 @@ fn walk(xml: &[u8], mut on_text: impl FnMut(&[&str], String)) -> Result<(), Stri
                 path.push(&name);
                 on_text(&path, String::new());
             }
-            Ok(Event::Eof) => return Ok(()),
+            Ok(Event::Eof) if stack.is_empty() => return Ok(()),
+            Ok(Event::Eof) => {
+                return Err(format!(
+                    "the document ends before </{}>",
+                    stack.last().map(String::as_str).unwrap_or_default()
+                ))
+            }
             Ok(_) => {}
             Err(e) => return Err(e.to_string()),
         }
@@ -191,5 +229,36 @@ mod tests {
             parse_list(b"<ListBucketResult><IsTruncated>false</IsTruncated></ListBucketResult>")
                 .unwrap();
         assert!(page.keys.is_empty() && !page.is_truncated && page.next_token.is_none());
+    }
+
+    #[test]
+    fn anything_but_a_whole_list_result_is_an_error() {
+        for body in [
+            &b"<html><body>502 Bad Gateway</body></html>"[..],
+            b"",
+            b"   ",
+            b"<Error><Code>InternalError</Code><Message>x</Message></Error>",
+            b"<ListBucketResult><Contents><Key>p/a</Key></Contents><Conten",
+            b"<ListBucketResult><Contents><Key>p/a</Key></Contents><IsTruncated>true</IsTruncated></ListBucketResult>",
+        ] {
+            assert!(parse_list(body).is_err(), "{:?}", String::from_utf8_lossy(body));
+        }
+    }
+
+    #[test]
+    fn delete_results_must_be_delete_results() {
+        assert_eq!(parse_delete_result(b"<DeleteResult/>").unwrap(), []);
+        let failed = parse_delete_result(
+            b"<DeleteResult><Error><Key>a</Key><Code>AccessDenied</Code><Message>no</Message></Error></DeleteResult>",
+        )
+        .unwrap();
+        assert_eq!(failed[0].key, "a");
+        assert_eq!(failed[0].code, "AccessDenied");
+        assert!(parse_delete_result(b"<html/>").is_err());
+        assert!(parse_delete_result(b"<DeleteResult><Error><Key>a</Key>").is_err());
+        assert_eq!(
+            delete_request(["a&b", "<c>"].into_iter()),
+            "<Delete><Quiet>true</Quiet><Object><Key>a&amp;b</Key></Object><Object><Key>&lt;c&gt;</Key></Object></Delete>"
+        );
     }
 }

@@ -47,6 +47,9 @@ struct Index {
 pub struct DiskTier {
     dir: PathBuf,
     capacity: u64,
+    /// The largest object stored (`cache_disk_max_object_bytes`); never
+    /// more than a quarter of the budget.
+    max_object: u64,
     index: Mutex<Index>,
     _lock: File,
     pub counters: Counters,
@@ -70,7 +73,7 @@ impl DiskTier {
     /// Opens the tier at `dir`. One directory serves one live tier per VM
     /// (and per machine, by the lock file): two caches over one directory
     /// would not see each other's invalidations.
-    pub fn open(dir: &Path, capacity: u64) -> Result<Arc<DiskTier>, StoreError> {
+    pub fn open(dir: &Path, capacity: u64, max_object: u64) -> Result<Arc<DiskTier>, StoreError> {
         if !dir.is_absolute() {
             return Err(StoreError::InvalidConfig(
                 "cache_disk_path",
@@ -98,6 +101,7 @@ impl DiskTier {
             index: Mutex::new(scan(&dir)?),
             dir: dir.clone(),
             capacity,
+            max_object,
             _lock: lock,
             counters: Counters::default(),
             corrupt: Default::default(),
@@ -195,7 +199,7 @@ impl DiskTier {
     /// Returns `None` when it is too big for this tier or the write fails.
     pub fn stage(&self, key: &str, body: &[u8], meta: &ObjectMeta) -> Option<Staged> {
         let size = (HEADER_LEN + key.len() + meta.etag.len() + body.len()) as u64;
-        if size > self.capacity / MAX_ENTRY_SHARE {
+        if body.len() as u64 > self.max_object || size > self.capacity / MAX_ENTRY_SHARE {
             return None;
         }
         let name = name_of(key);
@@ -444,7 +448,7 @@ mod tests {
     #[test]
     fn round_trip_and_head() {
         let dir = tempfile::tempdir().unwrap();
-        let tier = DiskTier::open(dir.path(), 1 << 20).unwrap();
+        let tier = DiskTier::open(dir.path(), 1 << 20, u64::MAX).unwrap();
         put(&tier, "a/b.txt", b"hello");
         let (body, m) = tier.get("a/b.txt").unwrap();
         assert_eq!(&body[..], b"hello");
@@ -462,7 +466,7 @@ mod tests {
     #[test]
     fn corrupted_and_truncated_files_are_dropped() {
         let dir = tempfile::tempdir().unwrap();
-        let tier = DiskTier::open(dir.path(), 1 << 20).unwrap();
+        let tier = DiskTier::open(dir.path(), 1 << 20, u64::MAX).unwrap();
         put(&tier, "k1", &[7u8; 1000]);
         put(&tier, "k2", &[8u8; 1000]);
         let p1 = tier.path_of(&name_of("k1"));
@@ -490,7 +494,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cap = 64 * 1024;
         {
-            let tier = DiskTier::open(dir.path(), cap).unwrap();
+            let tier = DiskTier::open(dir.path(), cap, u64::MAX).unwrap();
             for i in 0..200 {
                 put(
                     &tier,
@@ -505,7 +509,7 @@ mod tests {
             put(&tier, "newest", b"n");
         }
         // A smaller budget after a restart is enforced on open.
-        let tier = DiskTier::open(dir.path(), cap / 4).unwrap();
+        let tier = DiskTier::open(dir.path(), cap / 4, u64::MAX).unwrap();
         assert!(tier.bytes() <= cap / 4);
         assert!(tier.entries() > 0);
         assert!(tier.get("newest").is_some(), "the newest entry survives");

@@ -31,7 +31,8 @@ pub const GHOST_OVERHEAD: usize = 32;
 /// Shards are at least this big, so large values still fit in one.
 const MIN_SHARD_BYTES: usize = 8 << 20;
 const MAX_SHARDS: usize = 16;
-/// An entry above this share of a shard is not admitted (it would evict too much).
+/// An entry above this share of a shard is never admitted (it would evict
+/// too much), whatever the per-object limit says.
 const MAX_ENTRY_SHARE: usize = 4;
 
 /// What one entry costs against the budget.
@@ -103,12 +104,17 @@ pub struct MemoryTier<V> {
     shards: Box<[Mutex<Shard<V>>]>,
     hasher: RandomState,
     shard_capacity: usize,
+    max_object: usize,
 }
 
 impl<V: Value> MemoryTier<V> {
-    /// A tier holding at most `max_bytes` (keys and bookkeeping included).
-    pub fn new(max_bytes: usize) -> Self {
-        let shards = (max_bytes / MIN_SHARD_BYTES).clamp(1, MAX_SHARDS);
+    /// A tier holding at most `max_bytes` (keys and bookkeeping included)
+    /// and no object larger than `max_object` bytes. Shards are sized to hold
+    /// at least four of the largest objects, so the limit holds up to a
+    /// quarter of the budget.
+    pub fn new(max_bytes: usize, max_object: usize) -> Self {
+        let min_shard = MIN_SHARD_BYTES.max(max_object.saturating_mul(MAX_ENTRY_SHARE));
+        let shards = (max_bytes / min_shard).clamp(1, MAX_SHARDS);
         let shard_capacity = max_bytes / shards;
         MemoryTier {
             shards: (0..shards)
@@ -116,7 +122,13 @@ impl<V: Value> MemoryTier<V> {
                 .collect(),
             hasher: RandomState::default(),
             shard_capacity,
+            max_object,
         }
+    }
+
+    /// The largest object admitted, in bytes.
+    pub fn max_object(&self) -> usize {
+        self.max_object.min(self.shard_capacity / MAX_ENTRY_SHARE)
     }
 
     /// The byte budget.
@@ -184,7 +196,7 @@ impl<V: Value> MemoryTier<V> {
         let charge = charge(key, value.len(), &meta);
         let key = key.as_bytes();
         let mut shard = self.shard(key);
-        if charge > self.shard_capacity / MAX_ENTRY_SHARE {
+        if value.len() > self.max_object || charge > self.shard_capacity / MAX_ENTRY_SHARE {
             shard.remove(key);
             return false;
         }
@@ -406,7 +418,7 @@ mod tests {
 
     #[test]
     fn get_insert_remove() {
-        let t = MemoryTier::<Bytes>::new(1 << 20);
+        let t = MemoryTier::<Bytes>::new(1 << 20, usize::MAX);
         assert!(t.get("a", false).is_none());
         assert!(put(&t, "a", 10));
         let (v, m) = t.get("a", true).unwrap();
@@ -426,7 +438,7 @@ mod tests {
     #[test]
     fn budget_holds_under_random_sizes() {
         let cap = 256 * 1024;
-        let t = MemoryTier::<Bytes>::new(cap);
+        let t = MemoryTier::<Bytes>::new(cap, usize::MAX);
         let mut seed = 7u64;
         for i in 0..20_000 {
             seed = seed
@@ -451,7 +463,7 @@ mod tests {
 
     #[test]
     fn a_scan_does_not_flush_the_hot_set() {
-        let t = MemoryTier::<Bytes>::new(200 * (1000 + ENTRY_OVERHEAD + 16));
+        let t = MemoryTier::<Bytes>::new(200 * (1000 + ENTRY_OVERHEAD + 16), usize::MAX);
         for round in 0..3 {
             for k in 0..100 {
                 let key = format!("hot-{k}");

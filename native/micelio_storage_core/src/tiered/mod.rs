@@ -86,10 +86,14 @@ impl<V: Value> NativeBody for CachedBody<V> {
 pub struct TieredConfig {
     /// `cache_memory_max_bytes`.
     pub memory_max_bytes: u64,
+    /// `cache_memory_max_object_bytes`.
+    pub memory_max_object_bytes: u64,
     /// `cache_disk_path`.
     pub disk_path: PathBuf,
     /// `cache_disk_max_bytes`.
     pub disk_max_bytes: u64,
+    /// `cache_disk_max_object_bytes`.
+    pub disk_max_object_bytes: u64,
     /// `cdn_base_url`.
     pub cdn_base_url: Option<String>,
     /// `cdn_timeout_ms`.
@@ -101,8 +105,10 @@ impl TieredConfig {
     pub fn from_settings(s: &crate::settings::Settings) -> Result<Self, StoreError> {
         Ok(TieredConfig {
             memory_max_bytes: s.int("cache_memory_max_bytes")?,
+            memory_max_object_bytes: s.int("cache_memory_max_object_bytes")?,
             disk_path: s.path("cache_disk_path")?,
             disk_max_bytes: s.int("cache_disk_max_bytes")?,
+            disk_max_object_bytes: s.int("cache_disk_max_object_bytes")?,
             cdn_base_url: s.text("cdn_base_url")?,
             cdn_timeout: s.millis("cdn_timeout_ms")?,
         })
@@ -142,10 +148,18 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl<V: Value> TieredStore<V> {
     /// Builds the tiers (the disk tier scans its directory) over any origin.
     pub fn new(cfg: TieredConfig, origin: SharedStore) -> Result<Arc<Self>, StoreError> {
-        let memory =
-            (cfg.memory_max_bytes > 0).then(|| MemoryTier::new(cfg.memory_max_bytes as usize));
+        let memory = (cfg.memory_max_bytes > 0).then(|| {
+            MemoryTier::new(
+                cfg.memory_max_bytes as usize,
+                cfg.memory_max_object_bytes as usize,
+            )
+        });
         let disk = if cfg.disk_max_bytes > 0 {
-            Some(DiskTier::open(&cfg.disk_path, cfg.disk_max_bytes)?)
+            Some(DiskTier::open(
+                &cfg.disk_path,
+                cfg.disk_max_bytes,
+                cfg.disk_max_object_bytes,
+            )?)
         } else {
             None
         };

@@ -37,8 +37,10 @@ pub fn local() -> Fixture {
 fn cache_config(dir: &tempfile::TempDir) -> TieredConfig {
     TieredConfig {
         memory_max_bytes: 16 << 20,
+        memory_max_object_bytes: 4 << 20,
         disk_path: dir.path().join("cache"),
         disk_max_bytes: 64 << 20,
+        disk_max_object_bytes: 16 << 20,
         cdn_base_url: None,
         cdn_timeout: Duration::from_secs(1),
     }
@@ -84,6 +86,7 @@ fn s3_store() -> S3Store {
         pool_size: 16,
         unsigned_payload: false,
         list_page_size: 1000,
+        ca_cert_file: None,
     })
     .unwrap()
 }
