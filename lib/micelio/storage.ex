@@ -45,7 +45,121 @@ defmodule Micelio.Storage do
   The bang variants raise `Micelio.Storage.Error` with that reason.
   """
 
-  alias Micelio.Storage.{Error, Handle, Resolved, Store}
+  alias Micelio.Storage.{Error, Handle, Resolved, Sandbox, Store, Telemetry}
+
+  # The functions a store module defined with `use Micelio.Storage` gets:
+  # {name, arguments before the options, raises?}.
+  @named_api [
+    {:put, [:key, :content], false},
+    {:put!, [:key, :content], true},
+    {:put_if_none_match, [:key, :content], false},
+    {:put_if_none_match!, [:key, :content], true},
+    {:put_if_match, [:key, :content, :etag], false},
+    {:put_if_match!, [:key, :content, :etag], true},
+    {:get, [:key], false},
+    {:get!, [:key], true},
+    {:get_with_metadata, [:key], false},
+    {:get_with_metadata!, [:key], true},
+    {:head, [:key], false},
+    {:head!, [:key], true},
+    {:exists?, [:key], true},
+    {:delete, [:key], false},
+    {:delete!, [:key], true},
+    {:copy, [:source_key, :destination_key], false},
+    {:copy!, [:source_key, :destination_key], true},
+    {:delete_many, [:keys], false},
+    {:delete_many!, [:keys], true},
+    {:stats, [], false},
+    {:health, [], false},
+    {:open, [], false}
+  ]
+
+  @doc """
+  Turns a module into a named store with the whole API, configured under
+  its own app, as an Ecto repo is:
+
+      defmodule MyApp.Storage do
+        use Micelio.Storage, otp_app: :my_app
+      end
+
+      # config/runtime.exs
+      config :my_app, MyApp.Storage, backend: :s3, s3_bucket: "my-app-artifacts"
+
+      # lib/my_app/application.ex
+      children = [MyApp.Storage, ...]
+
+      MyApp.Storage.put("a.txt", "hello")
+      MyApp.Storage.get("a.txt")
+
+  Every function of `Micelio.Storage` is there with the same arguments
+  (`put/3`, `get/2`, `list/2`, `copy/3`, `health/1`, the bang variants...),
+  plus `presigned_url/2`, `child_spec/1`, `start_link/1` and `config/0`.
+  Started in a supervision tree, the store is built at boot and a bad
+  setting fails the boot; the optional `init/2` callback adjusts the config
+  at runtime (see `Micelio.Storage.NamedStore`). An app can define several
+  store modules, each with its own backend. Under `Micelio.Storage.Sandbox`,
+  calls without options go to the current test's store.
+  """
+  defmacro __using__(opts) do
+    otp_app = Keyword.fetch!(opts, :otp_app)
+
+    functions =
+      for {name, args, raising?} <- @named_api do
+        vars = Enum.map(args, &Macro.var(&1, nil))
+
+        quote do
+          @doc "See `Micelio.Storage.#{unquote(name)}/#{unquote(length(args) + 1)}`."
+          def unquote(name)(unquote_splicing(vars), opts \\ []) do
+            Micelio.Storage.NamedStore.call(
+              __MODULE__,
+              unquote(name),
+              [unquote_splicing(vars)],
+              opts,
+              unquote(raising?)
+            )
+          end
+        end
+      end
+
+    quote do
+      @behaviour Micelio.Storage.NamedStore
+
+      @doc false
+      def __micelio_storage__(:otp_app), do: unquote(otp_app)
+
+      @doc "Adjusts the configuration at runtime; see `Micelio.Storage.NamedStore`."
+      @impl Micelio.Storage.NamedStore
+      def init(_context, config), do: {:ok, config}
+      defoverridable init: 2
+
+      @doc "The child spec: builds the store when the supervisor starts."
+      def child_spec(opts), do: Micelio.Storage.NamedStore.child_spec(__MODULE__, opts)
+
+      @doc "Starts the store (usually through `child_spec/1`)."
+      def start_link(opts \\ []), do: Micelio.Storage.NamedStore.start_link(__MODULE__, opts)
+
+      @doc "The store's configuration: its app config after `init/2`."
+      def config, do: Micelio.Storage.NamedStore.config(__MODULE__)
+
+      @doc "See `Micelio.Storage.list/2`."
+      def list(prefix \\ "", opts \\ []),
+        do: Micelio.Storage.NamedStore.call(__MODULE__, :list, [prefix], opts, false)
+
+      @doc "See `Micelio.Storage.list!/2`."
+      def list!(prefix \\ "", opts \\ []),
+        do: Micelio.Storage.NamedStore.call(__MODULE__, :list!, [prefix], opts, true)
+
+      @doc "See `Micelio.Storage.presigned_url/2`."
+      def presigned_url(key, opts \\ []) do
+        {presign, storage} = Micelio.Storage.split_presign_options(opts)
+
+        with {:ok, handle} <- Micelio.Storage.NamedStore.handle(__MODULE__, storage),
+             do: Micelio.Storage.presigned_url(key, [{:storage, handle} | presign])
+      end
+
+      unquote_splicing(functions)
+    end
+  end
 
   @typedoc "A storage key: a relative `/`-separated path."
   @type key :: String.t()
@@ -124,12 +238,33 @@ defmodule Micelio.Storage do
     do: {:error, {:invalid_config, :etag, "expected a string, got #{inspect(etag)}"}}
 
   defp do_put(key, content, condition, opts) do
-    run(key, opts, fn handle ->
-      case Store.run(handle, {:put, key, content, condition, handle.config.durable}) do
-        :ok -> {:ok, key}
-        error -> error
+    op =
+      case condition do
+        :always -> :put
+        :if_none_match -> :put_if_none_match
+        {:if_match, _} -> :put_if_match
       end
-    end)
+
+    run(
+      op,
+      key,
+      opts,
+      fn handle ->
+        case Store.run(handle, {:put, key, content, condition, handle.config.durable}) do
+          :ok -> {:ok, key}
+          error -> error
+        end
+      end,
+      fn _ -> content_size(content) end
+    )
+  end
+
+  defp content_size(content) when is_binary(content), do: byte_size(content)
+
+  defp content_size(content) do
+    IO.iodata_length(content)
+  rescue
+    ArgumentError -> 0
   end
 
   @doc """
@@ -145,9 +280,17 @@ defmodule Micelio.Storage do
   def get(key, opts \\ [])
 
   # The hot path of cache hits: no closure and no resolution.
-  def get(key, %Handle{} = handle) when is_binary(key), do: Store.get(handle, key, false)
+  def get(key, %Handle{} = handle) when is_binary(key) do
+    if Telemetry.enabled?(),
+      do: Telemetry.read(:get, handle, key, false),
+      else: Store.get(handle, key, false)
+  end
 
-  def get(key, opts), do: run(key, opts, &Store.get(&1, key, false))
+  def get(key, opts) when is_binary(key) do
+    with {:ok, handle} <- resolve(opts), do: get(key, handle)
+  end
+
+  def get(key, _opts), do: {:error, {:invalid_key, key}}
 
   @doc """
   Reads the content and its metadata in one consistent step.
@@ -167,8 +310,14 @@ defmodule Micelio.Storage do
            }}
           | {:error, reason}
   def get_with_metadata(key, opts \\ []) do
-    run(key, opts, fn handle ->
-      case Store.get(handle, key, true) do
+    read = fn handle ->
+      if Telemetry.enabled?(),
+        do: Telemetry.read(:get_with_metadata, handle, key, true),
+        else: Store.get(handle, key, true)
+    end
+
+    with_handle(key, opts, fn handle ->
+      case read.(handle) do
         {:ok, content, meta} -> {:ok, Map.put(metadata(meta), :content, content)}
         error -> error
       end
@@ -184,7 +333,7 @@ defmodule Micelio.Storage do
   """
   @spec head(key, opts) :: {:ok, metadata} | {:error, reason}
   def head(key, opts \\ []) do
-    run(key, opts, fn handle ->
+    run(:head, key, opts, fn handle ->
       case Store.run(handle, {:head, key}) do
         {:ok, meta} -> {:ok, metadata(meta)}
         error -> error
@@ -227,7 +376,8 @@ defmodule Micelio.Storage do
   def list(prefix \\ "", opts \\ [])
 
   def list(prefix, opts) when is_binary(prefix) do
-    with {:ok, handle} <- resolve(opts), do: Store.run(handle, {:list, prefix})
+    with {:ok, handle} <- resolve(opts),
+         do: observed(:list, prefix, handle, fn -> Store.run(handle, {:list, prefix}) end)
   end
 
   def list(prefix, _opts), do: {:error, {:invalid_prefix, prefix}}
@@ -243,7 +393,7 @@ defmodule Micelio.Storage do
   """
   @spec delete(key, opts) :: {:ok, key} | {:error, reason}
   def delete(key, opts \\ []) do
-    run(key, opts, fn handle ->
+    run(:delete, key, opts, fn handle ->
       case Store.run(handle, {:delete, key, handle.config.durable}) do
         :ok -> {:ok, key}
         error -> error
@@ -274,10 +424,12 @@ defmodule Micelio.Storage do
 
   def copy(source, destination, opts) when is_binary(source) and is_binary(destination) do
     with {:ok, handle} <- resolve(opts) do
-      case Store.run(handle, {:copy, source, destination, handle.config.durable}) do
-        :ok -> {:ok, destination}
-        error -> error
-      end
+      observed(:copy, source, handle, fn ->
+        case Store.run(handle, {:copy, source, destination, handle.config.durable}) do
+          :ok -> {:ok, destination}
+          error -> error
+        end
+      end)
     end
   end
 
@@ -309,8 +461,11 @@ defmodule Micelio.Storage do
   def delete_many(keys, opts) when is_list(keys) do
     case Enum.find(keys, &(not is_binary(&1))) do
       nil ->
-        with {:ok, handle} <- resolve(opts),
-             do: Store.run(handle, {:delete_many, keys, handle.config.durable})
+        with {:ok, handle} <- resolve(opts) do
+          observed(:delete_many, nil, handle, fn ->
+            Store.run(handle, {:delete_many, keys, handle.config.durable})
+          end)
+        end
 
       bad ->
         {:error, {:invalid_key, bad}}
@@ -362,16 +517,32 @@ defmodule Micelio.Storage do
   defp not_keyword,
     do: {:invalid_config, :options, "expected a keyword list, got a list with other entries"}
 
+  @doc false
+  # Splits presigning options from storage options (for store modules).
+  def split_presign_options(opts) when is_list(opts),
+    do: Keyword.split(opts, [:method, :expires_in, :datetime])
+
+  def split_presign_options(opts), do: {[], opts}
+
   defp presign(key, opts) do
-    {presign, storage_opts} = Keyword.split(opts, [:method, :expires_in, :datetime])
+    {presign, storage_opts} = split_presign_options(opts)
     expires_in = Keyword.get(presign, :expires_in, 3600)
+
+    storage =
+      case Keyword.pop(storage_opts, :storage) do
+        {%Handle{} = handle, _} -> {:ok, handle}
+        {nil, storage_opts} -> resolve(Keyword.put(storage_opts, :backend, :s3))
+        {_other, _} -> {:error, {:invalid_config, :storage, "expected a handle"}}
+      end
 
     with {:ok, method} <- presign_method(Keyword.get(presign, :method, :get)),
          :ok <- check_expiry(expires_in),
-         {:ok, handle} <- resolve(Keyword.put(storage_opts, :backend, :s3)),
+         {:ok, handle} <- storage,
          {:ok, unix} <- Micelio.Storage.S3.unix_time(Keyword.get(presign, :datetime)) do
       # Runs on the I/O runtime: temporary credentials may need fetching.
-      Store.run(handle, {:presigned_url, key, method, expires_in, unix})
+      observed(:presigned_url, key, handle, fn ->
+        Store.run(handle, {:presigned_url, key, method, expires_in, unix})
+      end)
     end
   end
 
@@ -464,13 +635,37 @@ defmodule Micelio.Storage do
     end
   end
 
-  defp run(key, opts, fun) when is_binary(key) do
+  # Resolves the handle, then runs `fun` on it inside the operation's
+  # telemetry events (when :telemetry is loaded).
+  defp run(op, key, opts, fun, bytes \\ fn _ -> 0 end)
+
+  defp run(op, key, opts, fun, bytes) when is_binary(key) do
+    with {:ok, handle} <- resolve(opts),
+         do: observed(op, key, handle, fn -> fun.(handle) end, bytes)
+  end
+
+  defp run(_op, key, _opts, _fun, _bytes), do: {:error, {:invalid_key, key}}
+
+  defp with_handle(key, opts, fun) when is_binary(key) do
     with {:ok, handle} <- resolve(opts), do: fun.(handle)
   end
 
-  defp run(key, _opts, _fun), do: {:error, {:invalid_key, key}}
+  defp with_handle(key, _opts, _fun), do: {:error, {:invalid_key, key}}
+
+  defp observed(op, key, handle, fun, bytes \\ fn _ -> 0 end) do
+    if Telemetry.enabled?(), do: Telemetry.span(op, handle, key, fun, bytes), else: fun.()
+  end
 
   defp resolve(%Handle{} = handle), do: {:ok, handle}
+
+  # Calls without options are the ones a sandbox isolates.
+  defp resolve([]) do
+    case Sandbox.lookup() do
+      :off -> Resolved.fetch([])
+      sandboxed -> sandboxed
+    end
+  end
+
   defp resolve(opts), do: Resolved.fetch(opts)
 
   @doc """
@@ -498,6 +693,37 @@ defmodule Micelio.Storage do
   """
   @spec stats(opts) :: {:ok, map()} | {:error, reason}
   def stats(opts \\ []), do: Micelio.Storage.Tiered.stats(opts)
+
+  @doc """
+  Checks that the configured store really works, within the call's
+  `:timeout`, by a round trip:
+
+    * local: writes, reads and deletes a probe object under the reserved
+      prefix `.micelio-health/`;
+    * S3: a HEAD of the bucket, so the endpoint answers, the credentials are
+      accepted (`{:error, {:forbidden, code}}` otherwise) and the bucket
+      exists (`{:error, {:no_such_bucket, bucket}}`);
+    * tiered: the origin, then a probe file in the disk tier, then the CDN
+      (any HTTP answer) when `cdn_base_url` is set;
+    * memory: always healthy.
+
+  Returns `:ok` or `{:error, reason}`. Call it from a readiness endpoint:
+
+      get "/ready", fn conn ->
+        case Micelio.Storage.health(timeout: 2_000) do
+          :ok -> send_resp(conn, 200, "ok")
+          {:error, reason} -> send_resp(conn, 503, inspect(reason))
+        end
+      end
+
+      iex> Micelio.Storage.health()
+      :ok
+  """
+  @spec health(opts) :: :ok | {:error, reason}
+  def health(opts \\ []) do
+    with {:ok, handle} <- resolve(opts),
+         do: observed(:health, nil, handle, fn -> Store.run(handle, {:health}) end)
+  end
 
   defp metadata({size, etag, modified_ns}) do
     %{size: size, etag: etag, last_modified: DateTime.from_unix!(modified_ns, :nanosecond)}

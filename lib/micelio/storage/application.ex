@@ -4,6 +4,9 @@ defmodule Micelio.Storage.Application do
 
   @impl true
   def start(_type, _args) do
-    Supervisor.start_link([Micelio.Storage.Stores], strategy: :one_for_one, name: __MODULE__)
+    Supervisor.start_link([Micelio.Storage.Stores, Micelio.Storage.Log],
+      strategy: :one_for_one,
+      name: __MODULE__
+    )
   end
 end

@@ -57,7 +57,7 @@ defmodule Micelio.Storage.Config do
       {:local, "/tmp/x"}
 
       iex> Micelio.Storage.Config.resolve(backend: :ftp)
-      {:error, {:invalid_config, :backend, "expected one of [:local, :s3, :tiered], got :ftp (from the call's options)"}}
+      {:error, {:invalid_config, :backend, "expected one of [:local, :s3, :tiered, :memory], got :ftp (from the call's options)"}}
   """
   @spec resolve(keyword()) :: {:ok, t()} | {:error, {:invalid_config, setting, String.t()}}
   def resolve(opts) do
@@ -66,9 +66,11 @@ defmodule Micelio.Storage.Config do
 
   @doc false
   # The application config as `resolve_tracked/2` takes it: what each
-  # supported app holds under `Micelio.Storage` (read on every call).
-  @spec app_env() :: [{atom(), term()}]
-  def app_env, do: for({app, _} <- @app_sources, do: {app, Application.get_env(app, @key)})
+  # supported app holds under `Micelio.Storage` (read on every call), each
+  # with the name it goes by in messages.
+  @spec app_env() :: [{String.t(), term()}]
+  def app_env,
+    do: for({app, label} <- @app_sources, do: {label, Application.get_env(app, @key)})
 
   @doc false
   # Resolves once under the app config `app` (from `app_env/0`), and returns the environment
@@ -97,16 +99,16 @@ defmodule Micelio.Storage.Config do
 
   # One source of app config; both set is a mistake worth stopping for.
   defp pick_app(app_env) do
-    case Enum.reject(app_env, fn {_app, kw} -> kw in [nil, []] end) do
+    case Enum.reject(app_env, fn {_label, kw} -> kw in [nil, []] end) do
       [] ->
-        warn_misplaced()
+        if length(app_env) == length(@app_sources), do: warn_misplaced()
         {:ok, [], "the application config"}
 
-      [{app, kw}] ->
-        {:ok, kw, Keyword.fetch!(@app_sources, app)}
+      [{label, kw}] ->
+        {:ok, kw, label}
 
       both ->
-        names = Enum.map_join(both, " and ", fn {app, _} -> Keyword.fetch!(@app_sources, app) end)
+        names = Enum.map_join(both, " and ", fn {label, _} -> label end)
         {:error, {:invalid_config, :app_config, "set in both #{names}; keep one"}}
     end
   end

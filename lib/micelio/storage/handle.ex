@@ -12,14 +12,15 @@ defmodule Micelio.Storage.Handle do
       {:ok, storage} = Micelio.Storage.open(backend: :tiered)
       {:ok, content} = Micelio.Storage.get("avatars/1.png", storage)
   """
-  @derive {Inspect, only: [:backend]}
+  @derive {Inspect, only: [:backend, :name]}
   @enforce_keys [:backend, :store, :mode, :config]
-  defstruct @enforce_keys
+  defstruct @enforce_keys ++ [name: Micelio.Storage]
 
   @type t :: %__MODULE__{
           backend: :local | :s3 | :tiered,
           store: reference(),
           mode: :blocking | :async | :cached,
+          name: module(),
           config: Micelio.Storage.Config.t()
         }
 end

@@ -30,6 +30,9 @@ defmodule Micelio.Storage.Native do
   def s3_sign_headers(_creds, _region, _service, _method, _path, _query, _headers, _hash, _unix),
     do: nif_error()
 
+  # Log events of the engine, sent to a process.
+  def set_log_sink(_pid), do: nif_error()
+
   # Async tasks.
   def task_cancel(_guard), do: nif_error()
 

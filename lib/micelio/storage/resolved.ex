@@ -23,9 +23,11 @@ defmodule Micelio.Storage.Resolved do
     :ets.new(@table, [:named_table, :public, :set, read_concurrency: true])
   end
 
-  @doc "`{:ok, handle}` for `opts`, from the table or resolved now."
-  def fetch(opts) do
-    app = Config.app_env()
+  @doc """
+  `{:ok, handle}` for `opts` under the application config `app` (from
+  `Config.app_env/0`, or a named store's), from the table or resolved now.
+  """
+  def fetch(opts, app \\ Config.app_env()) do
     digest = :crypto.hash(:sha256, :erlang.term_to_binary({opts, app}))
 
     case :ets.lookup(@table, digest) do
@@ -38,7 +40,7 @@ defmodule Micelio.Storage.Resolved do
   rescue
     # The application is not started (a script calling in early): no table.
     ArgumentError ->
-      with {:ok, handle, _env} <- resolve_now(opts, Config.app_env()), do: {:ok, handle}
+      with {:ok, handle, _env} <- resolve_now(opts, app), do: {:ok, handle}
   end
 
   # The environment values stored are the ones the resolution read, so a

@@ -37,15 +37,15 @@ defmodule Micelio.Storage.Settings do
           type: type(),
           default: term(),
           secret: boolean(),
-          group: :call | :local | :s3 | :tiered,
+          group: :call | :local | :s3 | :tiered | :memory,
           doc: String.t()
         }
 
   # {name, group, env vars, type, default, secret?, doc}. Defaults that are
   # atoms starting with `default_` are computed (see Config).
   @table [
-    {:backend, :call, ["STORAGE_BACKEND"], {:enum, [:local, :s3, :tiered]}, :local, false,
-     "`:local`, `:s3` or `:tiered`"},
+    {:backend, :call, ["STORAGE_BACKEND"], {:enum, [:local, :s3, :tiered, :memory]}, :local,
+     false, "`:local`, `:s3`, `:tiered` or `:memory` (for tests)"},
     {:timeout, :call, ["STORAGE_TIMEOUT_MS"], :pos_integer, 30_000, false,
      "per-call timeout in ms; the call returns `{:error, :timeout}`"},
     {:durable, :call, [], :boolean, false, false, "fsync local writes and their directory"},
@@ -93,6 +93,10 @@ defmodule Micelio.Storage.Settings do
      "keys per ListObjectsV2 page"},
     {:s3_ca_cert_file, :s3, ["S3_CA_CERT_FILE"], :abs_path, nil, false,
      "a PEM file of extra root certificates, for an S3 service behind a private CA (trusted beside the system roots)"},
+    {:memory_max_bytes, :memory, ["STORAGE_MEMORY_MAX_BYTES"], :pos_integer, 256_000_000, false,
+     "bound of the memory backend; a put beyond it fails with `{:io, :enospc}`"},
+    {:memory_name, :memory, [], :string, "default", false,
+     "memory stores with the same name share their objects; named stores default to their module, sandbox checkouts get their own"},
     {:origin_backend, :tiered, ["STORAGE_ORIGIN_BACKEND"], {:enum, [:local, :s3]},
      :default_origin, false, "the tiered backend's origin; default `:s3` when a bucket is set"},
     {:cache_memory_max_bytes, :tiered, ["STORAGE_CACHE_MEMORY_MAX_BYTES"], :non_neg_integer,
@@ -170,6 +174,7 @@ defmodule Micelio.Storage.Settings do
   def groups(backend, origin \\ nil)
   def groups(:local, _origin), do: [:local]
   def groups(:s3, _origin), do: [:s3]
+  def groups(:memory, _origin), do: [:memory]
   def groups(:tiered, origin), do: [:tiered | groups(origin)]
 
   @doc "The settings of the given groups, in table order."

@@ -14,14 +14,20 @@ defmodule Micelio.Storage.Store do
 
   alias Micelio.Storage.{Async, Handle, Native, S3, Secret, Settings, Stores}
 
-  @doc "Builds (or reuses) the store of a resolved config, as a handle."
-  @spec open(map()) :: {:ok, Handle.t()} | {:error, term()}
-  def open(config) do
+  @doc """
+  Builds (or reuses) the store of a resolved config, as a handle. With
+  `cache: false` the store is not kept in the store cache (it is freed with
+  the last handle).
+  """
+  @spec open(map(), keyword()) :: {:ok, Handle.t()} | {:error, term()}
+  def open(config, opts \\ []) do
     with {:ok, settings} <- engine_settings(config) do
       backend = Atom.to_string(config.backend)
       spec = {backend, Enum.map(settings, &redact/1)}
+      build = fn -> build(backend, settings) end
+      built = if Keyword.get(opts, :cache, true), do: Stores.fetch(spec, build), else: build.()
 
-      with {:ok, {store, mode}} <- Stores.fetch(spec, fn -> build(backend, settings) end) do
+      with {:ok, {store, mode}} <- built do
         {:ok,
          %Handle{
            backend: config.backend,

@@ -2,7 +2,7 @@
 //!
 //! An async NIF checks its arguments, spawns the work here and returns a
 //! `TaskGuard` at once; the result arrives in the caller's mailbox as
-//! `{ref, result}`. If the caller dies, its guard is garbage-collected and the
+//! `{ref, result, retries}` (the retries the engine made, for telemetry). If the caller dies, its guard is garbage-collected and the
 //! task is aborted, so abandoned work does not run on.
 
 use std::future::Future;
@@ -18,6 +18,7 @@ use tokio::runtime::Runtime;
 
 use crate::terms::error_tuple;
 use micelio_storage_core::error::{panic_message, StoreError};
+use micelio_storage_core::observe;
 
 static RUNTIME: OnceLock<Runtime> = OnceLock::new();
 
@@ -64,7 +65,8 @@ pub trait Reply: Send + 'static {
     fn encode_reply<'a>(self, env: Env<'a>) -> Term<'a>;
 }
 
-/// Runs `work` on the runtime with a timeout and sends `{ref, result}` to the caller.
+/// Runs `work` on the runtime with a timeout and sends `{ref, result,
+/// retries}` to the caller.
 pub fn spawn_reply<F, T>(
     env: Env,
     reply_ref: Term,
@@ -80,18 +82,19 @@ where
     let saved_ref = owned.save(reply_ref);
     let handle = runtime().spawn(async move {
         let _live = LiveTask::start();
-        let outcome =
-            match tokio::time::timeout(timeout, AssertUnwindSafe(work).catch_unwind()).await {
-                Err(_) => Err(StoreError::Timeout),
-                Ok(Err(payload)) => Err(StoreError::Panic(panic_message(payload))),
-                Ok(Ok(result)) => result,
-            };
+        let guarded = tokio::time::timeout(timeout, AssertUnwindSafe(work).catch_unwind());
+        let (outcome, retries) = observe::counting(guarded).await;
+        let outcome = match outcome {
+            Err(_) => Err(StoreError::Timeout),
+            Ok(Err(payload)) => Err(StoreError::Panic(panic_message(payload))),
+            Ok(Ok(result)) => result,
+        };
         let _ = owned.send_and_clear(&pid, move |env| {
             let reply = match outcome {
                 Ok(value) => value.encode_reply(env),
                 Err(err) => error_tuple(env, &err),
             };
-            (saved_ref.load(env), reply).encode(env)
+            (saved_ref.load(env), reply, retries).encode(env)
         });
     });
     ResourceArc::new(TaskGuard {

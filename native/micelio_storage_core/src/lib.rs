@@ -3,13 +3,15 @@
 //!
 //! - `store`: the contract every backend implements (`Store`), its options;
 //! - `key`, `object`, `error`: validated keys, metadata and bodies, errors;
-//! - `local`, `s3`, `tiered`: the backends;
+//! - `local`, `s3`, `memory`, `tiered`: the backends;
 //! - `settings`, `registry`: building a backend from its resolved settings.
 
 pub mod error;
 pub mod key;
 pub mod local;
+pub mod memory;
 pub mod object;
+pub mod observe;
 pub mod registry;
 pub mod s3;
 pub mod settings;

@@ -29,7 +29,7 @@ use crate::key::{Key, Prefix, TEMP_PREFIX};
 use crate::object::{Body, BodyBuf, Deadline, Object, ObjectMeta};
 use crate::store::{
     offload, CopyOptions, DeleteManyOutcome, DeleteOptions, GetOptions, HeadOptions, ListOptions,
-    PutCondition, PutOptions, Store,
+    PutCondition, PutOptions, Store, HEALTH_PROBE,
 };
 
 /// I/O is done in chunks of this size so a deadline is checked between them.
@@ -818,6 +818,26 @@ impl Store for LocalStore {
     ) -> Result<(), StoreError> {
         let (store, from, to, durable) = (self.clone(), from.clone(), to.clone(), opts.durable);
         offload(move || store.copy_file(&from, &to, durable, deadline)).await
+    }
+
+    /// Writes, reads back and deletes a probe object under the reserved
+    /// prefix `.micelio-health/`, with a name no other prober uses.
+    async fn health(&self, deadline: Deadline) -> Result<(), StoreError> {
+        let store = self.clone();
+        offload(move || {
+            let name = format!("{HEALTH_PROBE}-{:016x}", rand::random::<u64>());
+            let key = Key::parse(name.as_bytes())?;
+            let body = name.as_bytes();
+            store.write(&key, body, &PutOptions::default(), deadline)?;
+            let read = store.read(&key, deadline);
+            store.remove(&key, false, deadline)?;
+            if read?.0 == body {
+                Ok(())
+            } else {
+                Err(StoreError::Corrupt)
+            }
+        })
+        .await
     }
 
     async fn delete_many(

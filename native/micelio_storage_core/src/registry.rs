@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use crate::error::StoreError;
 use crate::local::LocalStore;
+use crate::memory::MemoryStore;
 use crate::s3::{S3Config, S3Store};
 use crate::settings::Settings;
 use crate::store::SharedStore;
@@ -25,7 +26,7 @@ pub struct Opened<V: Value> {
 }
 
 /// Every backend `open` knows.
-pub const BACKENDS: &[&str] = &["local", "s3", "tiered"];
+pub const BACKENDS: &[&str] = &["local", "s3", "tiered", "memory"];
 
 /// Builds the store `backend` from `settings`.
 pub fn open<V: Value>(backend: &str, settings: &Settings) -> Result<Opened<V>, StoreError> {
@@ -37,6 +38,7 @@ pub fn open<V: Value>(backend: &str, settings: &Settings) -> Result<Opened<V>, S
         "s3" => Ok(plain(Arc::new(S3Store::new(S3Config::from_settings(
             settings,
         )?)?))),
+        "memory" => Ok(plain(Arc::new(MemoryStore::from_settings(settings)?))),
         "tiered" => {
             let origin = settings.required_text("origin_backend")?;
             if origin == "tiered" {

@@ -24,6 +24,9 @@ use crate::error::StoreError;
 use crate::key::{Key, Prefix};
 use crate::object::{vec_body, BodyAlloc, Deadline, Object, ObjectMeta};
 
+/// The key health checks write, read and delete (a reserved prefix).
+pub const HEALTH_PROBE: &str = ".micelio-health/probe";
+
 /// The condition a put must meet before it replaces the object.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum PutCondition {
@@ -202,6 +205,17 @@ pub trait Store: Send + Sync + 'static {
             outcome.record(key.clone(), result);
         }
         Ok(outcome)
+    }
+
+    /// Checks that the store works, by a real round trip (each backend says
+    /// which). The default asks for a probe key's metadata: a store that
+    /// answers, even "not found", is reachable.
+    async fn health(&self, deadline: Deadline) -> Result<(), StoreError> {
+        let probe = Key::parse(HEALTH_PROBE.as_bytes()).expect("a valid key");
+        match self.head(&probe, &HeadOptions::default(), deadline).await {
+            Ok(_) | Err(StoreError::NotFound) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// A URL that grants `opts.method` on `key` without credentials.

@@ -1,5 +1,5 @@
-//! The store contract, run against every backend: local, S3 (a SeaweedFS
-//! this binary starts), and tiered over each. A backend passes when every
+//! The store contract, run against every backend: local, memory, S3 (a
+//! SeaweedFS this binary starts), and tiered over local and S3. A backend passes when every
 //! case below passes on it unchanged.
 
 mod support;
@@ -168,6 +168,12 @@ mod cases {
         }
     }
 
+    pub async fn health(s: &dyn Store) {
+        s.health(soon()).await.unwrap();
+        // The probe leaves nothing behind.
+        assert!(list(s, "").await.is_empty());
+    }
+
     pub async fn delete_many(s: &dyn Store) {
         // More than one DeleteObjects batch (1,000 keys), written 32 at a time.
         let keys: Vec<Key> = (0..1_050).map(|i| k(&format!("many/{i:04}"))).collect();
@@ -215,11 +221,13 @@ macro_rules! conformance {
             case!(conditional_puts);
             case!(copy);
             case!(delete_many);
+            case!(health);
         }
     };
 }
 
 conformance!(local, support::local);
+conformance!(memory, support::memory);
 conformance!(tiered_over_local, support::tiered_local);
 conformance!(s3, support::s3);
 conformance!(tiered_over_s3, support::tiered_s3);

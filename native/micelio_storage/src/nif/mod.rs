@@ -4,9 +4,11 @@
 //!   dirty scheduler, or from the cache inline);
 //! - `operation`: the operations a caller can ask of any store;
 //! - `signing`: the SigV4 signer on its own (`Micelio.Storage.S3.sign_headers/4`);
+//! - `logging`: the engine's log events, sent to `Logger`;
 //! - `debug`: hooks for the test suite.
 
 pub mod debug;
+pub mod logging;
 pub mod operation;
 pub mod signing;
 pub mod store;

@@ -10,6 +10,7 @@
 //! | `{:copy, from, to, durable}` | `Store::copy` |
 //! | `{:delete_many, keys, durable}` | `Store::delete_many` |
 //! | `{:presigned_url, key, method, expires_in, unix_time}` | `Store::presigned_url` |
+//! | `{:health}` | `Store::health` |
 //!
 //! Keys and content are checked and taken here, once, before any work is
 //! scheduled; the same decoded operation then runs on any store.
@@ -31,7 +32,7 @@ use crate::terms::{
 };
 
 mod atoms {
-    rustler::atoms! { get, head, put, delete, list, copy, delete_many, presigned_url, error, partial }
+    rustler::atoms! { get, head, put, delete, list, copy, delete_many, presigned_url, health, error, partial }
 }
 
 /// One decoded request.
@@ -68,6 +69,7 @@ pub enum Operation {
         key: Key,
         opts: PresignOptions,
     },
+    Health,
 }
 
 /// What an operation answers.
@@ -153,6 +155,7 @@ impl Operation {
                     },
                 }
             }
+            [] if tag == atoms::health() => Operation::Health,
             _ => return Err(bad_request()),
         };
         Ok(op)
@@ -196,6 +199,10 @@ impl Operation {
             }
             Operation::Presign { key, opts } => {
                 Outcome::Text(store.presigned_url(&key, &opts, deadline).await?)
+            }
+            Operation::Health => {
+                store.health(deadline).await?;
+                Outcome::Done
             }
         })
     }

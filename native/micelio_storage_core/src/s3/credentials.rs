@@ -123,7 +123,9 @@ impl Signers {
         if let Some(signer) = self.cached(REFRESH_BEFORE) {
             return Ok(signer);
         }
-        match self.fetch().await {
+        let fetched = self.fetch().await;
+        self.log_refresh(&fetched);
+        match fetched {
             Ok((credentials, expires)) => {
                 let signer = Arc::new(Signer::new(credentials, &self.region, &self.service));
                 let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
@@ -135,6 +137,39 @@ impl Signers {
             }
             // The endpoint is down, but what we hold is still valid.
             Err(e) => self.cached(GRACE).ok_or(e),
+        }
+    }
+
+    /// Logs a fetch of temporary credentials: where from and until when,
+    /// or why it failed. Never the credentials.
+    fn log_refresh(&self, fetched: &Result<(Credentials, Option<SystemTime>), StoreError>) {
+        let source = match &self.source {
+            CredentialSource::Static(_) => return,
+            CredentialSource::Container { .. } => "container",
+            CredentialSource::Instance { .. } => "instance",
+        };
+        let metadata = vec![
+            ("operation", "credentials".to_string()),
+            ("source", source.to_string()),
+        ];
+        match fetched {
+            Ok((_, expires)) => {
+                let left = expires
+                    .and_then(|at| at.duration_since(SystemTime::now()).ok())
+                    .map_or("no expiry".to_string(), |d| {
+                        format!("{} s left", d.as_secs())
+                    });
+                crate::observe::log(
+                    crate::observe::Level::Info,
+                    format!("refreshed S3 credentials from the {source} endpoint ({left})"),
+                    metadata,
+                );
+            }
+            Err(e) => crate::observe::log(
+                crate::observe::Level::Warning,
+                format!("could not refresh S3 credentials from the {source} endpoint: {e}"),
+                metadata,
+            ),
         }
     }
 

@@ -19,6 +19,7 @@ use reqwest::{Method, StatusCode};
 use crate::error::StoreError;
 use crate::key::{Key, Prefix};
 use crate::object::{bare_etag, vec_body, Body, BodyAlloc, BodyBuf, Deadline, Object, ObjectMeta};
+use crate::observe;
 use crate::store::{
     CopyOptions, DeleteManyOutcome, DeleteOptions, GetOptions, HeadOptions, ListOptions,
     PresignOptions, PutCondition, PutOptions, Store,
@@ -519,11 +520,53 @@ impl S3Store {
             };
             let backoff = self.policy.backoff(attempt);
             if !retry || attempt >= self.policy.max_retries || backoff >= deadline.remaining() {
+                if retry && attempt > 0 {
+                    self.log_give_up(&method, path, attempt + 1);
+                }
                 return result.map_err(Attempt::into_error);
             }
+            self.log_retry(&method, attempt + 1, &result);
+            observe::retried();
             tokio::time::sleep(backoff).await;
             attempt += 1;
         }
+    }
+
+    /// Logs a retry (debug): endpoint, operation, attempt and the error's
+    /// kind. The path and query are left out: they hold keys, never secrets,
+    /// but keys are the app's data.
+    fn log_retry(
+        &self,
+        method: &Method,
+        attempt: u32,
+        result: &Result<Answer<Box<dyn BodyBuf>>, Attempt>,
+    ) {
+        let why = match result {
+            Err(Attempt::Connect(e)) | Err(Attempt::Failed(e)) => error_kind(e),
+            Ok(_) => "ok",
+        };
+        observe::log(
+            observe::Level::Debug,
+            format!("S3 {method} failed ({why}), retrying"),
+            vec![
+                ("endpoint", self.endpoint.clone()),
+                ("operation", method.to_string()),
+                ("attempt", attempt.to_string()),
+            ],
+        );
+    }
+
+    /// Logs a give-up after the last retry (warning).
+    fn log_give_up(&self, method: &Method, _path: &str, attempts: u32) {
+        observe::log(
+            observe::Level::Warning,
+            format!("S3 {method} gave up after {attempts} attempts"),
+            vec![
+                ("endpoint", self.endpoint.clone()),
+                ("operation", method.to_string()),
+                ("attempt", attempts.to_string()),
+            ],
+        );
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -622,6 +665,19 @@ async fn payload_sha256(body: &Bytes) -> String {
     tokio::task::spawn_blocking(move || sha256_hex(&owned))
         .await
         .unwrap_or_else(|_| sha256_hex(body))
+}
+
+/// A short name of an error's kind, for logs.
+fn error_kind(e: &StoreError) -> &'static str {
+    match e {
+        StoreError::Timeout => "timeout",
+        StoreError::Network(_) => "network",
+        StoreError::S3 { status: 503, .. } => "503",
+        StoreError::S3 { status: 429, .. } => "429",
+        StoreError::S3 { .. } => "server error",
+        StoreError::Credentials(_) => "credentials",
+        _ => "error",
+    }
 }
 
 /// A 200 whose body is not the document the request calls for.
@@ -736,6 +792,20 @@ impl Store for S3Store {
     ) -> Result<String, StoreError> {
         self.presign(key, &opts.method, opts.expires_in, opts.unix_time)
             .await
+    }
+
+    /// HEAD of the bucket: the endpoint answers, the credentials are
+    /// accepted (403 otherwise) and the bucket exists.
+    async fn health(&self, deadline: Deadline) -> Result<(), StoreError> {
+        let root = self.bucket_root();
+        match self
+            .send(Method::HEAD, &root, vec![], vec![], None, true, deadline)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(StoreError::NotFound) => Err(StoreError::NoSuchBucket(self.bucket.clone())),
+            Err(e) => Err(e),
+        }
     }
 }
 

@@ -53,6 +53,19 @@ impl Cdn {
         })
     }
 
+    /// Whether the CDN answers at all: any HTTP answer to its base URL.
+    pub async fn health(&self) -> Result<(), StoreError> {
+        match self.client.head(format!("{}/", self.base)).send().await {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_timeout() => Err(StoreError::Timeout),
+            Err(e) => Err(StoreError::Network(format!(
+                "CDN {}: {}",
+                self.base,
+                e.without_url()
+            ))),
+        }
+    }
+
     /// The URL of `key`: each segment percent-encoded, slashes kept.
     pub fn url(&self, key: &str) -> String {
         format!("{}/{}", self.base, uri_encode(key, true))

@@ -237,6 +237,23 @@ impl DiskTier {
         let _ = fs::remove_file(&staged.temp);
     }
 
+    /// Writes, reads back and removes a probe file in the cache directory.
+    pub fn health(&self) -> Result<(), StoreError> {
+        let path = self
+            .dir
+            .join(format!(".micelio-health-{:016x}", rand::random::<u64>()));
+        let io = |e: std::io::Error| StoreError::Io(e.raw_os_error().unwrap_or(5));
+        let probe = b"micelio disk tier health probe";
+        fs::write(&path, probe).map_err(io)?;
+        let read = fs::read(&path).map_err(io);
+        let _ = fs::remove_file(&path);
+        if read? == probe {
+            Ok(())
+        } else {
+            Err(StoreError::Corrupt)
+        }
+    }
+
     /// Deletes the cached copy of `key`.
     pub fn remove(&self, key: &str) {
         let name = name_of(key);

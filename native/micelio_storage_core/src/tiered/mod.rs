@@ -582,4 +582,19 @@ impl<V: Value> Store for TieredStore<V> {
     ) -> Result<String, StoreError> {
         self.origin.presigned_url(key, opts, deadline).await
     }
+
+    /// The origin, the disk tier and the CDN (when set) each answer.
+    async fn health(&self, deadline: Deadline) -> Result<(), StoreError> {
+        self.origin.health(deadline).await?;
+        if let Some(disk) = &self.disk {
+            let disk = disk.clone();
+            tokio::task::spawn_blocking(move || disk.health())
+                .await
+                .map_err(|e| StoreError::Panic(e.to_string()))??;
+        }
+        if let Some(cdn) = &self.cdn {
+            cdn.health().await?;
+        }
+        Ok(())
+    }
 }

@@ -46,6 +46,12 @@ fn cache_config(dir: &tempfile::TempDir) -> TieredConfig {
     }
 }
 
+pub fn memory() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(micelio_storage_core::memory::MemoryStore::new(256 << 20));
+    Fixture { store, _dir: dir }
+}
+
 pub fn tiered_local() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let origin = Arc::new(LocalStore::open(&dir.path().join("origin")).unwrap());

@@ -1,0 +1,143 @@
+defmodule Micelio.Storage.NamedStore do
+  @moduledoc """
+  The behaviour and plumbing of store modules defined with
+  `use Micelio.Storage, otp_app: :my_app` (see `Micelio.Storage`).
+
+  A store module reads `config :my_app, MyApp.Storage, ...` (never the
+  `:micelio` config), may adjust it at runtime in `c:init/2`, and is started
+  in the app's supervision tree with `{MyApp.Storage, []}`: the store (its
+  connection pool and caches) is built at boot, and a bad setting stops
+  the boot with `{:invalid_config, setting, message}`. A store module that is
+  not started still works: it resolves its config on each call.
+  """
+
+  use GenServer
+
+  alias Micelio.Storage.{Config, Handle, Resolved, Sandbox, Store}
+
+  @doc """
+  Adjusts the configuration when the store starts (`:supervisor`, with the
+  start options merged in) and when it resolves on a call without being
+  started (`:runtime`). Returns `{:ok, config}`, or `:ignore` to not start.
+
+      def init(_context, config) do
+        {:ok, Keyword.put(config, :s3_bucket, System.fetch_env!("ARTIFACTS_BUCKET"))}
+      end
+  """
+  @callback init(context :: :supervisor | :runtime, config :: keyword()) ::
+              {:ok, keyword()} | :ignore
+
+  @doc "The child spec of `module` with start options `opts`."
+  @spec child_spec(module(), keyword()) :: Supervisor.child_spec()
+  def child_spec(module, opts) do
+    %{id: module, start: {__MODULE__, :start_link, [module, opts]}, type: :worker}
+  end
+
+  @doc "Builds the store of `module` and keeps it for every call."
+  @spec start_link(module(), keyword()) :: GenServer.on_start()
+  def start_link(module, opts), do: GenServer.start_link(__MODULE__, {module, opts}, name: module)
+
+  @doc "The configuration of `module` as its app config and `init/2` give it."
+  @spec config(module(), keyword(), :supervisor | :runtime) :: {:ok, keyword()} | :ignore
+  def config(module, extra \\ [], context \\ :runtime) do
+    app = module.__micelio_storage__(:otp_app)
+    base = Application.get_env(app, module, [])
+
+    base =
+      if Keyword.keyword?(base),
+        do: Keyword.put_new(base, :memory_name, inspect(module)),
+        else: base
+
+    module.init(context, Keyword.merge(base, extra))
+  end
+
+  @doc false
+  # The handle a call through `module` uses: the test's store under the
+  # sandbox, the one built at boot, or one resolved now.
+  @spec handle(module(), term()) :: {:ok, Handle.t()} | {:error, term()}
+  def handle(module, []) do
+    case Sandbox.lookup() do
+      :off ->
+        case :persistent_term.get({__MODULE__, module}, nil) do
+          nil -> resolve(module, [])
+          handle -> {:ok, handle}
+        end
+
+      sandboxed ->
+        named(sandboxed, module)
+    end
+  end
+
+  def handle(_module, %Handle{} = handle), do: {:ok, handle}
+  def handle(module, opts) when is_list(opts), do: resolve(module, opts)
+
+  def handle(_module, other),
+    do:
+      {:error, {:invalid_config, :options, "expected a keyword list, got #{Config.shape(other)}"}}
+
+  defp named({:ok, handle}, module), do: {:ok, %{handle | name: module}}
+  defp named(error, _module), do: error
+
+  @doc false
+  def handle!(module, opts) do
+    case handle(module, opts) do
+      {:ok, handle} -> handle
+      {:error, reason} -> raise Micelio.Storage.Error, reason: reason, operation: :open
+    end
+  end
+
+  @doc false
+  # Runs `Micelio.Storage.fun(args ++ [handle])` for a store module.
+  def call(module, fun, args, opts, raising?) do
+    if raising? do
+      apply(Micelio.Storage, fun, args ++ [handle!(module, opts)])
+    else
+      with {:ok, handle} <- handle(module, opts),
+           do: apply(Micelio.Storage, fun, args ++ [handle])
+    end
+  end
+
+  defp resolve(module, opts) do
+    case config(module) do
+      {:ok, config} ->
+        named(Resolved.fetch(opts, [{source(module), config}]), module)
+
+      :ignore ->
+        {:error, {:invalid_config, :init, "#{inspect(module)}.init/2 returned :ignore"}}
+
+      other ->
+        {:error, {:invalid_config, :init, "expected {:ok, config}, got #{Config.shape(other)}"}}
+    end
+  end
+
+  defp source(module),
+    do: "config #{inspect(module.__micelio_storage__(:otp_app))}, #{inspect(module)}"
+
+  @impl true
+  def init({module, opts}) do
+    Process.flag(:trap_exit, true)
+
+    case config(module, opts, :supervisor) do
+      {:ok, config} ->
+        with {:ok, resolved, _env} <- Config.resolve_tracked([], [{source(module), config}]),
+             {:ok, handle} <- Store.open(resolved) do
+          :persistent_term.put({__MODULE__, module}, %{handle | name: module})
+          {:ok, module}
+        else
+          {:error, reason} -> {:stop, reason}
+        end
+
+      :ignore ->
+        :ignore
+
+      other ->
+        {:stop, {:invalid_config, :init, "expected {:ok, config}, got #{Config.shape(other)}"}}
+    end
+  end
+
+  @impl true
+  def terminate(_reason, module) do
+    :persistent_term.erase({__MODULE__, module})
+    :ok
+  end
+end

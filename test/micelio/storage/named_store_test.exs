@@ -1,0 +1,111 @@
+defmodule Micelio.Storage.NamedStoreTest do
+  # Store modules defined with `use Micelio.Storage`, started under a
+  # supervisor like an Ecto repo. Touches the application env: not async.
+  use ExUnit.Case, async: false
+
+  alias Micelio.Storage.Test.Tmp
+
+  defmodule Sessions do
+    use Micelio.Storage, otp_app: :micelio_named_test
+  end
+
+  defmodule Artifacts do
+    use Micelio.Storage, otp_app: :micelio_named_test
+
+    # Runtime configuration, as an Ecto repo's init/2.
+    @impl true
+    def init(_context, config) do
+      {:ok, Keyword.put_new(config, :memory_max_bytes, 10_000_000)}
+    end
+  end
+
+  setup do
+    root = Tmp.dir!("named")
+    Application.put_env(:micelio_named_test, Sessions, backend: :local, local_path: root)
+    Application.put_env(:micelio_named_test, Artifacts, backend: :memory)
+
+    on_exit(fn ->
+      Application.delete_env(:micelio_named_test, Sessions)
+      Application.delete_env(:micelio_named_test, Artifacts)
+    end)
+
+    {:ok, root: root}
+  end
+
+  test "a store module has the whole API and reads its own app config", %{root: root} do
+    assert {:ok, "a.txt"} = Sessions.put("a.txt", "hello")
+    assert File.read!(Path.join(root, "a.txt")) == "hello"
+    assert {:ok, "hello"} = Sessions.get("a.txt")
+    assert Sessions.get!("a.txt") == "hello"
+    assert Sessions.exists?("a.txt")
+    assert {:ok, %{size: 5, etag: etag}} = Sessions.head("a.txt")
+    assert {:ok, _} = Sessions.put_if_match("a.txt", "v2", etag)
+    assert {:error, :precondition_failed} = Sessions.put_if_none_match("a.txt", "v3")
+    assert {:ok, %{content: "v2"}} = Sessions.get_with_metadata("a.txt")
+    assert {:ok, "b.txt"} = Sessions.copy("a.txt", "b.txt")
+    assert {:ok, ["a.txt", "b.txt"]} = Sessions.list()
+    assert {:ok, ["a.txt", "b.txt"]} = Sessions.delete_many(["a.txt", "b.txt"])
+    assert Sessions.list!("") == []
+    assert :ok = Sessions.health()
+    assert {:ok, %{backend: :local, name: Sessions}} = Sessions.open()
+    assert {:error, {:invalid_config, :backend, _}} = Sessions.stats()
+  end
+
+  test "several stores, each with its own backend, never see each other's objects" do
+    Sessions.put!("k", "on disk")
+    Artifacts.put!("k", "in memory")
+    assert Sessions.get!("k") == "on disk"
+    assert Artifacts.get!("k") == "in memory"
+    assert {:error, :not_found} = Micelio.Storage.get("k", backend: :memory)
+    assert {:ok, config} = Artifacts.config()
+    assert config[:memory_max_bytes] == 10_000_000
+  end
+
+  test "the :micelio config does not leak into a store module", %{root: root} do
+    previous = Application.get_env(:micelio, Micelio.Storage)
+    Application.put_env(:micelio, Micelio.Storage, local_path: Tmp.dir!("other"), timeout: 1)
+
+    try do
+      Sessions.put!("mine", "x")
+      assert File.exists?(Path.join(root, "mine"))
+      {:ok, h} = Sessions.open()
+      assert h.config.timeout == 30_000
+    after
+      if previous,
+        do: Application.put_env(:micelio, Micelio.Storage, previous),
+        else: Application.delete_env(:micelio, Micelio.Storage)
+    end
+  end
+
+  test "started in a supervision tree, the store is built at boot", %{root: root} do
+    start_supervised!({Sessions, []})
+    Sessions.put!("boot", "built")
+    assert File.read!(Path.join(root, "boot")) == "built"
+    # The boot config holds: a later change takes effect after a restart.
+    Application.put_env(:micelio_named_test, Sessions, backend: :local, local_path: Tmp.dir!("x"))
+    Sessions.put!("boot2", "same store")
+    assert File.exists?(Path.join(root, "boot2"))
+    # Per-call options still override.
+    other = Tmp.dir!("override")
+    Sessions.put!("o", "v", local_path: other)
+    assert File.exists?(Path.join(other, "o"))
+  end
+
+  test "invalid configuration fails the boot, naming the setting" do
+    Application.put_env(:micelio_named_test, Sessions, backend: :local, timeout: -5)
+
+    assert {:error, {{:invalid_config, :timeout, message}, _}} = start_supervised({Sessions, []})
+
+    assert message =~ "config :micelio_named_test, Micelio.Storage.NamedStoreTest.Sessions"
+
+    Application.put_env(:micelio_named_test, Sessions, backend: :s3)
+    assert {:error, {:missing_s3_bucket, _}} = start_supervised({Sessions, []})
+  end
+
+  test "start options are merged into the config at boot" do
+    dir = Tmp.dir!("start-opts")
+    start_supervised!({Sessions, [local_path: dir]})
+    Sessions.put!("s", "v")
+    assert File.exists?(Path.join(dir, "s"))
+  end
+end
