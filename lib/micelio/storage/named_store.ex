@@ -56,7 +56,7 @@ defmodule Micelio.Storage.NamedStore do
   # sandbox, the one built at boot, or one resolved now.
   @spec handle(module(), term()) :: {:ok, Handle.t()} | {:error, term()}
   def handle(module, []) do
-    case Sandbox.lookup() do
+    case Sandbox.lookup(module) do
       :off ->
         case :persistent_term.get({__MODULE__, module}, nil) do
           nil -> resolve(module, [])

@@ -47,8 +47,8 @@ defmodule Micelio.Storage.Sandbox do
     * any other storage setting, applied to every checkout (for example
       `memory_max_bytes:`).
 
-      iex> Micelio.Storage.Sandbox.start(backend: :memory)
-      :ok
+      # test/test_helper.exs
+      :ok = Micelio.Storage.Sandbox.start(backend: :memory)
   """
   @spec start(keyword()) :: :ok | {:error, term()}
   def start(opts \\ []) do
@@ -69,37 +69,34 @@ defmodule Micelio.Storage.Sandbox do
   def started?, do: :persistent_term.get(@state, nil) != nil
 
   @doc """
-  Gives the calling test process its own empty store until the test ends.
-  Returns `{:ok, storage: handle}`, so it fits `setup`; the handle is the
-  test's store, for calls that want it explicitly.
+  Gives the calling test process its own empty storage until the test ends:
+  one store per store name (`Micelio.Storage`, and each store module), made
+  on first use. Returns `:ok`, so it fits `setup`.
   """
-  @spec checkout(map() | keyword()) :: {:ok, keyword()} | {:error, term()}
+  @spec checkout(map() | keyword()) :: :ok | {:error, term()}
   def checkout(_context \\ %{}) do
     case :persistent_term.get(@state, nil) do
       nil ->
         {:error, {:sandbox, :not_started}}
 
-      state ->
+      _state ->
         owner = self()
-
-        with {:ok, handle, cleanup} <- open_store(state) do
-          :ets.insert(@table, {owner, {:owner, handle, cleanup}})
-          # ExUnit is there when tests run; `apply` keeps it out of the
-          # library's compile-time dependencies.
-          apply(ExUnit.Callbacks, :on_exit, [{__MODULE__, owner}, fn -> checkin(owner) end])
-          {:ok, storage: handle}
-        end
+        :ets.insert(@table, {owner, {:owner, System.unique_integer([:positive])}})
+        # ExUnit is there when tests run; `apply` keeps it out of the
+        # library's compile-time dependencies.
+        apply(ExUnit.Callbacks, :on_exit, [{__MODULE__, owner}, fn -> checkin(owner) end])
+        :ok
     end
   end
 
   @doc """
-  Lets `pid` use the store of `owner_pid` (a test process that checked
+  Lets `pid` use the storage of `owner_pid` (a test process that checked
   out), for processes the test did not start itself.
   """
   @spec allow(pid(), pid()) :: :ok | {:error, term()}
   def allow(owner_pid, pid) when is_pid(owner_pid) and is_pid(pid) do
     case :ets.lookup(@table, owner_pid) do
-      [{_, {:owner, _, _}}] ->
+      [{_, {:owner, _}}] ->
         :ets.insert(@table, {pid, {:allowed, owner_pid}})
         :ok
 
@@ -112,58 +109,75 @@ defmodule Micelio.Storage.Sandbox do
   end
 
   @doc false
-  # The store of the calling process: `:off` when no sandbox runs.
-  @spec lookup() :: :off | {:ok, Handle.t()} | {:error, {:sandbox, :not_checked_out}}
-  def lookup do
+  # The store `name` of the calling process's test: `:off` when no sandbox
+  # runs.
+  @spec lookup(module()) :: :off | {:ok, Handle.t()} | {:error, {:sandbox, :not_checked_out}}
+  def lookup(name \\ Micelio.Storage) do
     case :persistent_term.get(@state, nil) do
       nil -> :off
-      _state -> find([self() | Process.get(:"$callers", [])])
+      state -> find([self() | Process.get(:"$callers", [])], name, state)
     end
   end
 
-  defp find([]), do: {:error, {:sandbox, :not_checked_out}}
+  defp find([], _name, _state), do: {:error, {:sandbox, :not_checked_out}}
 
-  defp find([pid | rest]) when is_pid(pid) do
+  defp find([pid | rest], name, state) when is_pid(pid) do
     case :ets.lookup(@table, pid) do
-      [{_, {:owner, handle, _}}] -> {:ok, handle}
-      [{_, {:allowed, owner}}] -> find([owner])
-      [] -> find(rest)
+      [{_, {:owner, id}}] -> store(pid, id, name, state)
+      [{_, {:allowed, owner}}] -> find([owner], name, state)
+      [] -> find(rest, name, state)
     end
   end
 
-  defp find([_name | rest]), do: find(rest)
+  defp find([_registered_name | rest], name, state), do: find(rest, name, state)
+
+  # The test's store for `name`, made on first use (two processes of one
+  # test racing to make it agree on the first one inserted).
+  defp store(owner, id, name, state) do
+    case :ets.lookup(@table, {:store, owner, name}) do
+      [{_, handle}] ->
+        {:ok, handle}
+
+      [] ->
+        with {:ok, handle} <- open_store(state, id, name) do
+          :ets.insert_new(@table, {{:store, owner, name}, handle})
+          [{_, handle}] = :ets.lookup(@table, {:store, owner, name})
+          {:ok, handle}
+        end
+    end
+  end
 
   defp checkin(owner) do
     case :ets.lookup(@table, owner) do
-      [{_, {:owner, _handle, cleanup}}] ->
+      [{_, {:owner, id}}] ->
         :ets.match_delete(@table, {:_, {:allowed, owner}})
+        :ets.match_delete(@table, {{:store, owner, :_}, :_})
         :ets.delete(@table, owner)
-        cleanup.()
+        %{backend: backend, root: root} = :persistent_term.get(@state)
+        if backend == :local, do: File.rm_rf(Path.join(root, "checkout-#{id}"))
+        :ok
 
       _ ->
         :ok
     end
   end
 
-  defp open_store(%{backend: :memory, opts: opts}) do
-    name = "sandbox-#{System.unique_integer([:positive])}"
-    open_uncached(Keyword.merge(opts, backend: :memory, memory_name: name), fn -> :ok end)
+  defp open_store(%{backend: :memory, opts: opts}, id, name) do
+    name = "sandbox-#{id}-#{inspect(name)}"
+    open_uncached(Keyword.merge(opts, backend: :memory, memory_name: name))
   end
 
-  defp open_store(%{backend: :local, root: root, opts: opts}) do
-    dir = Path.join(root, "checkout-#{System.unique_integer([:positive])}")
+  defp open_store(%{backend: :local, root: root, opts: opts}, id, name) do
+    dir = Path.join([root, "checkout-#{id}", inspect(name)])
     File.mkdir_p!(dir)
-
-    open_uncached(Keyword.merge(opts, backend: :local, local_path: dir), fn -> File.rm_rf(dir) end)
+    open_uncached(Keyword.merge(opts, backend: :local, local_path: dir))
   end
 
   # Settings are given in full, never taken from the app config; the store
   # is not kept in the store cache, so it is freed when the test ends.
-  defp open_uncached(opts, cleanup) do
+  defp open_uncached(opts) do
     with {:ok, config, _env} <- Config.resolve_tracked(opts, []),
-         {:ok, handle} <- Store.open(config, cache: false) do
-      {:ok, handle, cleanup}
-    end
+         do: Store.open(config, cache: false)
   end
 
   # The table outlives any one test: an unlinked process owns it.
