@@ -279,7 +279,15 @@ defmodule Micelio.Storage do
   @spec get(key, opts) :: {:ok, binary} | {:error, reason}
   def get(key, opts \\ [])
 
-  # The hot path of cache hits: no closure and no resolution.
+  # The hot path of cache hits: no closure, no resolution, and on a RAM hit
+  # not even the telemetry check (hits are counted by `stats/1`).
+  def get(key, %Handle{mode: :cached, store: store} = handle) when is_binary(key) do
+    case Micelio.Storage.Native.store_get_cached(store, key, false) do
+      :miss -> below_ram(:get, handle, key, false)
+      hit_or_error -> hit_or_error
+    end
+  end
+
   def get(key, %Handle{} = handle) when is_binary(key) do
     if Telemetry.enabled?(),
       do: Telemetry.read(:get, handle, key, false),
@@ -651,6 +659,12 @@ defmodule Micelio.Storage do
   end
 
   defp with_handle(key, _opts, _fun), do: {:error, {:invalid_key, key}}
+
+  defp below_ram(op, handle, key, with_meta) do
+    if Telemetry.enabled?(),
+      do: Telemetry.below_ram(op, handle, key, with_meta),
+      else: Store.below_ram(handle, key, with_meta)
+  end
 
   defp observed(op, key, handle, fun, bytes \\ fn _ -> 0 end) do
     if Telemetry.enabled?(), do: Telemetry.span(op, handle, key, fun, bytes), else: fun.()

@@ -93,14 +93,17 @@ defmodule Micelio.Storage.Store do
   @spec get(Handle.t(), binary(), boolean()) :: term()
   def get(%Handle{mode: :cached, store: store} = handle, key, with_meta) do
     case Native.store_get_cached(store, key, with_meta) do
-      :miss ->
-        with :miss <- Native.store_get_disk(store, key, with_meta),
-             do: run(handle, {:get, key, with_meta})
-
-      hit_or_error ->
-        hit_or_error
+      :miss -> below_ram(handle, key, with_meta)
+      hit_or_error -> hit_or_error
     end
   end
 
   def get(handle, key, with_meta), do: run(handle, {:get, key, with_meta})
+
+  @doc "A tiered read after a RAM miss: the disk tier, then the CDN or origin."
+  @spec below_ram(Handle.t(), binary(), boolean()) :: term()
+  def below_ram(%Handle{store: store} = handle, key, with_meta) do
+    with :miss <- Native.store_get_disk(store, key, with_meta),
+         do: run(handle, {:get, key, with_meta})
+  end
 end

@@ -86,25 +86,9 @@ defmodule Micelio.Storage.Telemetry do
   # A read with events: a RAM hit sends none (see the moduledoc); below RAM
   # the event says which tier answered.
   def read(operation, %{mode: :cached} = handle, key, with_meta) do
-    alias Micelio.Storage.{Native, Store}
-
-    case Native.store_get_cached(handle.store, key, with_meta) do
-      :miss ->
-        span(
-          operation,
-          handle,
-          key,
-          fn ->
-            case Native.store_get_disk(handle.store, key, with_meta) do
-              :miss -> {:tier, remote_tier(handle), Store.run(handle, {:get, key, with_meta})}
-              found -> {:tier, :disk, found}
-            end
-          end,
-          &body_bytes/1
-        )
-
-      hit_or_error ->
-        hit_or_error
+    case Micelio.Storage.Native.store_get_cached(handle.store, key, with_meta) do
+      :miss -> below_ram(operation, handle, key, with_meta)
+      hit_or_error -> hit_or_error
     end
   end
 
@@ -114,6 +98,27 @@ defmodule Micelio.Storage.Telemetry do
       handle,
       key,
       fn -> Micelio.Storage.Store.get(handle, key, with_meta) end,
+      &body_bytes/1
+    )
+  end
+
+  @doc false
+  # A tiered read below RAM, in one span that names the tier.
+  def below_ram(operation, handle, key, with_meta) do
+    span(
+      operation,
+      handle,
+      key,
+      fn ->
+        case Micelio.Storage.Native.store_get_disk(handle.store, key, with_meta) do
+          :miss ->
+            {:tier, remote_tier(handle),
+             Micelio.Storage.Store.run(handle, {:get, key, with_meta})}
+
+          found ->
+            {:tier, :disk, found}
+        end
+      end,
       &body_bytes/1
     )
   end
