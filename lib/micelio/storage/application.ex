@@ -4,7 +4,14 @@ defmodule Micelio.Storage.Application do
 
   @impl true
   def start(_type, _args) do
-    Supervisor.start_link([Micelio.Storage.Stores, Micelio.Storage.Log],
+    children = [
+      Micelio.Storage.Stores,
+      Micelio.Storage.Log,
+      %{id: :pg, start: {:pg, :start_link, [Micelio.Storage.Coherence.scope()]}},
+      Micelio.Storage.Coherence
+    ]
+
+    Supervisor.start_link(children,
       strategy: :one_for_one,
       name: __MODULE__
     )

@@ -26,6 +26,11 @@ defmodule Micelio.Storage.Native do
   def store_stats(_store), do: nif_error()
   def store_memory_charged(_store), do: nif_error()
 
+  # Cache coherence across nodes (tiered stores).
+  def store_set_write_listener(_store, _pid, _tag), do: nif_error()
+  def store_invalidate(_origin, _keys, _except_writer), do: nif_error()
+  def store_invalidate_all, do: nif_error()
+
   # The SigV4 signer on its own.
   def s3_sign_headers(_creds, _region, _service, _method, _path, _query, _headers, _hash, _unix),
     do: nif_error()

@@ -42,9 +42,25 @@ defmodule Micelio.Storage.Store do
 
   defp build(backend, settings) do
     case Native.store_open(backend, settings) do
-      {:ok, store, mode} -> {:ok, {store, mode}}
-      error -> error
+      {:ok, store, :cached} ->
+        # Tiered caches over one origin keep each other coherent.
+        :ok = Micelio.Storage.Coherence.watch(store, origin_id(settings))
+        {:ok, {store, :cached}}
+
+      {:ok, store, mode} ->
+        {:ok, {store, mode}}
+
+      error ->
+        error
     end
+  end
+
+  # What identifies the origin of a tiered store: where its data lives,
+  # not how it is reached (credentials differ between nodes).
+  @origin_identity ~w(origin_backend local_path s3_endpoint s3_region s3_bucket s3_prefix)
+  defp origin_id(settings) do
+    identity = for {name, value} <- settings, name in @origin_identity, do: {name, value}
+    :crypto.hash(:sha256, :erlang.term_to_binary(Enum.sort(identity))) |> Base.encode16()
   end
 
   # The settings of the backend's groups, as the engine reads them:

@@ -39,6 +39,8 @@ mod atoms {
 pub struct LiveStore {
     store: SharedStore,
     cache: Option<Arc<TieredStore<BeamValue>>>,
+    /// The origin a tiered store caches, once its write listener is set.
+    origin: Mutex<Option<String>>,
 }
 
 /// What Elixir holds: a reference to a live store.
@@ -47,7 +49,12 @@ pub struct StoreResource(Arc<LiveStore>);
 #[rustler::resource_impl]
 impl rustler::Resource for StoreResource {}
 
-type Registry = Mutex<HashMap<(String, Settings), Weak<LiveStore>>>;
+/// A live store, and its cache on its own: a cache may outlive the store's
+/// last handle for a while (a write or a fetch finishing in its own task),
+/// and must then be reused, not opened twice over one directory.
+type Registry = Mutex<HashMap<(String, Settings), (Weak<LiveStore>, CacheRef)>>;
+
+type CacheRef = Option<Weak<TieredStore<BeamValue>>>;
 
 /// Live stores by settings. Two tiered stores over one cache directory
 /// would not see each other's writes, and two clients for one bucket would
@@ -73,20 +80,32 @@ fn store_open<'a>(env: Env<'a>, backend: String, settings: Term<'a>) -> Term<'a>
     guarded(env, || {
         let settings = decode_settings(settings)?;
         let mut reg = registry().lock().unwrap_or_else(|p| p.into_inner());
-        reg.retain(|_, w| w.strong_count() > 0);
+        reg.retain(|_, (live, cache)| {
+            live.strong_count() > 0 || cache.as_ref().is_some_and(|c| c.strong_count() > 0)
+        });
         let id = (backend, settings);
-        let live = match reg.get(&id).and_then(Weak::upgrade) {
-            Some(live) => live,
-            None => {
+        let found = reg
+            .get(&id)
+            .map(|(live, cache)| (live.upgrade(), cache.as_ref().and_then(Weak::upgrade)));
+        let live = match found {
+            Some((Some(live), _)) => live,
+            // The cache is still running: wrap it again.
+            Some((None, Some(cache))) => Arc::new(LiveStore {
+                store: cache.clone(),
+                cache: Some(cache),
+                origin: Mutex::new(None),
+            }),
+            _ => {
                 let opened = registry::open::<BeamValue>(&id.0, &id.1)?;
-                let live = Arc::new(LiveStore {
+                Arc::new(LiveStore {
                     store: opened.store,
                     cache: opened.cache,
-                });
-                reg.insert(id, Arc::downgrade(&live));
-                live
+                    origin: Mutex::new(None),
+                })
             }
         };
+        let cache = live.cache.as_ref().map(Arc::downgrade);
+        reg.insert(id, (Arc::downgrade(&live), cache));
         let mode = mode(env, &live);
         let resource = ResourceArc::new(StoreResource(live));
         Ok((ok_atom(env), resource, mode).encode(env))
@@ -217,4 +236,92 @@ fn store_memory_charged(store: ResourceArc<StoreResource>) -> u64 {
         .cache
         .as_ref()
         .map_or(0, |c| c.memory_charged_bytes())
+}
+
+mod coherence_atoms {
+    rustler::atoms! { micelio_storage_written, started, done }
+}
+
+/// Sends `{:micelio_storage_written, tag, :started | :done, keys, writer}` to `pid`
+/// for every write through this tiered store, so the node's coherence
+/// server can tell the other nodes. `:done` comes from the write's own task,
+/// also when its caller timed out or died. Other stores ignore it.
+#[rustler::nif]
+fn store_set_write_listener(
+    env: Env,
+    store: ResourceArc<StoreResource>,
+    pid: rustler::LocalPid,
+    tag: String,
+) -> Term {
+    use micelio_storage_core::tiered::WritePhase;
+    guarded(env, || {
+        if let Some(cache) = &store.0.cache {
+            *store.0.origin.lock().unwrap_or_else(|p| p.into_inner()) = Some(tag.clone());
+            // Identifies the writer, which must not invalidate itself again
+            // after a read has refilled it.
+            let writer = Arc::as_ptr(cache) as usize as u64;
+            cache.set_write_hook(Box::new(move |phase, keys| {
+                let keys: Vec<&str> = keys.iter().map(Key::as_str).collect();
+                let phase = match phase {
+                    WritePhase::Started => coherence_atoms::started(),
+                    WritePhase::Done => coherence_atoms::done(),
+                };
+                let mut msg = rustler::env::OwnedEnv::new();
+                let _ = msg.send_and_clear(&pid, |e| {
+                    let written = coherence_atoms::micelio_storage_written();
+                    (written, tag.as_str(), phase, &keys, writer).encode(e)
+                });
+            }));
+        }
+        Ok(ok_atom(env))
+    })
+}
+
+/// The live tiered caches over `origin` (all of them when `None`), but the
+/// one whose id is `except`.
+fn caches_of(origin: Option<&str>, except: u64) -> Vec<Arc<TieredStore<BeamValue>>> {
+    let reg = registry().lock().unwrap_or_else(|p| p.into_inner());
+    reg.values()
+        .filter_map(|(live, _)| live.upgrade())
+        .filter(|live| {
+            let tag = live.origin.lock().unwrap_or_else(|p| p.into_inner());
+            origin.is_none_or(|o| tag.as_deref() == Some(o))
+        })
+        .filter_map(|live| live.cache.clone())
+        .filter(|cache| Arc::as_ptr(cache) as usize as u64 != except)
+        .collect()
+}
+
+/// Drops this node's cached copies of `keys` in every tiered store over
+/// `origin` but the writer `except` (0: none), for a write elsewhere. File I/O (the disk tier): on a dirty
+/// scheduler.
+#[rustler::nif(schedule = "DirtyIo")]
+fn store_invalidate<'a>(
+    env: Env<'a>,
+    origin: String,
+    keys: Vec<Binary<'a>>,
+    except: u64,
+) -> Term<'a> {
+    guarded(env, || {
+        for cache in caches_of(Some(&origin), except) {
+            for key in &keys {
+                if let Ok(key) = std::str::from_utf8(key.as_slice()) {
+                    cache.invalidate(key);
+                }
+            }
+        }
+        Ok(ok_atom(env))
+    })
+}
+
+/// Drops every copy in every tiered store (a node that may have missed
+/// invalidations while cut off).
+#[rustler::nif(schedule = "DirtyIo")]
+fn store_invalidate_all(env: Env) -> Term {
+    guarded(env, || {
+        for cache in caches_of(None, 0) {
+            cache.invalidate_all();
+        }
+        Ok(ok_atom(env))
+    })
 }

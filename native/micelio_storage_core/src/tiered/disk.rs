@@ -91,11 +91,18 @@ impl DiskTier {
             ));
         }
         let lock = File::create(dir.join(".lock"))?;
-        if rustix::fs::flock(&lock, FlockOperation::NonBlockingLockExclusive).is_err() {
-            return Err(StoreError::InvalidConfig(
-                "cache_disk_path",
-                format!("{dir:?} is in use by another OS process"),
-            ));
+        // A tier of this process that is being dropped on another thread
+        // may still hold the lock for a moment: wait a little for it.
+        let mut tries = 0;
+        while rustix::fs::flock(&lock, FlockOperation::NonBlockingLockExclusive).is_err() {
+            tries += 1;
+            if tries > 100 {
+                return Err(StoreError::InvalidConfig(
+                    "cache_disk_path",
+                    format!("{dir:?} is in use by another OS process"),
+                ));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
         }
         let tier = Arc::new(DiskTier {
             index: Mutex::new(scan(&dir)?),
@@ -259,6 +266,15 @@ impl DiskTier {
         let name = name_of(key);
         let _ = fs::remove_file(self.path_of(&name));
         self.forget(&name);
+    }
+
+    /// Deletes every cached object.
+    pub fn clear(&self) {
+        let names: Vec<Name> = self.index().entries.keys().copied().collect();
+        for name in names {
+            let _ = fs::remove_file(self.path_of(&name));
+            self.forget(&name);
+        }
     }
 
     /// Bytes the tier holds now, by its index.

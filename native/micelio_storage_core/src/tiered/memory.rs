@@ -204,6 +204,16 @@ impl<V: Value> MemoryTier<V> {
         true
     }
 
+    /// Drops every entry (counters are kept).
+    pub fn clear(&self) {
+        for shard in self.shards.iter() {
+            let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+            let stats = shard.stats;
+            *shard = Shard::new(self.shard_capacity);
+            shard.stats = stats;
+        }
+    }
+
     /// Drops `key` if present.
     pub fn remove(&self, key: &str) {
         self.shard(key.as_bytes()).remove(key.as_bytes());

@@ -17,6 +17,7 @@ pub mod memory;
 mod write_log;
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::hash::BuildHasher;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -68,6 +69,18 @@ impl Value for Bytes {
         Body::Bytes(self)
     }
 }
+
+/// When a write hook is called: as a write starts, and once it is done
+/// (applied or failed) and this node's copies are dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WritePhase {
+    Started,
+    Done,
+}
+
+/// Told of the keys of every write. Called on the write's own task (a
+/// tokio thread) for `Done`, on the caller's for `Started`.
+pub type WriteHook = Box<dyn Fn(WritePhase, &[Key]) + Send + Sync>;
 
 /// A cached value handed out as a body, for values that are not `Bytes`.
 pub struct CachedBody<V>(pub V);
@@ -136,6 +149,11 @@ pub struct TieredStore<V: Value> {
     stripes: Box<[Mutex<()>]>,
     stripe_hasher: std::collections::hash_map::RandomState,
     flights: Mutex<HashMap<String, (u64, Flight<V>)>>,
+    /// Keys with a write in flight: no fill may cache them meanwhile.
+    pending: Mutex<HashMap<String, u32>>,
+    /// Told of every write, when it starts and when it is done (cross-node
+    /// invalidation listens here).
+    write_hook: std::sync::RwLock<Option<WriteHook>>,
     next_flight: AtomicU64,
     origin_fetches: AtomicU64,
     merged: AtomicU64,
@@ -177,6 +195,8 @@ impl<V: Value> TieredStore<V> {
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             stripe_hasher: Default::default(),
             flights: Mutex::new(HashMap::new()),
+            pending: Mutex::new(HashMap::new()),
+            write_hook: std::sync::RwLock::new(None),
             next_flight: AtomicU64::new(0),
             origin_fetches: AtomicU64::new(0),
             merged: AtomicU64::new(0),
@@ -379,7 +399,8 @@ impl<V: Value> TieredStore<V> {
             _ => None,
         };
         let _stripe = self.stripe(key);
-        if lock(&self.writes).written_since(key, start) {
+        let writing = lock(&self.pending).contains_key(key);
+        if writing || lock(&self.writes).written_since(key, start) {
             if let (Some(disk), Some(s)) = (&self.disk, staged) {
                 disk.discard(s);
             }
@@ -408,6 +429,72 @@ impl<V: Value> TieredStore<V> {
         }
         lock(&self.flights).remove(key);
         lock(&self.writes).record(key);
+    }
+
+    /// Forgets every cached copy, for a node that was cut off from the
+    /// others and may have missed their invalidations. Fills of reads in
+    /// flight are refused too.
+    pub fn invalidate_all(&self) {
+        let _stripes: Vec<_> = self.stripes.iter().map(lock).collect();
+        if let Some(memory) = &self.memory {
+            memory.clear();
+        }
+        if let Some(disk) = &self.disk {
+            disk.clear();
+        }
+        lock(&self.flights).clear();
+        lock(&self.writes).record_all();
+    }
+
+    /// Sets the hook told of every write (see `WriteHook`).
+    pub fn set_write_hook(&self, hook: WriteHook) {
+        *self.write_hook.write().unwrap_or_else(|p| p.into_inner()) = Some(hook);
+    }
+
+    fn tell(&self, phase: WritePhase, keys: &[Key]) {
+        let hook = self.write_hook.read().unwrap_or_else(|p| p.into_inner());
+        if let Some(hook) = hook.as_ref() {
+            hook(phase, keys);
+        }
+    }
+
+    /// Runs an origin write so that no cached copy outlives it, whatever
+    /// happens to the caller:
+    /// - before the write, every copy of `keys` is dropped and the keys are
+    ///   marked as being written, so no fill caches them until it is done (a
+    ///   crash at any moment leaves no old copy on disk);
+    /// - the write and the invalidation after it run in their own task: a
+    ///   caller that times out or dies does not stop them.
+    async fn write_through<T: Send + 'static>(
+        &self,
+        keys: Vec<Key>,
+        work: impl Future<Output = Result<T, StoreError>> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        for key in &keys {
+            *lock(&self.pending)
+                .entry(key.as_str().to_string())
+                .or_insert(0) += 1;
+            self.invalidate(key.as_str());
+        }
+        self.tell(WritePhase::Started, &keys);
+        let store = self.shared();
+        let task = tokio::spawn(async move {
+            let result = work.await;
+            for key in &keys {
+                store.invalidate(key.as_str());
+                let mut pending = lock(&store.pending);
+                if let Some(n) = pending.get_mut(key.as_str()) {
+                    *n -= 1;
+                    if *n == 0 {
+                        pending.remove(key.as_str());
+                    }
+                }
+            }
+            store.tell(WritePhase::Done, &keys);
+            result
+        });
+        task.await
+            .unwrap_or_else(|e| Err(StoreError::Panic(e.to_string())))
     }
 
     /// Counters per tier: `(tier, [(name, value)])`.
@@ -468,9 +555,9 @@ impl<V: Value> TieredStore<V> {
     }
 }
 
-/// Writes go to the origin, then invalidate this node's copies: also after
-/// an error, since the write may have happened. A lost conditional put
-/// changed nothing, and keeps the cache.
+/// Writes go through `write_through`: this node's copies are dropped before
+/// and after the origin write (also after an error, since the write may have
+/// happened), and the write finishes even if its caller is gone.
 #[async_trait]
 impl<V: Value> Store for TieredStore<V> {
     fn backend(&self) -> &'static str {
@@ -522,11 +609,11 @@ impl<V: Value> Store for TieredStore<V> {
         opts: &PutOptions,
         deadline: Deadline,
     ) -> Result<(), StoreError> {
-        let result = self.origin.put(key, body, opts, deadline).await;
-        if !matches!(result, Err(StoreError::PreconditionFailed)) {
-            self.invalidate(key.as_str());
-        }
-        result
+        let (origin, k, opts) = (self.origin.clone(), key.clone(), opts.clone());
+        self.write_through(vec![key.clone()], async move {
+            origin.put(&k, body, &opts, deadline).await
+        })
+        .await
     }
 
     async fn delete(
@@ -535,9 +622,11 @@ impl<V: Value> Store for TieredStore<V> {
         opts: &DeleteOptions,
         deadline: Deadline,
     ) -> Result<(), StoreError> {
-        let result = self.origin.delete(key, opts, deadline).await;
-        self.invalidate(key.as_str());
-        result
+        let (origin, k, opts) = (self.origin.clone(), key.clone(), opts.clone());
+        self.write_through(vec![key.clone()], async move {
+            origin.delete(&k, &opts, deadline).await
+        })
+        .await
     }
 
     async fn list(
@@ -556,9 +645,11 @@ impl<V: Value> Store for TieredStore<V> {
         opts: &CopyOptions,
         deadline: Deadline,
     ) -> Result<(), StoreError> {
-        let result = self.origin.copy(from, to, opts, deadline).await;
-        self.invalidate(to.as_str());
-        result
+        let (origin, f, t, opts) = (self.origin.clone(), from.clone(), to.clone(), opts.clone());
+        self.write_through(vec![to.clone()], async move {
+            origin.copy(&f, &t, &opts, deadline).await
+        })
+        .await
     }
 
     async fn delete_many(
@@ -567,11 +658,11 @@ impl<V: Value> Store for TieredStore<V> {
         opts: &DeleteOptions,
         deadline: Deadline,
     ) -> Result<DeleteManyOutcome, StoreError> {
-        let result = self.origin.delete_many(keys, opts, deadline).await;
-        for key in keys {
-            self.invalidate(key.as_str());
-        }
-        result
+        let (origin, ks, opts) = (self.origin.clone(), keys.to_vec(), opts.clone());
+        self.write_through(keys.to_vec(), async move {
+            origin.delete_many(&ks, &opts, deadline).await
+        })
+        .await
     }
 
     async fn presigned_url(

@@ -42,8 +42,15 @@ impl WriteLog {
             if self.keys.get(&old) == Some(&at) {
                 self.keys.remove(&old);
             }
-            self.forgotten = at;
+            self.forgotten = self.forgotten.max(at);
         }
+    }
+
+    /// Notes that any key may have been written (every read in flight
+    /// must not fill).
+    pub fn record_all(&mut self) {
+        self.epoch += 1;
+        self.forgotten = self.epoch;
     }
 
     /// True if `key` may have been written after epoch `start`.
