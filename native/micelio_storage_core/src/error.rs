@@ -10,6 +10,10 @@ pub enum StoreError {
     /// The key does not exist (or is not a regular file).
     #[error("not found")]
     NotFound,
+    /// A get with `if_none_match` found the object unchanged (internal to
+    /// cache revalidation).
+    #[error("not modified")]
+    NotModified,
     /// A conditional put lost: the ETag did not match, or the key already existed.
     #[error("precondition failed")]
     PreconditionFailed,

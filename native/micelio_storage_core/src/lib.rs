@@ -6,6 +6,7 @@
 //! - `local`, `s3`, `memory`, `tiered`: the backends;
 //! - `settings`, `registry`: building a backend from its resolved settings.
 
+pub mod clock;
 pub mod error;
 pub mod key;
 pub mod local;

@@ -757,7 +757,13 @@ impl Store for LocalStore {
         deadline: Deadline,
     ) -> Result<Object, StoreError> {
         let (store, key, alloc) = (self.clone(), key.clone(), opts.alloc);
+        let unchanged_if = opts.if_none_match.clone();
         offload(move || {
+            if let Some(etag) = unchanged_if {
+                if store.stat(&key, deadline)?.etag == crate::object::bare_etag(&etag) {
+                    return Err(StoreError::NotModified);
+                }
+            }
             let mut body = alloc(0);
             let meta = store.get_into(&key, deadline, &mut *body)?;
             Ok(Object {

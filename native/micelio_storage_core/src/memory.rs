@@ -106,7 +106,7 @@ impl Store for MemoryStore {
     async fn get(
         &self,
         key: &Key,
-        _opts: &GetOptions,
+        opts: &GetOptions,
         deadline: Deadline,
     ) -> Result<Object, StoreError> {
         deadline.check()?;
@@ -116,6 +116,9 @@ impl Store for MemoryStore {
             .get(key.as_str())
             .cloned()
             .ok_or(StoreError::NotFound)?;
+        if opts.if_none_match.as_deref().map(bare_etag) == Some(meta.etag.as_str()) {
+            return Err(StoreError::NotModified);
+        }
         Ok(Object {
             body: Body::Bytes(body),
             meta,

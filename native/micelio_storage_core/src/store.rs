@@ -40,15 +40,22 @@ pub enum PutCondition {
 }
 
 /// Options of a get.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct GetOptions {
     /// Makes the buffer the body is read into.
     pub alloc: BodyAlloc,
+    /// Answer `NotModified` instead of the content when the object still
+    /// has this ETag (a cache revalidating its copy). Stores that cannot
+    /// tell may send the content anyway.
+    pub if_none_match: Option<String>,
 }
 
 impl Default for GetOptions {
     fn default() -> Self {
-        GetOptions { alloc: vec_body }
+        GetOptions {
+            alloc: vec_body,
+            if_none_match: None,
+        }
     }
 }
 

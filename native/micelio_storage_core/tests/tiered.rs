@@ -28,6 +28,7 @@ fn store(dir: &tempfile::TempDir) -> Arc<TieredStore<Bytes>> {
         disk_max_object_bytes: 1 << 20,
         cdn_base_url: None,
         cdn_timeout: Duration::from_secs(1),
+        revalidate_after: None,
     };
     TieredStore::new(cfg, Arc::new(origin)).unwrap()
 }

@@ -243,4 +243,64 @@ defmodule Micelio.Storage.CoherenceTest do
       end
     end
   end
+
+  describe "writers outside the cluster" do
+    test "local origin: after cache_revalidate_after_ms a hit checks the origin" do
+      dir = Tmp.dir!("reval-local")
+      origin_dir = Path.join(dir, "origin")
+
+      t = [
+        backend: :tiered,
+        origin_backend: :local,
+        local_path: origin_dir,
+        cache_disk_path: Path.join(dir, "cache"),
+        cache_revalidate_after_ms: 200
+      ]
+
+      Storage.put!("k", "v1", t)
+      assert Storage.get!("k", t) == "v1"
+      # Another service writes the origin behind the cache's back.
+      File.write!(Path.join(origin_dir, "k"), "v2")
+      assert Storage.get!("k", t) == "v1"
+      Process.sleep(300)
+      assert Storage.get!("k", t) == "v2"
+
+      assert {:ok, %{origin: %{revalidations: 1, revalidated_unchanged: 0, fetches: 2}}} =
+               Storage.stats(t)
+
+      # Unchanged: kept, and no new fetch.
+      Process.sleep(300)
+      assert Storage.get!("k", t) == "v2"
+
+      assert {:ok, %{origin: %{revalidations: 2, revalidated_unchanged: 1, fetches: 2}}} =
+               Storage.stats(t)
+
+      assert Storage.get!("k", t) == "v2"
+      assert {:ok, %{memory: %{hits: hits}}} = Storage.stats(t)
+      assert hits >= 2
+    end
+
+    test "S3 origin: a revalidation is a conditional GET; a change is seen" do
+      t = tiered(Tmp.dir!("reval-s3"), prefix: "rv-#{System.unique_integer([:positive])}/")
+      t = Keyword.put(t, :cache_revalidate_after_ms, 200)
+      direct = Keyword.put(t, :backend, :s3)
+      Storage.put!("k", "v1", t)
+      assert Storage.get!("k", t) == "v1"
+      Storage.put!("k", "v2", direct)
+      assert Storage.get!("k", t) == "v1"
+      Process.sleep(300)
+      assert Storage.get!("k", t) == "v2"
+      Process.sleep(300)
+      assert Storage.get!("k", t) == "v2"
+      assert {:ok, %{origin: %{revalidations: 2, revalidated_unchanged: 1}}} = Storage.stats(t)
+      # The disk tier too, with RAM off.
+      no_ram =
+        Keyword.merge(t, cache_memory_max_bytes: 0, cache_disk_path: Tmp.dir!("reval-s3-d"))
+
+      assert Storage.get!("k", no_ram) == "v2"
+      Storage.put!("k", "v3", direct)
+      Process.sleep(300)
+      assert Storage.get!("k", no_ram) == "v3"
+    end
+  end
 end

@@ -171,7 +171,10 @@ impl Operation {
     ) -> Result<Outcome, StoreError> {
         Ok(match self {
             Operation::Get { key, with_meta } => {
-                let opts = GetOptions { alloc };
+                let opts = GetOptions {
+                    alloc,
+                    ..GetOptions::default()
+                };
                 Outcome::Object(store.get(&key, &opts, deadline).await?, with_meta)
             }
             Operation::Head { key } => {

@@ -207,20 +207,29 @@ impl S3Store {
         }
     }
 
-    /// Reads an object into a buffer from `alloc`.
+    /// Reads an object into a buffer from `alloc`; with `if_none_match`,
+    /// a 304 is `NotModified`.
     async fn read(
         &self,
         key: &Key,
         alloc: BodyAlloc,
+        if_none_match: Option<&str>,
         deadline: Deadline,
     ) -> Result<Object, StoreError> {
         let path = self.object_path(key);
+        let headers = match if_none_match {
+            Some(etag) => vec![(
+                "if-none-match".to_string(),
+                format!("\"{}\"", bare_etag(etag)),
+            )],
+            None => vec![],
+        };
         let ans = self
             .send_into(
                 Method::GET,
                 &path,
                 vec![],
-                vec![],
+                headers,
                 None,
                 true,
                 alloc,
@@ -639,6 +648,8 @@ impl S3Store {
                 headers: resp_headers,
                 body,
             })
+        } else if status == StatusCode::NOT_MODIFIED {
+            Err(Attempt::Failed(StoreError::NotModified))
         } else if status.is_redirection() {
             Err(Attempt::Failed(error::redirect(
                 status.as_u16(),
@@ -701,7 +712,8 @@ impl Store for S3Store {
         opts: &GetOptions,
         deadline: Deadline,
     ) -> Result<Object, StoreError> {
-        self.read(key, opts.alloc, deadline).await
+        self.read(key, opts.alloc, opts.if_none_match.as_deref(), deadline)
+            .await
     }
 
     async fn head(

@@ -50,6 +50,8 @@ pub struct DiskTier {
     /// The largest object stored (`cache_disk_max_object_bytes`); never
     /// more than a quarter of the budget.
     max_object: u64,
+    /// Copies older than this (ms) are revalidated before they are served.
+    fresh_for_ms: std::sync::atomic::AtomicU64,
     index: Mutex<Index>,
     _lock: File,
     pub counters: Counters,
@@ -109,6 +111,7 @@ impl DiskTier {
             dir: dir.clone(),
             capacity,
             max_object,
+            fresh_for_ms: std::sync::atomic::AtomicU64::new(u64::MAX),
             _lock: lock,
             counters: Counters::default(),
             corrupt: Default::default(),
@@ -135,14 +138,21 @@ impl DiskTier {
     /// Reads and checks the cached object, counting a hit or a miss.
     pub fn get(&self, key: &str) -> Option<(Bytes, ObjectMeta)> {
         let mut buf = Vec::new();
-        let meta = self.read_into(key, &mut buf, true)?;
+        let meta = self.read_into(key, &mut buf, true, false)?;
         Some((Bytes::from(buf), meta))
     }
 
     /// Like `get`, but a miss is not counted (a re-check, not a read).
     pub fn probe(&self, key: &str) -> Option<(Bytes, ObjectMeta)> {
         let mut buf = Vec::new();
-        let meta = self.read_into(key, &mut buf, false)?;
+        let meta = self.read_into(key, &mut buf, false, false)?;
+        Some((Bytes::from(buf), meta))
+    }
+
+    /// Like `probe`, also when the copy is due for revalidation.
+    pub fn probe_any(&self, key: &str) -> Option<(Bytes, ObjectMeta)> {
+        let mut buf = Vec::new();
+        let meta = self.read_into(key, &mut buf, false, true)?;
         Some((Bytes::from(buf), meta))
     }
 
@@ -150,7 +160,35 @@ impl DiskTier {
     /// in the NIF layer, so the content is never copied), counting a hit or
     /// a miss.
     pub fn get_into<B: BodyBuf + ?Sized>(&self, key: &str, buf: &mut B) -> Option<ObjectMeta> {
-        self.read_into(key, buf, true)
+        self.read_into(key, buf, true, false)
+    }
+
+    /// Copies older than `ms` (by their file's mtime) are not served until
+    /// revalidated.
+    pub fn set_freshness(&self, ms: u64) {
+        self.fresh_for_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn fresh(&self, f: &File) -> bool {
+        let limit = self.fresh_for_ms.load(Ordering::Relaxed);
+        if limit == u64::MAX {
+            return true;
+        }
+        let age = f
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| std::time::SystemTime::now().duration_since(t).ok())
+            .map_or(0, |d| d.as_millis() as u64);
+        age < limit
+    }
+
+    /// Marks the copy of `key` as just revalidated (its mtime is its age).
+    pub fn touch_fresh(&self, key: &str) {
+        let path = self.path_of(&name_of(key));
+        if let Ok(f) = File::options().write(true).open(path) {
+            let _ = f.set_modified(std::time::SystemTime::now());
+        }
     }
 
     fn read_into<B: BodyBuf + ?Sized>(
@@ -158,9 +196,11 @@ impl DiskTier {
         key: &str,
         buf: &mut B,
         count_miss: bool,
+        allow_stale: bool,
     ) -> Option<ObjectMeta> {
         let name = name_of(key);
         let checked = match File::open(self.path_of(&name)) {
+            Ok(f) if !allow_stale && !self.fresh(&f) => None,
             Ok(mut f) => {
                 let checked = read_checked(&mut f, key, buf);
                 if checked.is_none() {
@@ -188,6 +228,9 @@ impl DiskTier {
     pub fn head(&self, key: &str) -> Option<ObjectMeta> {
         let name = name_of(key);
         let mut f = File::open(self.path_of(&name)).ok()?;
+        if !self.fresh(&f) {
+            return None;
+        }
         let file_len = f.metadata().ok()?.len();
         let mut fixed = [0u8; HEADER_LEN];
         let parsed = f.read_exact(&mut fixed).ok().and_then(|()| {

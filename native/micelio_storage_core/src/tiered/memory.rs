@@ -43,6 +43,8 @@ pub fn charge(key: &str, value_len: usize, meta: &ObjectMeta) -> usize {
 struct Entry<V> {
     value: V,
     meta: ObjectMeta,
+    /// When it was filled or last revalidated (`clock::now_ms`).
+    filled_ms: u64,
     charge: usize,
     freq: u8,
     id: u64,
@@ -105,6 +107,8 @@ pub struct MemoryTier<V> {
     hasher: RandomState,
     shard_capacity: usize,
     max_object: usize,
+    /// Entries older than this must be revalidated before they are served.
+    fresh_for_ms: u64,
 }
 
 impl<V: Value> MemoryTier<V> {
@@ -123,6 +127,35 @@ impl<V: Value> MemoryTier<V> {
             hasher: RandomState::default(),
             shard_capacity,
             max_object,
+            fresh_for_ms: u64::MAX,
+        }
+    }
+
+    /// Entries older than `ms` are not served until revalidated.
+    pub fn with_freshness(mut self, ms: u64) -> Self {
+        self.fresh_for_ms = ms;
+        self
+    }
+
+    fn fresh(&self, e: &Entry<V>) -> bool {
+        self.fresh_for_ms == u64::MAX
+            || crate::clock::now_ms().saturating_sub(e.filled_ms) < self.fresh_for_ms
+    }
+
+    /// The entry of `key` even when it is due for revalidation (not counted).
+    pub fn lookup_any(&self, key: &str) -> Option<(V, ObjectMeta)> {
+        let shard = self.shard(key.as_bytes());
+        shard
+            .map
+            .get(key.as_bytes())
+            .map(|e| (e.value.clone(), e.meta.clone()))
+    }
+
+    /// Marks the entry of `key` as just revalidated.
+    pub fn touch(&self, key: &str) {
+        let mut shard = self.shard(key.as_bytes());
+        if let Some(e) = shard.map.get_mut(key.as_bytes()) {
+            e.filled_ms = crate::clock::now_ms();
         }
     }
 
@@ -170,13 +203,17 @@ impl<V: Value> MemoryTier<V> {
     ) -> Option<R> {
         let mut guard = self.shard(key);
         let shard = &mut *guard;
+        let fresh_for = self.fresh_for_ms;
         match shard.map.get_mut(key) {
-            Some(e) => {
+            Some(e)
+                if fresh_for == u64::MAX
+                    || crate::clock::now_ms().saturating_sub(e.filled_ms) < fresh_for =>
+            {
                 e.freq = (e.freq + 1).min(3);
                 shard.stats.hits += 1;
                 Some(f(&e.value, &e.meta))
             }
-            None => {
+            _ => {
                 if count_miss {
                     shard.stats.misses += 1;
                 }
@@ -188,7 +225,11 @@ impl<V: Value> MemoryTier<V> {
     /// The metadata of `key`, without counting (heads are not reads).
     pub fn head(&self, key: &str) -> Option<ObjectMeta> {
         let shard = self.shard(key.as_bytes());
-        shard.map.get(key.as_bytes()).map(|e| e.meta.clone())
+        shard
+            .map
+            .get(key.as_bytes())
+            .filter(|e| self.fresh(e))
+            .map(|e| e.meta.clone())
     }
 
     /// Inserts or replaces `key`; returns false if the value is too big to admit.
@@ -291,6 +332,7 @@ impl<V> Shard<V> {
             Entry {
                 value,
                 meta,
+                filled_ms: crate::clock::now_ms(),
                 charge,
                 freq: 0,
                 id,

@@ -111,6 +111,9 @@ pub struct TieredConfig {
     pub cdn_base_url: Option<String>,
     /// `cdn_timeout_ms`.
     pub cdn_timeout: Duration,
+    /// `cache_revalidate_after_ms`: older copies are checked with the
+    /// origin before they are served (`None`: never).
+    pub revalidate_after: Option<Duration>,
 }
 
 impl TieredConfig {
@@ -124,6 +127,7 @@ impl TieredConfig {
             disk_max_object_bytes: s.int("cache_disk_max_object_bytes")?,
             cdn_base_url: s.text("cdn_base_url")?,
             cdn_timeout: s.millis("cdn_timeout_ms")?,
+            revalidate_after: Some(s.millis("cache_revalidate_after_ms")?),
         })
     }
 }
@@ -156,6 +160,9 @@ pub struct TieredStore<V: Value> {
     write_hook: std::sync::RwLock<Option<WriteHook>>,
     next_flight: AtomicU64,
     origin_fetches: AtomicU64,
+    /// Revalidations asked of the origin, and those that found no change.
+    revalidations: AtomicU64,
+    unchanged: AtomicU64,
     merged: AtomicU64,
 }
 
@@ -166,11 +173,15 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl<V: Value> TieredStore<V> {
     /// Builds the tiers (the disk tier scans its directory) over any origin.
     pub fn new(cfg: TieredConfig, origin: SharedStore) -> Result<Arc<Self>, StoreError> {
+        let fresh_for_ms = cfg
+            .revalidate_after
+            .map_or(u64::MAX, |d| d.as_millis() as u64);
         let memory = (cfg.memory_max_bytes > 0).then(|| {
             MemoryTier::new(
                 cfg.memory_max_bytes as usize,
                 cfg.memory_max_object_bytes as usize,
             )
+            .with_freshness(fresh_for_ms)
         });
         let disk = if cfg.disk_max_bytes > 0 {
             Some(DiskTier::open(
@@ -181,6 +192,9 @@ impl<V: Value> TieredStore<V> {
         } else {
             None
         };
+        if let Some(disk) = &disk {
+            disk.set_freshness(fresh_for_ms);
+        }
         let cdn = match &cfg.cdn_base_url {
             Some(url) => Some(Cdn::new(url, cfg.cdn_timeout)?),
             None => None,
@@ -199,6 +213,8 @@ impl<V: Value> TieredStore<V> {
             write_hook: std::sync::RwLock::new(None),
             next_flight: AtomicU64::new(0),
             origin_fetches: AtomicU64::new(0),
+            revalidations: AtomicU64::new(0),
+            unchanged: AtomicU64::new(0),
             merged: AtomicU64::new(0),
         }))
     }
@@ -369,6 +385,9 @@ impl<V: Value> TieredStore<V> {
                 return Ok(found);
             }
         }
+        if let Some(found) = self.revalidate(key, start, deadline).await? {
+            return Ok(found);
+        }
         let from_cdn = match self.cdn_for(key_str) {
             Some(cdn) => cdn.get(key_str).await,
             None => None,
@@ -389,6 +408,76 @@ impl<V: Value> TieredStore<V> {
         // The disk write is file I/O: off the async workers.
         let _ = tokio::task::spawn_blocking(move || store.fill(&k, start, v, m, true)).await;
         Ok((value, meta))
+    }
+
+    /// A copy past `cache_revalidate_after_ms`: asks the origin whether it
+    /// changed (`If-None-Match` with its ETag on S3, a stat on local). An
+    /// unchanged copy is served and kept, its age reset; a changed one is
+    /// replaced. `None` when there is no such copy.
+    async fn revalidate(
+        self: &Arc<Self>,
+        key: &Key,
+        start: u64,
+        deadline: Deadline,
+    ) -> Result<Option<Found<V>>, StoreError> {
+        let key_str = key.as_str();
+        let mut stale = self.memory.as_ref().and_then(|m| m.lookup_any(key_str));
+        if stale.is_none() && self.disk.is_some() {
+            let (store, k) = (self.clone(), key_str.to_string());
+            stale = tokio::task::spawn_blocking(move || {
+                let (bytes, meta) = store.disk.as_ref()?.probe_any(&k)?;
+                Some((V::from_bytes(bytes), meta))
+            })
+            .await
+            .ok()
+            .flatten();
+        }
+        let Some((value, meta)) = stale else {
+            return Ok(None);
+        };
+        let opts = GetOptions {
+            if_none_match: Some(meta.etag.clone()),
+            ..GetOptions::default()
+        };
+        self.revalidations.fetch_add(1, Ordering::Relaxed);
+        match self.origin.get(key, &opts, deadline).await {
+            Err(StoreError::NotModified) => {
+                self.unchanged.fetch_add(1, Ordering::Relaxed);
+                let (store, k) = (self.clone(), key_str.to_string());
+                let _ = tokio::task::spawn_blocking(move || store.refresh(&k, start)).await;
+                Ok(Some((value, meta)))
+            }
+            Ok(object) => {
+                self.origin_fetches.fetch_add(1, Ordering::Relaxed);
+                let (bytes, meta) = object.into_bytes();
+                let value = V::from_bytes(bytes);
+                let store = self.clone();
+                let (k, v, m) = (key_str.to_string(), value.clone(), meta.clone());
+                let _ =
+                    tokio::task::spawn_blocking(move || store.fill(&k, start, v, m, true)).await;
+                Ok(Some((value, meta)))
+            }
+            Err(StoreError::NotFound) => {
+                self.invalidate(key_str);
+                Err(StoreError::NotFound)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Resets the age of the copies of `key` after a revalidation, unless
+    /// the key was written meanwhile.
+    fn refresh(&self, key: &str, start: u64) {
+        let _stripe = self.stripe(key);
+        if lock(&self.pending).contains_key(key) || lock(&self.writes).written_since(key, start) {
+            return;
+        }
+        if let Some(memory) = &self.memory {
+            memory.touch(key);
+        }
+        if let Some(disk) = &self.disk {
+            disk.touch_fresh(key);
+        }
     }
 
     /// Puts `value` in RAM (and on disk when `to_disk`) unless the key was
@@ -543,6 +632,8 @@ impl<V: Value> TieredStore<V> {
             "origin",
             vec![
                 ("fetches", load(&self.origin_fetches)),
+                ("revalidations", load(&self.revalidations)),
+                ("revalidated_unchanged", load(&self.unchanged)),
                 ("merged_waits", load(&self.merged)),
             ],
         ));

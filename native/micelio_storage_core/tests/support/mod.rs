@@ -43,6 +43,7 @@ fn cache_config(dir: &tempfile::TempDir) -> TieredConfig {
         disk_max_object_bytes: 16 << 20,
         cdn_base_url: None,
         cdn_timeout: Duration::from_secs(1),
+        revalidate_after: None,
     }
 }
 
