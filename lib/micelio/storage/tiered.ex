@@ -18,11 +18,14 @@ defmodule Micelio.Storage.Tiered do
       `cdn_timeout_ms`. A 404, an error or a timeout falls through.
     * **origin** - the local or S3 backend (`origin_backend`).
 
-  Concurrent misses for one key are merged into one fetch. `put/2` and
-  `delete/1` go to the origin first, then invalidate RAM and disk on this
-  node, so a `get` that follows never returns stale data; a key written
-  recently also skips the CDN, which may still serve the old copy. `list/1`
-  always asks the origin.
+  Concurrent misses for one key are merged into one fetch. Writes drop the
+  cached copies before and after the origin write, and finish even when the
+  caller times out or dies, so a `get` that follows never returns stale data,
+  even after a crash; a key written recently also skips the CDN, which may
+  still serve the old copy. Connected nodes drop each other's written keys
+  through `Micelio.Storage.Coherence`, and a copy older than
+  `cache_revalidate_after_ms` is checked with the origin before it is
+  served. `list/1` always asks the origin.
 
       Micelio.Storage.put("avatars/1.png", png, backend: :tiered)
       {:ok, ^png} = Micelio.Storage.get("avatars/1.png", backend: :tiered)

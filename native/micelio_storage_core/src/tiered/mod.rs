@@ -1,7 +1,8 @@
 //! The tiered store: a read cache RAM -> disk -> CDN -> origin.
 //!
 //! Reads take the first tier that holds the object, and a hit fills the tiers
-//! above it. Writes go to the origin, then invalidate RAM and disk. Concurrent
+//! above it. Writes drop cached copies before and after the origin write (see
+//! `write_through`), and old copies are revalidated (see `revalidate`). Concurrent
 //! misses for one key share one fetch ("flight").
 //!
 //! Staleness is ruled out with a write log: every put or delete records the
