@@ -185,6 +185,7 @@ defmodule Micelio.Storage do
           | {:credentials, String.t()}
           | {:no_such_bucket, String.t()}
           | {:partial, [key], [{key, term()}]}
+          | {:sandbox, :not_checked_out | :not_started}
           | {:panic, String.t()}
 
   @typedoc "Object metadata returned by `head/2`."

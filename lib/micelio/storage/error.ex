@@ -66,6 +66,15 @@ defmodule Micelio.Storage.Error do
   def describe({:io, {:errno, code}}), do: "I/O error (errno #{code})"
   def describe({:io, posix}) when is_atom(posix), do: "#{:file.format_error(posix)} (#{posix})"
 
+  def describe({:sandbox, :not_checked_out}),
+    do:
+      "no Micelio.Storage.Sandbox checkout owns this process: call " <>
+        "Micelio.Storage.Sandbox.checkout/1 in the test's setup, or Micelio.Storage.Sandbox.allow/2 it"
+
+  def describe({:sandbox, :not_started}),
+    do:
+      "Micelio.Storage.Sandbox is not started: call Micelio.Storage.Sandbox.start/1 in test_helper.exs"
+
   def describe({:no_such_bucket, bucket}),
     do: "the bucket #{inspect(bucket)} does not exist (check s3_bucket and s3_endpoint)"
 
