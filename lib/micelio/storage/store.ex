@@ -105,16 +105,22 @@ defmodule Micelio.Storage.Store do
   def run(%Handle{store: store, config: %{timeout: t}}, op),
     do: Async.call(t, &Native.store_run(store, &1, op, t))
 
-  @doc "Reads `key`: `{:ok, bin}`, or `{:ok, bin, meta}` when `with_meta`."
-  @spec get(Handle.t(), binary(), boolean()) :: term()
-  def get(%Handle{mode: :cached, store: store} = handle, key, with_meta) do
+  @doc """
+  Reads `key`: `{:ok, bin}`, or `{:ok, bin, meta}` when `with_meta`. A
+  tiered read that misses RAM goes on with `below` (default `below_ram/3`).
+  """
+  @spec get(Handle.t(), binary(), boolean(), (Handle.t(), binary(), boolean() -> term())) ::
+          term()
+  def get(handle, key, with_meta, below \\ &below_ram/3)
+
+  def get(%Handle{mode: :cached, store: store} = handle, key, with_meta, below) do
     case Native.store_get_cached(store, key, with_meta) do
-      :miss -> below_ram(handle, key, with_meta)
+      :miss -> below.(handle, key, with_meta)
       hit_or_error -> hit_or_error
     end
   end
 
-  def get(handle, key, with_meta), do: run(handle, {:get, key, with_meta})
+  def get(handle, key, with_meta, _below), do: run(handle, {:get, key, with_meta})
 
   @doc "A tiered read after a RAM miss: the disk tier, then the CDN or origin."
   @spec below_ram(Handle.t(), binary(), boolean()) :: term()

@@ -49,6 +49,8 @@ defmodule Micelio.Storage.Telemetry do
   # metadata (the tier).
   def span(operation, handle, key, fun, bytes \\ fn _ -> 0 end, extra \\ %{}) do
     meta = Map.merge(%{backend: handle.backend, store: handle.name, key: key}, extra)
+    # Retries noted by an earlier call made while no event was sent.
+    _ = Micelio.Storage.Async.take_retries()
     start = System.monotonic_time()
     emit(operation, :start, %{system_time: System.system_time(), monotonic_time: start}, meta)
 
@@ -86,10 +88,7 @@ defmodule Micelio.Storage.Telemetry do
   # A read with events: a RAM hit sends none (see the moduledoc); below RAM
   # the event says which tier answered.
   def read(operation, %{mode: :cached} = handle, key, with_meta) do
-    case Micelio.Storage.Native.store_get_cached(handle.store, key, with_meta) do
-      :miss -> below_ram(operation, handle, key, with_meta)
-      hit_or_error -> hit_or_error
-    end
+    Micelio.Storage.Store.get(handle, key, with_meta, &below_ram(operation, &1, &2, &3))
   end
 
   def read(operation, handle, key, with_meta) do

@@ -44,12 +44,6 @@ impl Settings {
         Settings(pairs.into_iter().collect())
     }
 
-    /// Sets one value (builder style, for tests).
-    pub fn with(mut self, name: &str, value: SettingValue) -> Self {
-        self.0.insert(name.to_string(), value);
-        self
-    }
-
     /// The value of `name`, `Nil` when absent.
     pub fn value(&self, name: &str) -> &SettingValue {
         self.0.get(name).unwrap_or(&SettingValue::Nil)
