@@ -45,7 +45,7 @@ defmodule Micelio.Storage do
   The bang variants raise `Micelio.Storage.Error` with that reason.
   """
 
-  alias Micelio.Storage.{Error, Handle, Resolved, Sandbox, Store, Telemetry}
+  alias Micelio.Storage.{Error, Handle, ObjectOptions, Resolved, Sandbox, Store, Telemetry}
 
   # The functions a store module defined with `use Micelio.Storage` gets:
   # {name, arguments before the options, raises?}.
@@ -69,6 +69,13 @@ defmodule Micelio.Storage do
     {:copy!, [:source_key, :destination_key], true},
     {:delete_many, [:keys], false},
     {:delete_many!, [:keys], true},
+    {:put_file, [:key, :path], false},
+    {:put_file!, [:key, :path], true},
+    {:put_stream, [:key, :enumerable], false},
+    {:put_stream!, [:key, :enumerable], true},
+    {:get_file, [:key, :path], false},
+    {:get_file!, [:key, :path], true},
+    {:stream, [:key], true},
     {:stats, [], false},
     {:health, [], false},
     {:open, [], false}
@@ -246,18 +253,43 @@ defmodule Micelio.Storage do
         {:if_match, _} -> :put_if_match
       end
 
-    run(
-      op,
-      key,
-      opts,
-      fn handle ->
-        case Store.run(handle, {:put, key, content, condition, handle.config.durable}) do
-          :ok -> {:ok, key}
-          error -> error
-        end
-      end,
-      fn _ -> content_size(content) end
-    )
+    {object, opts} = ObjectOptions.split(opts)
+
+    with {:ok, attrs} <- ObjectOptions.attributes(object),
+         {:ok, opts} <- storage(object, opts) do
+      run(
+        op,
+        key,
+        opts,
+        fn handle ->
+          case Store.run(handle, {:put, key, content, condition, handle.config.durable, attrs}) do
+            :ok -> {:ok, key}
+            error -> error
+          end
+        end,
+        fn _ -> content_size(content) end
+      )
+    end
+  end
+
+  # The storage side of a call: a handle given as `storage:`, or the rest
+  # of the options.
+  defp storage(object, opts) do
+    case Keyword.fetch(object, :storage) do
+      :error ->
+        {:ok, opts}
+
+      {:ok, %Handle{} = handle} when opts == [] ->
+        {:ok, handle}
+
+      {:ok, %Handle{}} ->
+        {:error, {:invalid_config, :storage, "a handle takes no other storage options"}}
+
+      {:ok, other} ->
+        {:error,
+         {:invalid_config, :storage,
+          "expected a handle, got #{Micelio.Storage.Config.shape(other)}"}}
+    end
   end
 
   defp content_size(content) when is_binary(content), do: byte_size(content)
@@ -295,6 +327,25 @@ defmodule Micelio.Storage do
       else: Store.get(handle, key, false)
   end
 
+  def get(key, opts) when is_binary(key) and is_list(opts) do
+    case ObjectOptions.split(opts) do
+      {[], opts} ->
+        with {:ok, handle} <- resolve(opts), do: get(key, handle)
+
+      {object, opts} ->
+        with {:ok, range} <- ObjectOptions.range(object),
+             {:ok, opts} <- storage(object, opts) do
+          run(
+            :get,
+            key,
+            opts,
+            fn handle -> Store.run(handle, {:get, key, false, range}) end,
+            &read_size/1
+          )
+        end
+    end
+  end
+
   def get(key, opts) when is_binary(key) do
     with {:ok, handle} <- resolve(opts), do: get(key, handle)
   end
@@ -319,10 +370,29 @@ defmodule Micelio.Storage do
            }}
           | {:error, reason}
   def get_with_metadata(key, opts \\ []) do
-    read = fn handle ->
-      if Telemetry.enabled?(),
-        do: Telemetry.read(:get_with_metadata, handle, key, true),
-        else: Store.get(handle, key, true)
+    {object, opts} = ObjectOptions.split(opts)
+
+    with {:ok, range} <- ObjectOptions.range(object),
+         {:ok, opts} <- storage(object, opts) do
+      read_with_metadata(key, opts, range)
+    end
+  end
+
+  defp read_with_metadata(key, opts, range) do
+    read = fn
+      handle when range != nil ->
+        observed(
+          :get_with_metadata,
+          key,
+          handle,
+          fn -> Store.run(handle, {:get, key, true, range}) end,
+          &read_size/1
+        )
+
+      handle ->
+        if Telemetry.enabled?(),
+          do: Telemetry.read(:get_with_metadata, handle, key, true),
+          else: Store.get(handle, key, true)
     end
 
     with_handle(key, opts, fn handle ->
@@ -529,7 +599,15 @@ defmodule Micelio.Storage do
   @doc false
   # Splits presigning options from storage options (for store modules).
   def split_presign_options(opts) when is_list(opts),
-    do: Keyword.split(opts, [:method, :expires_in, :datetime])
+    do:
+      Keyword.split(opts, [
+        :method,
+        :expires_in,
+        :datetime,
+        :content_type,
+        :response_content_type,
+        :response_content_disposition
+      ])
 
   def split_presign_options(opts), do: {[], opts}
 
@@ -550,7 +628,11 @@ defmodule Micelio.Storage do
          {:ok, unix} <- Micelio.Storage.S3.unix_time(Keyword.get(presign, :datetime)) do
       # Runs on the I/O runtime: temporary credentials may need fetching.
       observed(:presigned_url, key, handle, fn ->
-        Store.run(handle, {:presigned_url, key, method, expires_in, unix})
+        headers =
+          {presign[:content_type], presign[:response_content_type],
+           presign[:response_content_disposition]}
+
+        Store.run(handle, {:presigned_url, key, method, expires_in, unix, headers})
       end)
     end
   end
@@ -740,7 +822,171 @@ defmodule Micelio.Storage do
          do: observed(:health, nil, handle, fn -> Store.run(handle, {:health}) end)
   end
 
-  defp metadata({size, etag, modified_ns}) do
-    %{size: size, etag: etag, last_modified: DateTime.from_unix!(modified_ns, :nanosecond)}
+  defp read_size({:ok, bin}) when is_binary(bin), do: byte_size(bin)
+  defp read_size({:ok, bin, _meta}) when is_binary(bin), do: byte_size(bin)
+  defp read_size(_), do: 0
+
+  @doc false
+  # The metadata map of the engine's tuple.
+  def metadata({size, etag, modified_ns, type, cache, disposition, encoding, pairs}) do
+    %{
+      size: size,
+      etag: etag,
+      last_modified: DateTime.from_unix!(modified_ns, :nanosecond),
+      content_type: type,
+      cache_control: cache,
+      content_disposition: disposition,
+      content_encoding: encoding,
+      metadata: Map.new(pairs)
+    }
+  end
+
+  @doc """
+  Uploads the file at `path` under `key` without reading it into memory.
+
+  On S3, files from `s3_multipart_threshold` (16 MiB) on go up as a
+  multipart upload, `s3_parts_in_flight` parts of `s3_part_size` at a time,
+  each with its CRC-32; a failure, a timeout or the caller's death aborts
+  the upload, so no parts are left behind. On local the file is copied in
+  the kernel into a temp file and renamed: the key holds the old content or
+  the new, never a part. Takes the object options of `put/3`
+  (`:content_type`, `:metadata`, ...), and `:progress` and
+  `:transfer_timeout` (see `Micelio.Storage.ObjectOptions`).
+
+      iex> path = Path.join(System.tmp_dir!(), "micelio-doc-upload.bin")
+      iex> File.write!(path, "file content")
+      iex> Micelio.Storage.put_file("uploads/doc.bin", path, content_type: "application/pdf")
+      {:ok, "uploads/doc.bin"}
+      iex> Micelio.Storage.head!("uploads/doc.bin").content_type
+      "application/pdf"
+  """
+  @spec put_file(key, Path.t(), opts) :: {:ok, key} | {:error, reason}
+  def put_file(key, path, opts \\ [])
+
+  def put_file(key, path, opts) when is_binary(path) do
+    transfer(:put_file, key, opts, fn handle, attrs, xfer ->
+      with :ok <- Micelio.Storage.Transfer.put_file(handle, key, path, attrs, xfer),
+           do: {:ok, key}
+    end)
+  end
+
+  def put_file(_key, path, _opts),
+    do:
+      {:error,
+       {:invalid_config, :path, "expected a string, got #{Micelio.Storage.Config.shape(path)}"}}
+
+  @doc ~S"""
+  Uploads what `enumerable` yields (binaries or iodata) under `key`,
+  holding only the parts in flight and the chunk being read: a
+  `File.stream!/3`, a `Stream` of generated rows, a Plug upload's body.
+
+  Takes the same options as `put_file/3`. If the enumerable raises, the
+  upload is aborted and the exception re-raised.
+
+      iex> rows = Stream.map(1..3, &"row #{&1}\n")
+      iex> Micelio.Storage.put_stream("exports/rows.csv", rows)
+      {:ok, "exports/rows.csv"}
+      iex> Micelio.Storage.get("exports/rows.csv")
+      {:ok, "row 1\nrow 2\nrow 3\n"}
+  """
+  @spec put_stream(key, Enumerable.t(), opts) :: {:ok, key} | {:error, reason}
+  def put_stream(key, enumerable, opts \\ []) do
+    transfer(:put_stream, key, opts, fn handle, attrs, xfer ->
+      with :ok <- Micelio.Storage.Transfer.put_stream(handle, key, enumerable, attrs, xfer),
+           do: {:ok, key}
+    end)
+  end
+
+  @doc """
+  Downloads `key` to the file at `path`, which appears whole or not at all
+  (it is written beside `path` and renamed). Returns the object's metadata.
+
+  On S3 the object is read in `s3_part_size` ranges, `s3_parts_in_flight`
+  at a time, and checked against the CRC-32 the server keeps; a mismatch
+  is `{:error, {:checksum_mismatch, expected, got}}` and leaves no file.
+  On local the copy is done in the kernel. Takes `:progress` and
+  `:transfer_timeout`.
+
+      iex> Micelio.Storage.put!("reports/q1.txt", "q1")
+      iex> path = Path.join(System.tmp_dir!(), "micelio-doc-q1.txt")
+      iex> {:ok, %{size: 2}} = Micelio.Storage.get_file("reports/q1.txt", path)
+      iex> File.read!(path)
+      "q1"
+  """
+  @spec get_file(key, Path.t(), opts) :: {:ok, metadata} | {:error, reason}
+  def get_file(key, path, opts \\ [])
+
+  def get_file(key, path, opts) when is_binary(path) do
+    transfer(:get_file, key, opts, fn handle, _attrs, xfer ->
+      case Micelio.Storage.Transfer.get_file(handle, key, path, xfer) do
+        {:ok, meta} -> {:ok, metadata(meta)}
+        error -> error
+      end
+    end)
+  end
+
+  def get_file(_key, path, _opts),
+    do:
+      {:error,
+       {:invalid_config, :path, "expected a string, got #{Micelio.Storage.Config.shape(path)}"}}
+
+  @doc ~S"""
+  A lazy stream of the object's content, in chunks of up to 1 MiB, read a
+  chunk or two ahead of the consumer. Takes `range: {offset, length}`.
+  Like `File.stream!/3`, a failure (a missing key, a network error part-way,
+  the object replaced during the read: `:changed`) raises
+  `Micelio.Storage.Error`.
+
+      iex> Micelio.Storage.put!("logs/app.log", "line 1\nline 2\n")
+      iex> Micelio.Storage.stream("logs/app.log") |> Enum.join()
+      "line 1\nline 2\n"
+      iex> Micelio.Storage.stream("logs/app.log", range: {7, nil}) |> Enum.join()
+      "line 2\n"
+  """
+  @spec stream(key, opts) :: Enumerable.t()
+  def stream(key, opts \\ []) do
+    {object, storage_opts} = ObjectOptions.split(opts)
+
+    setup =
+      with true <- is_binary(key) || {:error, {:invalid_key, key}},
+           {:ok, range} <- ObjectOptions.range(object),
+           {:ok, limit} <- ObjectOptions.transfer_timeout(object),
+           {:ok, storage_opts} <- storage(object, storage_opts),
+           {:ok, handle} <- resolve(storage_opts),
+           do: {:ok, handle, range, limit}
+
+    case setup do
+      {:ok, handle, range, limit} ->
+        Micelio.Storage.Transfer.stream(handle, key, range, %{limit: limit}, &metadata/1)
+
+      {:error, reason} ->
+        raise Error, reason: reason, operation: :stream, key: key
+    end
+  end
+
+  @doc "Like `put_file/3`, but returns the key or raises `Micelio.Storage.Error`."
+  @spec put_file!(key, Path.t(), opts) :: key
+  def put_file!(key, path, opts \\ []), do: bang(put_file(key, path, opts), :put_file, key, opts)
+
+  @doc "Like `put_stream/3`, but returns the key or raises `Micelio.Storage.Error`."
+  @spec put_stream!(key, Enumerable.t(), opts) :: key
+  def put_stream!(key, enumerable, opts \\ []),
+    do: bang(put_stream(key, enumerable, opts), :put_stream, key, opts)
+
+  @doc "Like `get_file/3`, but returns the metadata or raises `Micelio.Storage.Error`."
+  @spec get_file!(key, Path.t(), opts) :: metadata
+  def get_file!(key, path, opts \\ []), do: bang(get_file(key, path, opts), :get_file, key, opts)
+
+  # A transfer: object options split off, the handle resolved, inside the
+  # operation's telemetry span.
+  defp transfer(op, key, opts, fun) do
+    {object, opts} = ObjectOptions.split(opts)
+
+    with {:ok, attrs} <- ObjectOptions.attributes(object),
+         {:ok, progress} <- ObjectOptions.progress(object),
+         {:ok, limit} <- ObjectOptions.transfer_timeout(object),
+         {:ok, opts} <- storage(object, opts) do
+      run(op, key, opts, fn handle -> fun.(handle, attrs, %{progress: progress, limit: limit}) end)
+    end
   end
 end

@@ -89,11 +89,19 @@ defmodule Micelio.Storage.NamedStore do
   @doc false
   # Runs `Micelio.Storage.fun(args ++ [handle])` for a store module.
   def call(module, fun, args, opts, raising?) do
+    # Object options (content type, range, progress...) ride beside the
+    # store's handle.
+    {object, opts} = Micelio.Storage.ObjectOptions.split(opts)
+
+    with_object = fn handle ->
+      if object == [], do: handle, else: [{:storage, handle} | object]
+    end
+
     if raising? do
-      apply(Micelio.Storage, fun, args ++ [handle!(module, opts)])
+      apply(Micelio.Storage, fun, args ++ [with_object.(handle!(module, opts))])
     else
       with {:ok, handle} <- handle(module, opts),
-           do: apply(Micelio.Storage, fun, args ++ [handle])
+           do: apply(Micelio.Storage, fun, args ++ [with_object.(handle)])
     end
   end
 

@@ -24,6 +24,20 @@ defmodule Micelio.Storage.Native do
   def store_get_cached(_store, _key, _with_meta), do: nif_error()
   def store_get_disk(_store, _key, _with_meta), do: nif_error()
   def store_stats(_store), do: nif_error()
+
+  # Transfers larger than memory.
+  def store_put_file(_store, _ref, _key, _path, _attrs, _durable, _idle, _limit, _progress),
+    do: nif_error()
+
+  def store_get_file(_store, _ref, _key, _path, _range, _idle, _limit, _progress),
+    do: nif_error()
+
+  def store_put_stream(_store, _ref, _key, _attrs, _durable, _idle, _limit, _progress),
+    do: nif_error()
+
+  def stream_feed(_feeder, _data), do: nif_error()
+  def store_get_stream(_store, _ref, _key, _range, _idle, _limit), do: nif_error()
+  def stream_demand(_reader, _n), do: nif_error()
   def store_memory_charged(_store), do: nif_error()
 
   # Cache coherence across nodes (tiered stores).

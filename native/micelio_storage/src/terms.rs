@@ -2,10 +2,11 @@
 //! metadata and errors out. Each error kind becomes an atom or a small
 //! tagged tuple, so callers can pattern-match. Never a bare string.
 
+use micelio_storage_core::attributes::Attributes;
 use micelio_storage_core::error::{errno_name, StoreError};
 use micelio_storage_core::object::ObjectMeta;
 use micelio_storage_core::settings::{SettingValue, Settings};
-use micelio_storage_core::store::PutCondition;
+use micelio_storage_core::store::{ByteRange, PutCondition};
 use rustler::{Binary, Encoder, Env, Term};
 
 mod atoms {
@@ -32,6 +33,8 @@ mod atoms {
         invalid_config,
         corrupt,
         no_such_bucket,
+        checksum_mismatch,
+        changed,
     }
 }
 
@@ -84,6 +87,13 @@ pub fn error_reason<'a>(env: Env<'a>, err: &StoreError) -> Term<'a> {
         )
             .encode(env),
         StoreError::Corrupt => atoms::corrupt().encode(env),
+        StoreError::ChecksumMismatch(expected, got) => (
+            atoms::checksum_mismatch(),
+            string(env, expected),
+            string(env, got),
+        )
+            .encode(env),
+        StoreError::Changed => atoms::changed().encode(env),
         _ => (atoms::error(), string(env, &err.to_string())).encode(env),
     }
 }
@@ -103,9 +113,79 @@ pub fn ok_atom<'a>(env: Env<'a>) -> Term<'a> {
     atoms::ok().encode(env)
 }
 
-/// Metadata as `{size, etag, last_modified_ns}`; Elixir builds the map.
+/// Metadata as `{size, etag, last_modified_ns, content_type, cache_control,
+/// content_disposition, content_encoding, [{name, value}]}`; Elixir builds
+/// the map.
 pub fn meta_term<'a>(env: Env<'a>, meta: &ObjectMeta) -> Term<'a> {
-    (meta.size, meta.etag.as_str(), meta.last_modified_ns as i64).encode(env)
+    let a = &meta.attributes;
+    let text = |v: &Option<String>| match v {
+        Some(s) => string(env, s),
+        None => atoms::nil().encode(env),
+    };
+    let metadata: Vec<(&str, &str)> = a
+        .metadata
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    rustler::types::tuple::make_tuple(
+        env,
+        &[
+            meta.size.encode(env),
+            string(env, &meta.etag),
+            (meta.last_modified_ns as i64).encode(env),
+            text(&a.content_type),
+            text(&a.cache_control),
+            text(&a.content_disposition),
+            text(&a.content_encoding),
+            metadata.encode(env),
+        ],
+    )
+}
+
+/// Decodes `nil` or `{content_type, cache_control, content_disposition,
+/// content_encoding, [{name, value}]}` (each text `nil` or a string), and
+/// checks it.
+pub fn decode_attributes(term: Term) -> Result<Attributes, StoreError> {
+    let bad = || StoreError::InvalidConfig("metadata", "expected string names and values".into());
+    if term
+        .decode::<rustler::Atom>()
+        .is_ok_and(|a| a == atoms::nil())
+    {
+        return Ok(Attributes::default());
+    }
+    type Raw = (
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Vec<(String, String)>,
+    );
+    let (ct, cc, cd, ce, metadata): Raw = term.decode().map_err(|_| bad())?;
+    Attributes {
+        content_type: ct,
+        cache_control: cc,
+        content_disposition: cd,
+        content_encoding: ce,
+        metadata,
+    }
+    .validate()
+}
+
+/// Decodes `nil` or `{offset, length | nil}`.
+pub fn decode_range(term: Term) -> Result<Option<ByteRange>, StoreError> {
+    if term
+        .decode::<rustler::Atom>()
+        .is_ok_and(|a| a == atoms::nil())
+    {
+        return Ok(None);
+    }
+    let (offset, length): (u64, Option<u64>) = term.decode().map_err(|_| {
+        StoreError::InvalidConfig(
+            "range",
+            "expected {offset, length} with non-negative integers (length may be nil)".into(),
+        )
+    })?;
+    Ok(Some(ByteRange { offset, length }))
 }
 
 /// `{:ok, body}` or `{:ok, body, meta}`.

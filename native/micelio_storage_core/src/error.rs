@@ -62,6 +62,13 @@ pub enum StoreError {
     /// Stored data failed its checksum.
     #[error("corrupt data")]
     Corrupt,
+    /// A transfer's content did not match the checksum the server gave
+    /// (base64 CRC-32s, expected then received).
+    #[error("checksum mismatch: expected {0}, got {1}")]
+    ChecksumMismatch(String, String),
+    /// The object was replaced while it was being read in parts.
+    #[error("the object changed during the read")]
+    Changed,
 }
 
 impl StoreError {

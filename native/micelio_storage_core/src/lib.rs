@@ -6,6 +6,7 @@
 //! - `local`, `s3`, `memory`, `tiered`: the backends;
 //! - `settings`, `registry`: building a backend from its resolved settings.
 
+pub mod attributes;
 pub mod clock;
 pub mod error;
 pub mod key;
@@ -19,3 +20,4 @@ pub mod settings;
 pub mod store;
 pub mod threads;
 pub mod tiered;
+pub mod transfer;

@@ -24,13 +24,20 @@ use rustix::fs::{self as rfs, AtFlags, FileType, FlockOperation, Mode, OFlags, R
 use rustix::io::Errno;
 use sha2::{Digest, Sha256};
 
+use crate::attributes::Attributes;
 use crate::error::StoreError;
 use crate::key::{Key, Prefix, TEMP_PREFIX};
 use crate::object::{Body, BodyBuf, Deadline, Object, ObjectMeta};
 use crate::store::{
-    offload, CopyOptions, DeleteManyOutcome, DeleteOptions, GetOptions, HeadOptions, ListOptions,
-    PutCondition, PutOptions, Store, HEALTH_PROBE,
+    offload, ByteRange, CopyOptions, DeleteManyOutcome, DeleteOptions, GetOptions, HeadOptions,
+    ListOptions, PutCondition, PutOptions, Store, HEALTH_PROBE,
 };
+use crate::transfer::{self, ByteSource, ByteStream, DestFile, FileSource, Transfer};
+
+/// The extended attribute holding an object's content type, headers and
+/// metadata (`Attributes::encode`). Set on the temp file before the rename,
+/// so it changes atomically with the content and survives restarts.
+const ATTRIBUTES_XATTR: &str = "user.micelio.attributes";
 
 /// I/O is done in chunks of this size so a deadline is checked between them.
 const CHUNK: usize = 1 << 20;
@@ -103,6 +110,46 @@ impl LocalStore {
         self.read_into(key, deadline, buf).map_err(naming(key))
     }
 
+    /// Reads `range` of the object into `buf`; the metadata describes the
+    /// whole object.
+    pub fn get_range_into<B: BodyBuf + ?Sized>(
+        &self,
+        key: &Key,
+        range: ByteRange,
+        deadline: Deadline,
+        buf: &mut B,
+    ) -> Result<ObjectMeta, StoreError> {
+        deadline.check()?;
+        let fd = self.open_file(key).map_err(naming(key))?;
+        let stat = regular_file_stat(&fd)?;
+        let mut meta = meta_of(&stat);
+        meta.attributes = read_attributes(&fd, key);
+        let (start, end) = range.within(meta.size);
+        buf.resize((end - start) as usize);
+        let mut filled = 0usize;
+        while filled < buf.bytes_mut().len() {
+            let end = buf.bytes_mut().len().min(filled + CHUNK);
+            let n = loop {
+                match rustix::io::pread(
+                    &fd,
+                    &mut buf.bytes_mut()[filled..end],
+                    start + filled as u64,
+                ) {
+                    Ok(n) => break n,
+                    Err(Errno::INTR) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            };
+            if n == 0 {
+                break;
+            }
+            filled += n;
+            deadline.check()?;
+        }
+        buf.resize(filled);
+        Ok(meta)
+    }
+
     fn read_into<B: BodyBuf + ?Sized>(
         &self,
         key: &Key,
@@ -139,6 +186,7 @@ impl LocalStore {
         buf.resize(filled);
         let mut meta = meta_of(&stat);
         meta.size = filled as u64;
+        meta.attributes = read_attributes(&fd, key);
         Ok(meta)
     }
 
@@ -155,7 +203,9 @@ impl LocalStore {
         let fd = self
             .open_path(key.as_str(), OFlags::PATH)
             .map_err(naming(key))?;
-        Ok(meta_of(&regular_file_stat(&fd)?))
+        let mut meta = meta_of(&regular_file_stat(&fd)?);
+        meta.attributes = read_attributes(&fd, key);
+        Ok(meta)
     }
 
     /// Writes `content` atomically under `key`, honouring the put condition.
@@ -186,11 +236,54 @@ impl LocalStore {
         regular_file_stat(&source)?;
         let opts = PutOptions {
             durable,
+            attributes: stored_attributes(&source),
             ..PutOptions::default()
         };
         self.write_with(to, &opts, deadline, &mut |fd| {
-            copy_contents(&source, fd, deadline)
+            copy_contents(&source, fd, deadline, &mut |_| {})
         })
+    }
+
+    /// Copies the file `source` (outside the root) under `key`, in the
+    /// kernel where it can, atomically; `progress` hears the bytes copied.
+    pub fn write_from_file(
+        &self,
+        key: &Key,
+        source: &std::fs::File,
+        opts: &PutOptions,
+        deadline: Deadline,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<(), StoreError> {
+        self.write_with(key, opts, deadline, &mut |fd| {
+            copy_contents(source, fd, deadline, progress)
+        })
+    }
+
+    /// Copies the object under `key` into `dest` (a file outside the root),
+    /// in the kernel where it can; returns its metadata.
+    pub fn read_to_file(
+        &self,
+        key: &Key,
+        dest: &std::fs::File,
+        deadline: Deadline,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<ObjectMeta, StoreError> {
+        deadline.check()?;
+        let source = self.open_file(key).map_err(naming(key))?;
+        let stat = regular_file_stat(&source)?;
+        let mut meta = meta_of(&stat);
+        meta.attributes = read_attributes(&source, key);
+        copy_contents(&source, dest, deadline, progress)?;
+        Ok(meta)
+    }
+
+    /// Opens the object for reading in chunks: the descriptor and metadata.
+    fn open_for_stream(&self, key: &Key) -> Result<(OwnedFd, ObjectMeta), StoreError> {
+        let fd = self.open_file(key).map_err(naming(key))?;
+        let stat = regular_file_stat(&fd)?;
+        let mut meta = meta_of(&stat);
+        meta.attributes = read_attributes(&fd, key);
+        Ok((fd, meta))
     }
 
     /// Stages a file written by `fill` next to `key`, then renames it over
@@ -203,47 +296,39 @@ impl LocalStore {
         fill: &mut dyn FnMut(&OwnedFd) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         deadline.check()?;
+        let staged = self.stage(key)?;
+        fill(&staged.file)?;
+        staged.commit(opts)
+    }
+
+    /// Creates a temp file in the key's directory (made if missing); it
+    /// becomes the object on `Staged::commit`, and is removed if dropped.
+    pub fn stage(&self, key: &Key) -> Result<Staged, StoreError> {
         let (dir, name) = key.split_parent();
         let mut attempt = 0;
         loop {
             let dir_fd = self.open_dir(dir, true).map_err(naming(key))?;
-            match self.put_in_dir(&dir_fd, name, fill, opts) {
+            let temp = format!("{TEMP_PREFIX}{:016x}", rand::random::<u64>());
+            match rfs::openat(
+                &dir_fd,
+                temp.as_str(),
+                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+                Mode::from_raw_mode(0o644),
+            ) {
+                Ok(file) => {
+                    return Ok(Staged {
+                        dir_fd,
+                        temp,
+                        name: name.to_string(),
+                        file,
+                        done: false,
+                    })
+                }
                 // The directory was pruned by a concurrent delete: make it again.
-                Err(StoreError::NotFound) if attempt < PRUNE_RETRIES => attempt += 1,
-                other => return other,
+                Err(Errno::NOENT) if attempt < PRUNE_RETRIES => attempt += 1,
+                Err(e) => return Err(StoreError::from_errno(e)),
             }
         }
-    }
-
-    fn put_in_dir(
-        &self,
-        dir_fd: &OwnedFd,
-        name: &str,
-        fill: &mut dyn FnMut(&OwnedFd) -> Result<(), StoreError>,
-        opts: &PutOptions,
-    ) -> Result<(), StoreError> {
-        let temp = format!("{TEMP_PREFIX}{:016x}", rand::random::<u64>());
-        let file = rfs::openat(
-            dir_fd,
-            temp.as_str(),
-            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC | OFlags::NOFOLLOW,
-            Mode::from_raw_mode(0o644),
-        )
-        .map_err(StoreError::from_errno)?;
-        let written = fill(&file).and_then(|()| finish_file(&file, opts.durable));
-        drop(file);
-        let result = written.and_then(|()| {
-            let _lock = DirLock::acquire(dir_fd)?;
-            let replaced = replace(dir_fd, &temp, name, &opts.condition);
-            if replaced.is_ok() && opts.durable {
-                rfs::fsync(dir_fd)?;
-            }
-            replaced
-        });
-        if result.is_err() {
-            let _ = rfs::unlinkat(dir_fd, temp.as_str(), AtFlags::empty());
-        }
-        result
     }
 
     /// Removes the key; a missing key is not an error. Empty parent
@@ -419,6 +504,95 @@ impl LocalStore {
     }
 }
 
+/// A temp file in a key's directory, on its way to becoming the object.
+pub struct Staged {
+    dir_fd: OwnedFd,
+    temp: String,
+    name: String,
+    file: OwnedFd,
+    done: bool,
+}
+
+impl Staged {
+    /// Appends `data` (blocking).
+    pub fn write(&self, data: &[u8]) -> Result<(), StoreError> {
+        write_all(&self.file, data, Deadline::far())
+    }
+
+    /// Sets the attributes, stamps (and fsyncs, when durable) the file, and
+    /// renames it over the key if the put condition holds, under the
+    /// directory lock.
+    pub fn commit(mut self, opts: &PutOptions) -> Result<(), StoreError> {
+        if !opts.attributes.is_empty() {
+            write_attributes(&self.file, &opts.attributes)?;
+        }
+        finish_file(&self.file, opts.durable)?;
+        let _lock = DirLock::acquire(&self.dir_fd)?;
+        replace(&self.dir_fd, &self.temp, &self.name, &opts.condition)?;
+        self.done = true;
+        if opts.durable {
+            rfs::fsync(&self.dir_fd)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = rfs::unlinkat(&self.dir_fd, self.temp.as_str(), AtFlags::empty());
+        }
+    }
+}
+
+/// The attributes stored with a file, as given at its put (none when the
+/// filesystem has none for it).
+fn stored_attributes(fd: &impl AsFd) -> Attributes {
+    let mut buf = [0u8; 4096];
+    match rfs::fgetxattr(fd, ATTRIBUTES_XATTR, &mut buf) {
+        Ok(n) => Attributes::decode(&buf[..n]).unwrap_or_default(),
+        Err(_) => Attributes::default(),
+    }
+}
+
+/// The attributes a read reports: the stored ones, the content type guessed
+/// from the key when none was given.
+fn read_attributes(fd: &OwnedFd, key: &Key) -> Attributes {
+    let stored = match rfs::fgetxattr(fd, ATTRIBUTES_XATTR, &mut [0u8; 4096]) {
+        // O_PATH descriptors take no fgetxattr: go through /proc/self/fd,
+        // which names this very inode (no path lookup under the root).
+        Err(Errno::BADF) => {
+            use std::os::fd::AsRawFd;
+            let proc_path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+            let mut buf = [0u8; 4096];
+            match rfs::getxattr(proc_path.as_str(), ATTRIBUTES_XATTR, &mut buf) {
+                Ok(n) => Attributes::decode(&buf[..n]).unwrap_or_default(),
+                Err(_) => Attributes::default(),
+            }
+        }
+        _ => stored_attributes(fd),
+    };
+    stored.for_key(key.as_str())
+}
+
+fn write_attributes(fd: &OwnedFd, attributes: &Attributes) -> Result<(), StoreError> {
+    let text = attributes.encode();
+    match rfs::fsetxattr(
+        fd,
+        ATTRIBUTES_XATTR,
+        text.as_bytes(),
+        rfs::XattrFlags::empty(),
+    ) {
+        Ok(()) => Ok(()),
+        Err(Errno::OPNOTSUPP) => Err(StoreError::InvalidConfig(
+            "local_path",
+            "the filesystem has no extended attributes, which content types and metadata need"
+                .into(),
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// A temp file untouched this long has no live writer: writers write (and
 /// so touch) their temp file at least every 1 MiB.
 pub const STALE_TEMP_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
@@ -559,7 +733,7 @@ fn replace(
     }
 }
 
-fn write_all(fd: &OwnedFd, content: &[u8], deadline: Deadline) -> Result<(), StoreError> {
+fn write_all(fd: &impl AsFd, content: &[u8], deadline: Deadline) -> Result<(), StoreError> {
     for chunk in content.chunks(CHUNK) {
         let mut rest = chunk;
         while !rest.is_empty() {
@@ -577,12 +751,20 @@ fn write_all(fd: &OwnedFd, content: &[u8], deadline: Deadline) -> Result<(), Sto
 /// Copies a whole file from offset 0 (a retry starts over cleanly):
 /// `copy_file_range` in chunks (no bytes through user space), or plain reads
 /// and writes where the kernel cannot.
-fn copy_contents(source: &OwnedFd, dest: &OwnedFd, deadline: Deadline) -> Result<(), StoreError> {
+fn copy_contents(
+    source: &impl AsFd,
+    dest: &impl AsFd,
+    deadline: Deadline,
+    progress: &mut dyn FnMut(u64),
+) -> Result<(), StoreError> {
     let mut offset = 0u64;
     loop {
         match rfs::copy_file_range(source, Some(&mut offset), dest, None, CHUNK) {
             Ok(0) => return Ok(()),
-            Ok(_) => deadline.check()?,
+            Ok(_) => {
+                progress(offset);
+                deadline.check()?
+            }
             Err(Errno::INTR) => {}
             Err(Errno::XDEV) | Err(Errno::NOSYS) | Err(Errno::INVAL) | Err(Errno::OPNOTSUPP) => {
                 break
@@ -602,6 +784,7 @@ fn copy_contents(source: &OwnedFd, dest: &OwnedFd, deadline: Deadline) -> Result
         }
         write_all(dest, &buf[..n], deadline)?;
         offset += n as u64;
+        progress(offset);
     }
 }
 
@@ -674,6 +857,7 @@ fn meta_of(st: &rfs::Stat) -> ObjectMeta {
         size: st.st_size as u64,
         etag: hex::encode(&digest[..16]),
         last_modified_ns: st.st_mtime as i128 * 1_000_000_000 + st.st_mtime_nsec as i128,
+        attributes: Default::default(),
     }
 }
 
@@ -757,7 +941,7 @@ impl Store for LocalStore {
         deadline: Deadline,
     ) -> Result<Object, StoreError> {
         let (store, key, alloc) = (self.clone(), key.clone(), opts.alloc);
-        let unchanged_if = opts.if_none_match.clone();
+        let (unchanged_if, range) = (opts.if_none_match.clone(), opts.range);
         offload(move || {
             if let Some(etag) = unchanged_if {
                 if store.stat(&key, deadline)?.etag == crate::object::bare_etag(&etag) {
@@ -765,7 +949,10 @@ impl Store for LocalStore {
                 }
             }
             let mut body = alloc(0);
-            let meta = store.get_into(&key, deadline, &mut *body)?;
+            let meta = match range {
+                Some(range) => store.get_range_into(&key, range, deadline, &mut *body)?,
+                None => store.get_into(&key, deadline, &mut *body)?,
+            };
             Ok(Object {
                 body: Body::Buf(body),
                 meta,
@@ -793,6 +980,128 @@ impl Store for LocalStore {
     ) -> Result<(), StoreError> {
         let (store, key, opts) = (self.clone(), key.clone(), opts.clone());
         offload(move || store.write(&key, &body, &opts, deadline)).await
+    }
+
+    /// Each chunk is appended to the staged temp file as it arrives.
+    async fn put_stream(
+        &self,
+        key: &Key,
+        mut source: Box<dyn ByteSource>,
+        opts: &PutOptions,
+        xfer: &Transfer,
+    ) -> Result<(), StoreError> {
+        let (store, k) = (self.clone(), key.clone());
+        let staged = Arc::new(offload(move || store.stage(&k)).await?);
+        let mut done = 0u64;
+        while let Some(chunk) = xfer.within(source.read(transfer::CHUNK)).await? {
+            done += chunk.len() as u64;
+            let staged = staged.clone();
+            offload(move || staged.write(&chunk)).await?;
+            xfer.report(done, None);
+        }
+        let opts = opts.clone();
+        offload(move || {
+            let staged = Arc::try_unwrap(staged)
+                .map_err(|_| StoreError::Panic("staged file still shared".into()))?;
+            staged.commit(&opts)
+        })
+        .await?;
+        xfer.report(done, Some(done));
+        Ok(())
+    }
+
+    /// A copy in the kernel (`copy_file_range`) into a temp file, renamed.
+    async fn put_file(
+        &self,
+        key: &Key,
+        path: &std::path::Path,
+        opts: &PutOptions,
+        xfer: &Transfer,
+    ) -> Result<(), StoreError> {
+        let source = FileSource::open(path).await?;
+        let total = source.size();
+        let (store, key, opts, xfer) = (self.clone(), key.clone(), opts.clone(), xfer.clone());
+        offload(move || {
+            let mut progress = |n| xfer.report(n, total);
+            store.write_from_file(&key, source.file(), &opts, xfer.limit, &mut progress)?;
+            xfer.report(total.unwrap_or(0), total);
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_stream(
+        &self,
+        key: &Key,
+        opts: &GetOptions,
+        _xfer: &Transfer,
+    ) -> Result<(ObjectMeta, ByteStream), StoreError> {
+        let (store, k) = (self.clone(), key.clone());
+        let (fd, meta) = offload(move || store.open_for_stream(&k)).await?;
+        let (start, end) = opts
+            .range
+            .unwrap_or(ByteRange {
+                offset: 0,
+                length: None,
+            })
+            .within(meta.size);
+        let fd = Arc::new(fd);
+        let stream = futures_util::stream::try_unfold(start, move |at| {
+            let fd = fd.clone();
+            async move {
+                if at >= end {
+                    return Ok(None);
+                }
+                let want = ((end - at) as usize).min(transfer::CHUNK);
+                let chunk = offload(move || {
+                    let mut buf = bytes::BytesMut::zeroed(want);
+                    let n = loop {
+                        match rustix::io::pread(&*fd, &mut buf[..], at) {
+                            Ok(n) => break n,
+                            Err(Errno::INTR) => continue,
+                            Err(e) => return Err(StoreError::from(e)),
+                        }
+                    };
+                    buf.truncate(n);
+                    Ok(buf.freeze())
+                })
+                .await?;
+                if chunk.is_empty() {
+                    // Truncated under us by an outside writer.
+                    return Err(StoreError::Changed);
+                }
+                let next = at + chunk.len() as u64;
+                Ok(Some((chunk, next)))
+            }
+        });
+        Ok((meta, Box::pin(stream)))
+    }
+
+    /// A copy in the kernel into a temp file beside `path`, renamed.
+    async fn get_file(
+        &self,
+        key: &Key,
+        path: &std::path::Path,
+        opts: &GetOptions,
+        xfer: &Transfer,
+    ) -> Result<ObjectMeta, StoreError> {
+        if opts.range.is_some() {
+            return Err(StoreError::InvalidConfig(
+                "range",
+                "get_file copies whole objects; use stream/2 for a range".into(),
+            ));
+        }
+        let (store, key, path, xfer) =
+            (self.clone(), key.clone(), path.to_path_buf(), xfer.clone());
+        offload(move || {
+            let dest = DestFile::create(&path)?;
+            let mut progress = |n| xfer.report(n, None);
+            let meta = store.read_to_file(&key, dest.file(), xfer.limit, &mut progress)?;
+            dest.commit(false)?;
+            xfer.report(meta.size, Some(meta.size));
+            Ok(meta)
+        })
+        .await
     }
 
     async fn delete(

@@ -12,6 +12,7 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use bytes::Bytes;
 
+use crate::attributes::Attributes;
 use crate::error::StoreError;
 use crate::key::{Key, Prefix};
 use crate::object::{bare_etag, Body, Deadline, Object, ObjectMeta};
@@ -51,7 +52,7 @@ impl MemoryStore {
         Ok(MemoryStore::new(s.int("memory_max_bytes")?))
     }
 
-    fn meta(&self, size: u64) -> ObjectMeta {
+    fn meta(&self, size: u64, attributes: Attributes) -> ObjectMeta {
         let n = self.next_etag.fetch_add(1, Ordering::Relaxed);
         ObjectMeta {
             size,
@@ -59,6 +60,7 @@ impl MemoryStore {
             last_modified_ns: SystemTime::now()
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0, |d| d.as_nanos() as i128),
+            attributes,
         }
     }
 
@@ -71,7 +73,13 @@ impl MemoryStore {
     }
 
     /// Inserts under the write lock, checking the condition and the budget.
-    fn insert(&self, key: &Key, body: Bytes, condition: &PutCondition) -> Result<(), StoreError> {
+    fn insert(
+        &self,
+        key: &Key,
+        body: Bytes,
+        condition: &PutCondition,
+        attributes: Attributes,
+    ) -> Result<(), StoreError> {
         let mut objects = self.write();
         let current = objects.map.get(key.as_str());
         match (condition, current) {
@@ -85,7 +93,7 @@ impl MemoryStore {
         if used > self.max_bytes {
             return Err(StoreError::Io(rustix::io::Errno::NOSPC.raw_os_error()));
         }
-        let meta = self.meta(body.len() as u64);
+        let meta = self.meta(body.len() as u64, attributes);
         objects.map.insert(key.as_str().to_string(), (body, meta));
         objects.used = used;
         Ok(())
@@ -119,6 +127,13 @@ impl Store for MemoryStore {
         if opts.if_none_match.as_deref().map(bare_etag) == Some(meta.etag.as_str()) {
             return Err(StoreError::NotModified);
         }
+        let body = match opts.range {
+            Some(range) => {
+                let (start, end) = range.within(body.len() as u64);
+                body.slice(start as usize..end as usize)
+            }
+            None => body,
+        };
         Ok(Object {
             body: Body::Bytes(body),
             meta,
@@ -149,7 +164,13 @@ impl Store for MemoryStore {
         deadline.check()?;
         // The caller's bytes may be a view into a BEAM binary: keep a copy
         // of our own, so the store never pins the caller's memory.
-        self.insert(key, Bytes::copy_from_slice(&body), &opts.condition)
+        let attributes = opts.attributes.clone().for_key(key.as_str());
+        self.insert(
+            key,
+            Bytes::copy_from_slice(&body),
+            &opts.condition,
+            attributes,
+        )
     }
 
     async fn delete(
@@ -195,12 +216,12 @@ impl Store for MemoryStore {
         deadline: Deadline,
     ) -> Result<(), StoreError> {
         deadline.check()?;
-        let body = self
+        let (body, meta) = self
             .read()
             .map
             .get(from.as_str())
-            .map(|(b, _)| b.clone())
+            .cloned()
             .ok_or(StoreError::NotFound)?;
-        self.insert(to, body, &PutCondition::Always)
+        self.insert(to, body, &PutCondition::Always, meta.attributes)
     }
 }

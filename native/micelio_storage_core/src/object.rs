@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use crate::attributes::Attributes;
 use crate::error::StoreError;
 
 /// Metadata of one stored object.
@@ -17,6 +18,8 @@ pub struct ObjectMeta {
     pub etag: String,
     /// Last modification time, in nanoseconds since the Unix epoch.
     pub last_modified_ns: i128,
+    /// Content type, other headers and user metadata.
+    pub attributes: Attributes,
 }
 
 /// The point in time after which an operation gives up with `Timeout`.
@@ -36,6 +39,17 @@ impl Deadline {
         } else {
             Ok(())
         }
+    }
+
+    /// A deadline no transfer reaches (a year away): for calls bounded
+    /// per step rather than as a whole.
+    pub fn far() -> Self {
+        Deadline::after(Duration::from_secs(365 * 24 * 3600))
+    }
+
+    /// The earlier of two deadlines.
+    pub fn min(self, other: Deadline) -> Self {
+        Deadline(self.0.min(other.0))
     }
 
     /// Time left, zero once passed.

@@ -20,9 +20,11 @@ use std::task::{Context, Poll, Wake, Waker};
 use async_trait::async_trait;
 use bytes::Bytes;
 
+use crate::attributes::Attributes;
 use crate::error::StoreError;
 use crate::key::{Key, Prefix};
 use crate::object::{vec_body, BodyAlloc, Deadline, Object, ObjectMeta};
+use crate::transfer::{self, ByteSource, ByteStream, FileSource, Transfer};
 
 /// The key health checks write, read and delete (a reserved prefix).
 pub const HEALTH_PROBE: &str = ".micelio-health/probe";
@@ -39,9 +41,34 @@ pub enum PutCondition {
     IfMatch(String),
 }
 
+/// A byte range of an object: `length` bytes from `offset`, or to the end
+/// when `length` is `None`. A range that runs past the end stops there, and
+/// one that starts at or past the end is empty (on every backend).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteRange {
+    /// The first byte.
+    pub offset: u64,
+    /// How many bytes; `None`: to the end.
+    pub length: Option<u64>,
+}
+
+impl ByteRange {
+    /// `[start, end)` of this range within an object of `size` bytes.
+    pub fn within(&self, size: u64) -> (u64, u64) {
+        let start = self.offset.min(size);
+        let end = match self.length {
+            Some(n) => start.saturating_add(n).min(size),
+            None => size,
+        };
+        (start, end)
+    }
+}
+
 /// Options of a get.
 #[derive(Debug, Clone)]
 pub struct GetOptions {
+    /// Only these bytes (the metadata still describes the whole object).
+    pub range: Option<ByteRange>,
     /// Makes the buffer the body is read into.
     pub alloc: BodyAlloc,
     /// Answer `NotModified` instead of the content when the object still
@@ -53,6 +80,7 @@ pub struct GetOptions {
 impl Default for GetOptions {
     fn default() -> Self {
         GetOptions {
+            range: None,
             alloc: vec_body,
             if_none_match: None,
         }
@@ -70,6 +98,8 @@ pub struct PutOptions {
     pub condition: PutCondition,
     /// Also fsync the file and its directory (local backends).
     pub durable: bool,
+    /// Content type, headers and user metadata (validated).
+    pub attributes: Attributes,
 }
 
 /// Options of a delete, and of each delete in `delete_many`.
@@ -99,6 +129,12 @@ pub struct PresignOptions {
     pub expires_in: u64,
     /// When the validity starts, in Unix seconds.
     pub unix_time: i64,
+    /// A PUT URL that only accepts this `Content-Type` (it is signed).
+    pub content_type: Option<String>,
+    /// A GET URL whose answer carries this `Content-Type`.
+    pub response_content_type: Option<String>,
+    /// A GET URL whose answer carries this `Content-Disposition`.
+    pub response_content_disposition: Option<String>,
 }
 
 /// What `delete_many` did: every key is either deleted or failed.
@@ -165,6 +201,66 @@ pub trait Store: Send + Sync + 'static {
         deadline: Deadline,
     ) -> Result<(), StoreError>;
 
+    /// Writes what `source` yields under `key`, holding a bounded part of it
+    /// in memory at a time (backends that keep objects in memory anyway use
+    /// this default, which gathers it). `xfer` bounds each step and reports
+    /// progress.
+    async fn put_stream(
+        &self,
+        key: &Key,
+        mut source: Box<dyn ByteSource>,
+        opts: &PutOptions,
+        xfer: &Transfer,
+    ) -> Result<(), StoreError> {
+        let body = transfer::gather(&mut *source, xfer).await?;
+        let len = body.len() as u64;
+        self.put(key, body, opts, xfer.step()).await?;
+        xfer.report(len, Some(len));
+        Ok(())
+    }
+
+    /// Writes the file at `path` under `key` (see `put_stream`).
+    async fn put_file(
+        &self,
+        key: &Key,
+        path: &std::path::Path,
+        opts: &PutOptions,
+        xfer: &Transfer,
+    ) -> Result<(), StoreError> {
+        let source = FileSource::open(path).await?;
+        self.put_stream(key, Box::new(source), opts, xfer).await
+    }
+
+    /// The object's metadata and a stream of its content (of `opts.range`
+    /// when set), read a part at a time. The default reads it whole first.
+    async fn get_stream(
+        &self,
+        key: &Key,
+        opts: &GetOptions,
+        xfer: &Transfer,
+    ) -> Result<(ObjectMeta, ByteStream), StoreError> {
+        let (body, meta) = self.get(key, opts, xfer.step()).await?.into_bytes();
+        Ok((meta, transfer::chunked(body)))
+    }
+
+    /// Writes the object (or `opts.range` of it) to `path`: the file appears
+    /// whole, or not at all. The default writes `get_stream`'s chunks.
+    async fn get_file(
+        &self,
+        key: &Key,
+        path: &std::path::Path,
+        opts: &GetOptions,
+        xfer: &Transfer,
+    ) -> Result<ObjectMeta, StoreError> {
+        let (meta, stream) = self.get_stream(key, opts, xfer).await?;
+        let total = match opts.range {
+            Some(r) => r.within(meta.size),
+            None => (0, meta.size),
+        };
+        transfer::stream_to_file(stream, path, Some(total.1 - total.0), xfer).await?;
+        Ok(meta)
+    }
+
     /// Every key under `prefix`, recursively, sorted.
     async fn list(
         &self,
@@ -183,12 +279,13 @@ pub trait Store: Send + Sync + 'static {
         opts: &CopyOptions,
         deadline: Deadline,
     ) -> Result<(), StoreError> {
-        let (body, _) = self
+        let (body, meta) = self
             .get(from, &GetOptions::default(), deadline)
             .await?
             .into_bytes();
         let put = PutOptions {
             durable: opts.durable,
+            attributes: meta.attributes,
             ..PutOptions::default()
         };
         self.put(to, body, &put, deadline).await

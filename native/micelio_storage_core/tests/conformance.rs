@@ -7,13 +7,15 @@ mod support;
 use std::time::Duration;
 
 use bytes::Bytes;
+use micelio_storage_core::attributes::Attributes;
 use micelio_storage_core::error::StoreError;
 use micelio_storage_core::key::{Key, Prefix};
 use micelio_storage_core::object::Deadline;
 use micelio_storage_core::store::{
-    CopyOptions, DeleteOptions, GetOptions, HeadOptions, ListOptions, PutCondition, PutOptions,
-    Store,
+    ByteRange, CopyOptions, DeleteOptions, GetOptions, HeadOptions, ListOptions, PutCondition,
+    PutOptions, Store,
 };
+use micelio_storage_core::transfer::{ChunksSource, Transfer};
 
 fn k(s: &str) -> Key {
     Key::parse(s.as_bytes()).unwrap()
@@ -174,6 +176,159 @@ mod cases {
         assert!(list(s, "").await.is_empty());
     }
 
+    pub async fn ranges(s: &dyn Store) {
+        put(s, "r/ten", b"0123456789").await;
+        let read = |offset, length| async move {
+            let opts = GetOptions {
+                range: Some(ByteRange { offset, length }),
+                ..GetOptions::default()
+            };
+            let (body, meta) = s
+                .get(&k("r/ten"), &opts, soon())
+                .await
+                .unwrap()
+                .into_bytes();
+            assert_eq!(meta.size, 10, "the metadata describes the whole object");
+            body.to_vec()
+        };
+        assert_eq!(read(0, Some(3)).await, b"012");
+        assert_eq!(read(4, Some(2)).await, b"45");
+        assert_eq!(read(7, None).await, b"789");
+        assert_eq!(read(8, Some(100)).await, b"89");
+        assert_eq!(read(10, None).await, b"");
+        assert_eq!(read(50, Some(5)).await, b"");
+        assert_eq!(read(3, Some(0)).await, b"");
+        let missing = GetOptions {
+            range: Some(ByteRange {
+                offset: 0,
+                length: Some(1),
+            }),
+            ..GetOptions::default()
+        };
+        let err = s.get(&k("r/none"), &missing, soon()).await.err();
+        assert_eq!(err, Some(StoreError::NotFound));
+    }
+
+    pub async fn attributes(s: &dyn Store) {
+        let attributes = Attributes {
+            content_type: Some("text/html; charset=utf-8".into()),
+            cache_control: Some("max-age=60".into()),
+            content_disposition: Some("attachment; filename=\"a.html\"".into()),
+            content_encoding: None,
+            metadata: vec![
+                ("owner".into(), "ana".into()),
+                ("team".into(), "forge".into()),
+            ],
+        };
+        let opts = PutOptions {
+            attributes: attributes.clone(),
+            ..PutOptions::default()
+        };
+        s.put(&k("m/page"), Bytes::from_static(b"<p>"), &opts, soon())
+            .await
+            .unwrap();
+        let head = s
+            .head(&k("m/page"), &HeadOptions::default(), soon())
+            .await
+            .unwrap();
+        assert_eq!(head.attributes, attributes);
+        let (_, meta) = s
+            .get(&k("m/page"), &GetOptions::default(), soon())
+            .await
+            .unwrap()
+            .into_bytes();
+        assert_eq!(meta.attributes, attributes);
+        // A copy keeps them; a put without any stores the type the key implies.
+        s.copy(&k("m/page"), &k("m/copy"), &CopyOptions::default(), soon())
+            .await
+            .unwrap();
+        let copied = s
+            .head(&k("m/copy"), &HeadOptions::default(), soon())
+            .await
+            .unwrap();
+        assert_eq!(copied.attributes, attributes);
+        put(s, "m/logo.png", b"png").await;
+        let plain = s
+            .head(&k("m/logo.png"), &HeadOptions::default(), soon())
+            .await
+            .unwrap();
+        assert_eq!(plain.attributes.content_type.as_deref(), Some("image/png"));
+        assert!(plain.attributes.metadata.is_empty());
+        put(s, "m/blob", b"?").await;
+        let blob = s
+            .head(&k("m/blob"), &HeadOptions::default(), soon())
+            .await
+            .unwrap();
+        assert_eq!(
+            blob.attributes.content_type.as_deref(),
+            Some("application/octet-stream")
+        );
+    }
+
+    pub async fn streams(s: &dyn Store) {
+        use futures_util::StreamExt;
+        let xfer = Transfer::new(Duration::from_secs(60), None);
+        // Past the S3 fixture's 5 MiB threshold: a multipart upload.
+        let data: Vec<u8> = (0..(12 << 20) + 77).map(|i| (i * 31 % 251) as u8).collect();
+        let chunks: Vec<Bytes> = data.chunks(300_001).map(Bytes::copy_from_slice).collect();
+        let opts = PutOptions {
+            attributes: Attributes {
+                metadata: vec![("kind".into(), "big".into())],
+                ..Attributes::default()
+            },
+            ..PutOptions::default()
+        };
+        s.put_stream(
+            &k("big/one"),
+            Box::new(ChunksSource::new(chunks)),
+            &opts,
+            &xfer,
+        )
+        .await
+        .unwrap();
+        assert_eq!(get(s, "big/one").await.unwrap(), data);
+        let (meta, mut stream) = s
+            .get_stream(&k("big/one"), &GetOptions::default(), &xfer)
+            .await
+            .unwrap();
+        assert_eq!(meta.size, data.len() as u64);
+        assert_eq!(
+            meta.attributes.metadata,
+            vec![("kind".into(), "big".into())]
+        );
+        let mut read = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            read.extend_from_slice(&chunk.unwrap());
+        }
+        assert_eq!(read, data);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.bin");
+        let meta = s
+            .get_file(&k("big/one"), &path, &GetOptions::default(), &xfer)
+            .await
+            .unwrap();
+        assert_eq!(meta.size, data.len() as u64);
+        assert_eq!(std::fs::read(&path).unwrap(), data);
+        std::fs::write(dir.path().join("in.bin"), &data[..1000]).unwrap();
+        s.put_file(
+            &k("big/two"),
+            &dir.path().join("in.bin"),
+            &PutOptions::default(),
+            &xfer,
+        )
+        .await
+        .unwrap();
+        assert_eq!(get(s, "big/two").await.unwrap(), &data[..1000]);
+        // A missing key leaves no file behind.
+        let none = dir.path().join("none.bin");
+        let err = s
+            .get_file(&k("big/none"), &none, &GetOptions::default(), &xfer)
+            .await
+            .err();
+        assert_eq!(err, Some(StoreError::NotFound));
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+    }
+
     pub async fn delete_many(s: &dyn Store) {
         // More than one DeleteObjects batch (1,000 keys), written 32 at a time.
         let keys: Vec<Key> = (0..1_050).map(|i| k(&format!("many/{i:04}"))).collect();
@@ -222,6 +377,9 @@ macro_rules! conformance {
             case!(copy);
             case!(delete_many);
             case!(health);
+            case!(ranges);
+            case!(attributes);
+            case!(streams);
         }
     };
 }

@@ -125,6 +125,7 @@ fn put_if_none_match_has_exactly_one_winner() {
                 let opts = PutOptions {
                     condition: PutCondition::IfNoneMatch,
                     durable: false,
+                    ..PutOptions::default()
                 };
                 match s.write(&k("race/key"), format!("{i}").as_bytes(), &opts, later()) {
                     Ok(()) => {
@@ -157,6 +158,7 @@ fn put_if_match_is_a_compare_and_swap() {
                         let opts = PutOptions {
                             condition: PutCondition::IfMatch(meta.etag),
                             durable: false,
+                            ..PutOptions::default()
                         };
                         match s.write(&k("cas"), (n + 1).to_string().as_bytes(), &opts, later()) {
                             Ok(()) => break,
@@ -191,6 +193,7 @@ fn durable_puts_and_deletes_work() {
     let opts = PutOptions {
         condition: PutCondition::Always,
         durable: true,
+        ..PutOptions::default()
     };
     s.write(&k("d/x"), b"durable", &opts, later()).unwrap();
     assert_eq!(s.read(&k("d/x"), later()).unwrap().0, b"durable");

@@ -3,6 +3,7 @@
 //! - `store`: opening a store, and running operations on it (async, on a
 //!   dirty scheduler, or from the cache inline);
 //! - `operation`: the operations a caller can ask of any store;
+//! - `transfer`: files and streams larger than memory, with progress;
 //! - `signing`: the SigV4 signer on its own (`Micelio.Storage.S3.sign_headers/4`);
 //! - `logging`: the engine's log events, sent to `Logger`;
 //! - `debug`: hooks for the test suite.
@@ -12,6 +13,7 @@ pub mod logging;
 pub mod operation;
 pub mod signing;
 pub mod store;
+pub mod transfer;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 

@@ -2,14 +2,14 @@
 //!
 //! | term | operation |
 //! |---|---|
-//! | `{:get, key, with_meta}` | `Store::get` |
+//! | `{:get, key, with_meta, range}` | `Store::get` |
 //! | `{:head, key}` | `Store::head` |
-//! | `{:put, key, content, condition, durable}` | `Store::put` |
+//! | `{:put, key, content, condition, durable, attributes}` | `Store::put` |
 //! | `{:delete, key, durable}` | `Store::delete` |
 //! | `{:list, prefix}` | `Store::list` |
 //! | `{:copy, from, to, durable}` | `Store::copy` |
 //! | `{:delete_many, keys, durable}` | `Store::delete_many` |
-//! | `{:presigned_url, key, method, expires_in, unix_time}` | `Store::presigned_url` |
+//! | `{:presigned_url, key, method, expires_in, unix_time, headers}` | `Store::presigned_url` |
 //! | `{:health}` | `Store::health` |
 //!
 //! Keys and content are checked and taken here, once, before any work is
@@ -19,7 +19,7 @@ use micelio_storage_core::error::StoreError;
 use micelio_storage_core::key::{Key, Prefix};
 use micelio_storage_core::object::{BodyAlloc, Deadline, Object, ObjectMeta};
 use micelio_storage_core::store::{
-    CopyOptions, DeleteManyOutcome, DeleteOptions, GetOptions, HeadOptions, ListOptions,
+    ByteRange, CopyOptions, DeleteManyOutcome, DeleteOptions, GetOptions, HeadOptions, ListOptions,
     PresignOptions, PutOptions, SharedStore,
 };
 use rustler::types::tuple::get_tuple;
@@ -28,7 +28,8 @@ use rustler::{Atom, Binary, Encoder, Env, Term};
 use crate::buffers::{body_term, borrow_bytes, BeamBody};
 use crate::runtime::Reply;
 use crate::terms::{
-    body_reply, content_bytes, decode_condition, error_reason, meta_term, ok, ok_atom,
+    body_reply, content_bytes, decode_attributes, decode_condition, decode_range, error_reason,
+    meta_term, ok, ok_atom,
 };
 
 mod atoms {
@@ -40,6 +41,7 @@ pub enum Operation {
     Get {
         key: Key,
         with_meta: bool,
+        range: Option<ByteRange>,
     },
     Head {
         key: Key,
@@ -104,13 +106,20 @@ impl Operation {
             [k, m] if tag == atoms::get() => Operation::Get {
                 key: key(*k)?,
                 with_meta: flag(m)?,
+                range: None,
+            },
+            [k, m, r] if tag == atoms::get() => Operation::Get {
+                key: key(*k)?,
+                with_meta: flag(m)?,
+                range: decode_range(*r)?,
             },
             [k] if tag == atoms::head() => Operation::Head { key: key(*k)? },
-            [k, content, condition, durable] if tag == atoms::put() => {
+            [k, content, condition, durable, attributes] if tag == atoms::put() => {
                 let key = key(*k)?;
                 let opts = PutOptions {
                     condition: decode_condition(*condition)?,
                     durable: flag(durable)?,
+                    attributes: decode_attributes(*attributes)?,
                 };
                 let body = borrow_bytes(env, content_bytes(*content)?);
                 Operation::Put { key, body, opts }
@@ -145,13 +154,18 @@ impl Operation {
                     },
                 }
             }
-            [k, method, expires_in, unix_time] if tag == atoms::presigned_url() => {
+            [k, method, expires_in, unix_time, headers] if tag == atoms::presigned_url() => {
+                let (content_type, response_content_type, response_content_disposition) =
+                    headers.decode().map_err(|_| bad_request())?;
                 Operation::Presign {
                     key: key(*k)?,
                     opts: PresignOptions {
                         method: method.decode().map_err(|_| bad_request())?,
                         expires_in: expires_in.decode().map_err(|_| bad_request())?,
                         unix_time: unix_time.decode().map_err(|_| bad_request())?,
+                        content_type,
+                        response_content_type,
+                        response_content_disposition,
                     },
                 }
             }
@@ -170,9 +184,14 @@ impl Operation {
         deadline: Deadline,
     ) -> Result<Outcome, StoreError> {
         Ok(match self {
-            Operation::Get { key, with_meta } => {
+            Operation::Get {
+                key,
+                with_meta,
+                range,
+            } => {
                 let opts = GetOptions {
                     alloc,
+                    range,
                     ..GetOptions::default()
                 };
                 Outcome::Object(store.get(&key, &opts, deadline).await?, with_meta)

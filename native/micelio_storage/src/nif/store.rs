@@ -46,6 +46,13 @@ pub struct LiveStore {
 /// What Elixir holds: a reference to a live store.
 pub struct StoreResource(Arc<LiveStore>);
 
+impl StoreResource {
+    /// The store, through the contract.
+    pub fn shared(&self) -> SharedStore {
+        self.0.store.clone()
+    }
+}
+
 #[rustler::resource_impl]
 impl rustler::Resource for StoreResource {}
 

@@ -3,7 +3,7 @@
 use crate::error::StoreError;
 use crate::s3::credentials::CredentialSource;
 use crate::s3::signer::Credentials;
-use crate::s3::{S3Config, UrlStyle};
+use crate::s3::{S3Config, Sse, UrlStyle};
 use crate::settings::Settings;
 
 impl S3Config {
@@ -61,6 +61,20 @@ impl S3Config {
             unsigned_payload: s.flag("s3_unsigned_payload")?,
             list_page_size: s.int("s3_list_page_size")? as u32,
             ca_cert_file: s.text("s3_ca_cert_file")?.map(Into::into),
+            multipart_threshold: s.int("s3_multipart_threshold")?,
+            part_size: s.int("s3_part_size")?,
+            parts_in_flight: s.int("s3_parts_in_flight")? as usize,
+            sse: match s.text("s3_sse")?.as_deref() {
+                None => None,
+                Some("aes256") => Some(Sse::Aes256),
+                Some("kms") => Some(Sse::Kms(s.text("s3_sse_kms_key_id")?)),
+                Some(other) => {
+                    return Err(StoreError::InvalidConfig(
+                        "s3_sse",
+                        format!("expected aes256 or kms, got {other:?}"),
+                    ))
+                }
+            },
         })
     }
 }

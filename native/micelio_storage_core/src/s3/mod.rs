@@ -4,6 +4,7 @@
 pub mod config;
 pub mod credentials;
 pub mod error;
+mod multipart;
 pub mod retry;
 pub mod signer;
 pub mod xml;
@@ -16,14 +17,16 @@ use bytes::Bytes;
 use md5::{Digest, Md5};
 use reqwest::{Method, StatusCode};
 
+use crate::attributes::Attributes;
 use crate::error::StoreError;
 use crate::key::{Key, Prefix};
 use crate::object::{bare_etag, vec_body, Body, BodyAlloc, BodyBuf, Deadline, Object, ObjectMeta};
 use crate::observe;
 use crate::store::{
-    CopyOptions, DeleteManyOutcome, DeleteOptions, GetOptions, HeadOptions, ListOptions,
+    ByteRange, CopyOptions, DeleteManyOutcome, DeleteOptions, GetOptions, HeadOptions, ListOptions,
     PresignOptions, PutCondition, PutOptions, Store,
 };
+use crate::transfer::{crc32_header, ByteSource, ByteStream, Transfer};
 use credentials::{CredentialSource, Signers};
 use retry::RetryPolicy;
 use signer::{sha256_hex, uri_encode, AmzDate, UNSIGNED_PAYLOAD};
@@ -66,11 +69,40 @@ pub struct S3Config {
     pub list_page_size: u32,
     /// A PEM file of extra root certificates (a private CA).
     pub ca_cert_file: Option<std::path::PathBuf>,
+    /// Uploads from this size on are multipart.
+    pub multipart_threshold: u64,
+    /// The size of each part (and of each ranged GET of a download).
+    pub part_size: u64,
+    /// Parts (or ranges) sent at once.
+    pub parts_in_flight: usize,
+    /// Server-side encryption asked on every write.
+    pub sse: Option<Sse>,
 }
 
-/// A configured S3 store. Cheap to share; holds the connection pool.
+/// Server-side encryption of written objects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sse {
+    /// `AES256`: keys managed by S3.
+    Aes256,
+    /// `aws:kms`, with this key (the account's default key when `None`).
+    Kms(Option<String>),
+}
+
+/// A configured S3 store. Cheap to clone: clones share the connection pool
+/// (a detached task, such as the abort of a failed upload, holds one).
+#[derive(Debug, Clone)]
+pub struct S3Store(std::sync::Arc<S3Inner>);
+
+impl std::ops::Deref for S3Store {
+    type Target = S3Inner;
+    fn deref(&self) -> &S3Inner {
+        &self.0
+    }
+}
+
+/// The state of an S3 store.
 #[derive(Debug)]
-pub struct S3Store {
+pub struct S3Inner {
     bucket: String,
     /// `scheme://host[:port]` of the requests, for error messages.
     endpoint: String,
@@ -86,7 +118,15 @@ pub struct S3Store {
     unsigned_payload: bool,
     list_page_size: u32,
     request_timeout: Duration,
+    multipart_threshold: u64,
+    part_size: u64,
+    parts_in_flight: usize,
+    sse: Option<Sse>,
 }
+
+/// S3's smallest part (but the last) and largest part count.
+const MIN_PART: u64 = 5 << 20;
+const MAX_PARTS: u64 = 10_000;
 
 /// A response that passed status checks.
 struct Answer<B = Bytes> {
@@ -167,7 +207,16 @@ impl S3Store {
                     format!("cannot build the HTTP client: {e}"),
                 )
             })?;
-        Ok(S3Store {
+        if cfg.part_size < MIN_PART || cfg.part_size > (5 << 30) {
+            return Err(invalid(
+                "s3_part_size",
+                format!("must be 5 MiB to 5 GiB, got {}", cfg.part_size),
+            ));
+        }
+        if cfg.parts_in_flight == 0 {
+            return Err(invalid("s3_parts_in_flight", "must be at least 1".into()));
+        }
+        Ok(S3Store(std::sync::Arc::new(S3Inner {
             bucket: cfg.bucket.clone(),
             endpoint: format!("{scheme}://{host}"),
             bucket_seen: std::sync::atomic::AtomicBool::new(false),
@@ -184,7 +233,47 @@ impl S3Store {
             unsigned_payload: cfg.unsigned_payload,
             list_page_size: cfg.list_page_size.clamp(1, 1000),
             request_timeout: cfg.request_timeout,
-        })
+            multipart_threshold: cfg.multipart_threshold.max(MIN_PART),
+            part_size: cfg.part_size,
+            parts_in_flight: cfg.parts_in_flight,
+            sse: cfg.sse,
+        })))
+    }
+
+    /// The headers a write sends for `attributes` (the content type guessed
+    /// from the key when none is given) and the store's encryption.
+    fn object_headers(&self, key: &Key, attributes: &Attributes) -> Vec<(String, String)> {
+        let attributes = attributes.clone().for_key(key.as_str());
+        let mut headers = Vec::new();
+        for (name, value) in [
+            ("content-type", attributes.content_type),
+            ("cache-control", attributes.cache_control),
+            ("content-disposition", attributes.content_disposition),
+            ("content-encoding", attributes.content_encoding),
+        ] {
+            if let Some(v) = value {
+                headers.push((name.to_string(), v));
+            }
+        }
+        for (name, value) in attributes.metadata {
+            headers.push((format!("x-amz-meta-{name}"), value));
+        }
+        match &self.sse {
+            None => {}
+            Some(Sse::Aes256) => {
+                headers.push(("x-amz-server-side-encryption".into(), "AES256".into()))
+            }
+            Some(Sse::Kms(key_id)) => {
+                headers.push(("x-amz-server-side-encryption".into(), "aws:kms".into()));
+                if let Some(id) = key_id {
+                    headers.push((
+                        "x-amz-server-side-encryption-aws-kms-key-id".into(),
+                        id.clone(),
+                    ));
+                }
+            }
+        }
+        headers
     }
 
     fn full_key(&self, key: &Key) -> String {
@@ -214,17 +303,32 @@ impl S3Store {
         key: &Key,
         alloc: BodyAlloc,
         if_none_match: Option<&str>,
+        range: Option<ByteRange>,
         deadline: Deadline,
     ) -> Result<Object, StoreError> {
         let path = self.object_path(key);
-        let headers = match if_none_match {
+        let mut headers = match if_none_match {
             Some(etag) => vec![(
                 "if-none-match".to_string(),
                 format!("\"{}\"", bare_etag(etag)),
             )],
             None => vec![],
         };
-        let ans = self
+        match range {
+            // Nothing to read: only whether the object exists.
+            Some(ByteRange {
+                length: Some(0), ..
+            }) => {
+                let meta = self.head(key, &HeadOptions::default(), deadline).await?;
+                return Ok(Object {
+                    body: Body::Buf(alloc(0)),
+                    meta,
+                });
+            }
+            Some(r) => headers.push(("range".into(), range_header(r))),
+            None => headers.push(("x-amz-checksum-mode".into(), "ENABLED".into())),
+        }
+        let ans = match self
             .send_into(
                 Method::GET,
                 &path,
@@ -235,11 +339,31 @@ impl S3Store {
                 alloc,
                 deadline,
             )
-            .await?;
+            .await
+        {
+            // A range that starts past the end: empty, as on every backend.
+            Err(StoreError::S3 { status: 416, .. }) if range.is_some() => {
+                let meta = self.head(key, &HeadOptions::default(), deadline).await?;
+                return Ok(Object {
+                    body: Body::Buf(alloc(0)),
+                    meta,
+                });
+            }
+            other => other?,
+        };
         let mut meta = meta_from_headers(&ans.headers);
-        meta.size = ans.body.as_slice().len() as u64;
+        if ans.status == StatusCode::PARTIAL_CONTENT {
+            meta.size = content_range_total(&ans.headers).unwrap_or(meta.size);
+        } else {
+            meta.size = ans.body.as_slice().len() as u64;
+        }
+        let body = if range.is_none() {
+            verify_whole(&ans.headers, ans.body).await?
+        } else {
+            ans.body
+        };
         Ok(Object {
-            body: Body::Buf(ans.body),
+            body: Body::Buf(body),
             meta,
         })
     }
@@ -249,14 +373,17 @@ impl S3Store {
         &self,
         key: &Key,
         body: Bytes,
-        condition: &PutCondition,
+        opts: &PutOptions,
         deadline: Deadline,
     ) -> Result<(), StoreError> {
         let path = self.object_path(key);
-        let mut headers = vec![(
-            "content-type".to_string(),
-            "application/octet-stream".to_string(),
-        )];
+        let condition = &opts.condition;
+        let mut headers = self.object_headers(key, &opts.attributes);
+        // The server checks it and refuses a body damaged on the way.
+        headers.push((
+            "x-amz-checksum-crc32".into(),
+            crc32_header(crc32_of(&body).await),
+        ));
         match condition {
             PutCondition::Always => {}
             PutCondition::IfNoneMatch => headers.push(("if-none-match".into(), "*".into())),
@@ -355,17 +482,30 @@ impl S3Store {
     /// A presigned URL for `method` on `key`, valid for `expires_in` seconds
     /// from `unix_time`. Fetches credentials first if the store has none
     /// that are current.
-    pub async fn presign(
-        &self,
-        key: &Key,
-        method: &str,
-        expires_in: u64,
-        unix_time: i64,
-    ) -> Result<String, StoreError> {
+    pub async fn presign(&self, key: &Key, opts: &PresignOptions) -> Result<String, StoreError> {
         let path = self.object_path(key);
-        let date = AmzDate::from_unix(unix_time);
+        let date = AmzDate::from_unix(opts.unix_time);
         let signer = self.signers.current().await?;
-        let query = signer.presign_query(method, &self.host, &path, expires_in, &date);
+        let mut query = Vec::new();
+        if let Some(v) = &opts.response_content_type {
+            query.push(("response-content-type".to_string(), v.clone()));
+        }
+        if let Some(v) = &opts.response_content_disposition {
+            query.push(("response-content-disposition".to_string(), v.clone()));
+        }
+        let mut headers = Vec::new();
+        if let Some(v) = &opts.content_type {
+            headers.push(("content-type".to_string(), v.clone()));
+        }
+        let query = signer.presign_query(
+            &opts.method,
+            &self.host,
+            &path,
+            opts.expires_in,
+            &date,
+            &query,
+            &headers,
+        );
         Ok(format!("{}://{}{}?{}", self.scheme, self.host, path, query))
     }
 
@@ -491,32 +631,53 @@ impl S3Store {
         alloc: BodyAlloc,
         deadline: Deadline,
     ) -> Result<Answer<Box<dyn BodyBuf>>, StoreError> {
-        let payload_hash = match (&body, self.unsigned_payload) {
-            (_, true) => UNSIGNED_PAYLOAD.to_string(),
-            (Some(b), false) => payload_sha256(b).await,
-            (None, false) => signer::EMPTY_SHA256.to_string(),
-        };
-        let query_string = signer::canonical_query(&query);
-        let url = if query_string.is_empty() {
-            format!("{}://{}{}", self.scheme, self.host, path)
-        } else {
-            format!("{}://{}{}?{}", self.scheme, self.host, path, query_string)
-        };
+        let request = Request::new(self, method, path, query, headers, body).await;
+        self.retrying(&request, idempotent, deadline, || async {
+            let resp = self.start_attempt(&request, deadline).await?;
+            self.finish_attempt(resp, alloc).await
+        })
+        .await
+    }
+
+    /// Sends a GET whose body the caller reads as it arrives: the response
+    /// once its status is a success (errors are read and mapped). Retried
+    /// like `send` until then.
+    async fn open_body(
+        &self,
+        path: &str,
+        headers: Vec<(String, String)>,
+        deadline: Deadline,
+    ) -> Result<reqwest::Response, StoreError> {
+        let request = Request::new(self, Method::GET, path, vec![], headers, None).await;
+        self.retrying(&request, true, deadline, || async {
+            let resp = self.start_attempt(&request, deadline).await?;
+            if resp.status().is_success() {
+                Ok(resp)
+            } else {
+                self.finish_attempt(resp, vec_body)
+                    .await
+                    .map(|_| unreachable!("finish_attempt fails on a status that is not a success"))
+            }
+        })
+        .await
+    }
+
+    /// The retry loop around one request's attempts.
+    async fn retrying<T, F, Fut>(
+        &self,
+        request: &Request,
+        idempotent: bool,
+        deadline: Deadline,
+        attempt_once: F,
+    ) -> Result<T, StoreError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, Attempt>>,
+    {
+        let method = &request.method;
         let mut attempt = 0;
         loop {
-            let result = self
-                .attempt(
-                    &method,
-                    &url,
-                    path,
-                    &query,
-                    &headers,
-                    &body,
-                    &payload_hash,
-                    alloc,
-                    deadline,
-                )
-                .await;
+            let result = attempt_once().await;
             let retry = match &result {
                 Ok(_) => false,
                 // Nothing reached the server: always safe to try again.
@@ -530,11 +691,13 @@ impl S3Store {
             let backoff = self.policy.backoff(attempt);
             if !retry || attempt >= self.policy.max_retries || backoff >= deadline.remaining() {
                 if retry && attempt > 0 {
-                    self.log_give_up(&method, path, attempt + 1);
+                    self.log_give_up(method, &request.path, attempt + 1);
                 }
                 return result.map_err(Attempt::into_error);
             }
-            self.log_retry(&method, attempt + 1, &result);
+            if let Err(e) = &result {
+                self.log_retry(method, attempt + 1, e);
+            }
             observe::retried();
             tokio::time::sleep(backoff).await;
             attempt += 1;
@@ -544,15 +707,9 @@ impl S3Store {
     /// Logs a retry (debug): endpoint, operation, attempt and the error's
     /// kind. The path and query are left out: they hold keys, never secrets,
     /// but keys are the app's data.
-    fn log_retry(
-        &self,
-        method: &Method,
-        attempt: u32,
-        result: &Result<Answer<Box<dyn BodyBuf>>, Attempt>,
-    ) {
-        let why = match result {
-            Err(Attempt::Connect(e)) | Err(Attempt::Failed(e)) => error_kind(e),
-            Ok(_) => "ok",
+    fn log_retry(&self, method: &Method, attempt: u32, failed: &Attempt) {
+        let why = match failed {
+            Attempt::Connect(e) | Attempt::Failed(e) => error_kind(e),
         };
         observe::log(
             observe::Level::Debug,
@@ -578,26 +735,19 @@ impl S3Store {
         );
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn attempt(
+    /// Signs and sends one attempt; the response is not read yet.
+    async fn start_attempt(
         &self,
-        method: &Method,
-        url: &str,
-        path: &str,
-        query: &[(String, String)],
-        headers: &[(String, String)],
-        body: &Option<Bytes>,
-        payload_hash: &str,
-        alloc: BodyAlloc,
+        request: &Request,
         deadline: Deadline,
-    ) -> Result<Answer<Box<dyn BodyBuf>>, Attempt> {
+    ) -> Result<reqwest::Response, Attempt> {
         let left = deadline.remaining();
         if left.is_zero() {
             return Err(Attempt::Failed(StoreError::Timeout));
         }
-        let mut signed = headers.to_vec();
+        let mut signed = request.headers.clone();
         signed.push(("host".to_string(), self.host.clone()));
-        if let Some(b) = body {
+        if let Some(b) = &request.body {
             signed.push(("content-length".to_string(), b.len().to_string()));
         }
         // Nothing was sent yet when credentials cannot be had: retried like
@@ -606,29 +756,36 @@ impl S3Store {
         // One clock reading per attempt, for x-amz-date and the scope alike.
         let date = AmzDate::now();
         signer.sign_headers(
-            method.as_str(),
-            path,
-            query,
+            request.method.as_str(),
+            &request.path,
+            &request.query,
             &mut signed,
-            payload_hash,
+            &request.payload_hash,
             &date,
         );
         let mut req = self
             .client
-            .request(method.clone(), url)
+            .request(request.method.clone(), &request.url)
             .timeout(self.request_timeout.min(left));
         for (k, v) in &signed {
             if k != "host" {
                 req = req.header(k.as_str(), v.as_str());
             }
         }
-        if let Some(b) = body {
+        if let Some(b) = &request.body {
             req = req.body(b.clone());
         }
-        let mut resp = req
-            .send()
+        req.send()
             .await
-            .map_err(|e| Attempt::from_reqwest(e, &self.endpoint))?;
+            .map_err(|e| Attempt::from_reqwest(e, &self.endpoint))
+    }
+
+    /// Reads a response's body into a buffer from `alloc` and checks its status.
+    async fn finish_attempt(
+        &self,
+        mut resp: reqwest::Response,
+        alloc: BodyAlloc,
+    ) -> Result<Answer<Box<dyn BodyBuf>>, Attempt> {
         let status = resp.status();
         let resp_headers = resp.headers().clone();
         // Read into one buffer sized from Content-Length: no regrowth, and
@@ -662,6 +819,49 @@ impl S3Store {
                 body.as_slice(),
                 &self.bucket,
             )))
+        }
+    }
+}
+
+/// One request, ready to be signed and sent (again, on a retry).
+struct Request {
+    method: Method,
+    path: String,
+    url: String,
+    query: Vec<(String, String)>,
+    headers: Vec<(String, String)>,
+    body: Option<Bytes>,
+    payload_hash: String,
+}
+
+impl Request {
+    async fn new(
+        store: &S3Inner,
+        method: Method,
+        path: &str,
+        query: Vec<(String, String)>,
+        headers: Vec<(String, String)>,
+        body: Option<Bytes>,
+    ) -> Self {
+        let payload_hash = match (&body, store.unsigned_payload) {
+            (_, true) => UNSIGNED_PAYLOAD.to_string(),
+            (Some(b), false) => payload_sha256(b).await,
+            (None, false) => signer::EMPTY_SHA256.to_string(),
+        };
+        let query_string = signer::canonical_query(&query);
+        let url = if query_string.is_empty() {
+            format!("{}://{}{}", store.scheme, store.host, path)
+        } else {
+            format!("{}://{}{}?{}", store.scheme, store.host, path, query_string)
+        };
+        Request {
+            method,
+            path: path.to_string(),
+            url,
+            query,
+            headers,
+            body,
+            payload_hash,
         }
     }
 }
@@ -712,8 +912,14 @@ impl Store for S3Store {
         opts: &GetOptions,
         deadline: Deadline,
     ) -> Result<Object, StoreError> {
-        self.read(key, opts.alloc, opts.if_none_match.as_deref(), deadline)
-            .await
+        self.read(
+            key,
+            opts.alloc,
+            opts.if_none_match.as_deref(),
+            opts.range,
+            deadline,
+        )
+        .await
     }
 
     async fn head(
@@ -745,7 +951,42 @@ impl Store for S3Store {
         opts: &PutOptions,
         deadline: Deadline,
     ) -> Result<(), StoreError> {
-        self.write(key, body, &opts.condition, deadline).await
+        if body.len() as u64 > 5 << 30 {
+            // Above S3's single-PUT limit: in parts.
+            let source = crate::transfer::ChunksSource::new(vec![body]);
+            let xfer = Transfer::new(deadline.remaining(), Some(deadline.remaining()));
+            return self.upload(key, Box::new(source), opts, &xfer).await;
+        }
+        self.write(key, body, opts, deadline).await
+    }
+
+    async fn put_stream(
+        &self,
+        key: &Key,
+        source: Box<dyn ByteSource>,
+        opts: &PutOptions,
+        xfer: &Transfer,
+    ) -> Result<(), StoreError> {
+        self.upload(key, source, opts, xfer).await
+    }
+
+    async fn get_stream(
+        &self,
+        key: &Key,
+        opts: &GetOptions,
+        xfer: &Transfer,
+    ) -> Result<(ObjectMeta, ByteStream), StoreError> {
+        self.download_stream(key, opts, xfer).await
+    }
+
+    async fn get_file(
+        &self,
+        key: &Key,
+        path: &std::path::Path,
+        opts: &GetOptions,
+        xfer: &Transfer,
+    ) -> Result<ObjectMeta, StoreError> {
+        self.download_file(key, path, opts, xfer).await
     }
 
     async fn delete(
@@ -802,8 +1043,7 @@ impl Store for S3Store {
         opts: &PresignOptions,
         _deadline: Deadline,
     ) -> Result<String, StoreError> {
-        self.presign(key, &opts.method, opts.expires_in, opts.unix_time)
-            .await
+        self.presign(key, opts).await
     }
 
     /// HEAD of the bucket: the endpoint answers, the credentials are
@@ -846,7 +1086,7 @@ impl Attempt {
 
 /// A failed connection or transfer, naming the endpoint (scheme, host and
 /// port only: never a path, a query or a credential).
-fn network_error(e: reqwest::Error, endpoint: &str) -> StoreError {
+pub(super) fn network_error(e: reqwest::Error, endpoint: &str) -> StoreError {
     if e.is_timeout() {
         return StoreError::Timeout;
     }
@@ -873,6 +1113,15 @@ pub(crate) fn meta_from_headers(headers: &reqwest::header::HeaderMap) -> ObjectM
                 .map(|d| d.as_nanos() as i128)
                 .unwrap_or(0)
         });
+    let mut metadata: Vec<(String, String)> = headers
+        .iter()
+        .filter_map(|(name, value)| {
+            let name = name.as_str().strip_prefix("x-amz-meta-")?;
+            Some((name.to_string(), value.to_str().ok()?.to_string()))
+        })
+        .collect();
+    metadata.sort();
+    let owned = |name: &str| text(name).map(str::to_string);
     ObjectMeta {
         size: text("content-length")
             .and_then(|v| v.parse().ok())
@@ -881,6 +1130,72 @@ pub(crate) fn meta_from_headers(headers: &reqwest::header::HeaderMap) -> ObjectM
             .map(|e| bare_etag(e).to_string())
             .unwrap_or_default(),
         last_modified_ns,
+        attributes: Attributes {
+            content_type: owned("content-type"),
+            cache_control: owned("cache-control"),
+            content_disposition: owned("content-disposition"),
+            content_encoding: owned("content-encoding"),
+            metadata,
+        },
+    }
+}
+
+/// `bytes=start-end` (inclusive) of a range; `bytes=start-` to the end.
+fn range_header(r: ByteRange) -> String {
+    match r.length {
+        Some(n) => format!("bytes={}-{}", r.offset, r.offset.saturating_add(n) - 1),
+        None => format!("bytes={}-", r.offset),
+    }
+}
+
+/// The object size a 206 names in `Content-Range: bytes a-b/size`.
+fn content_range_total(headers: &reqwest::header::HeaderMap) -> Option<u64> {
+    let v = headers.get("content-range")?.to_str().ok()?;
+    v.rsplit_once('/')?.1.parse().ok()
+}
+
+/// The whole-object CRC-32 the server holds, when it gives one: composite
+/// checksums of multipart uploads (`...-N`) cover parts, not the content.
+fn full_object_crc32(headers: &reqwest::header::HeaderMap) -> Option<String> {
+    let v = headers.get("x-amz-checksum-crc32")?.to_str().ok()?;
+    let composite = v.contains('-')
+        || headers
+            .get("x-amz-checksum-type")
+            .is_some_and(|t| t.as_bytes().eq_ignore_ascii_case(b"COMPOSITE"));
+    (!composite).then(|| v.to_string())
+}
+
+/// CRC-32 of a body, off the I/O workers when it is large.
+async fn crc32_of(body: &Bytes) -> u32 {
+    if body.len() < 256 * 1024 {
+        return crc32fast::hash(body);
+    }
+    let owned = body.clone();
+    tokio::task::spawn_blocking(move || crc32fast::hash(&owned))
+        .await
+        .unwrap_or_else(|_| crc32fast::hash(body))
+}
+
+/// Checks a whole object's body against the server's CRC-32, if it gave one.
+async fn verify_whole(
+    headers: &reqwest::header::HeaderMap,
+    body: Box<dyn BodyBuf>,
+) -> Result<Box<dyn BodyBuf>, StoreError> {
+    let Some(expected) = full_object_crc32(headers) else {
+        return Ok(body);
+    };
+    let (crc, body) = if body.as_slice().len() < 256 * 1024 {
+        (crc32fast::hash(body.as_slice()), body)
+    } else {
+        tokio::task::spawn_blocking(move || (crc32fast::hash(body.as_slice()), body))
+            .await
+            .map_err(|e| StoreError::Panic(e.to_string()))?
+    };
+    let got = crc32_header(crc);
+    if got == expected {
+        Ok(body)
+    } else {
+        Err(StoreError::ChecksumMismatch(expected, got))
     }
 }
 

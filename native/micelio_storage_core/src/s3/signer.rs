@@ -323,6 +323,7 @@ impl Signer {
 
     /// A presigned URL query (`X-Amz-*` parameters) valid for `expires_in` seconds.
     /// Returns the full query string to append after `?`.
+    #[allow(clippy::too_many_arguments)]
     pub fn presign_query(
         &self,
         method: &str,
@@ -330,7 +331,15 @@ impl Signer {
         encoded_path: &str,
         expires_in: u64,
         date: &AmzDate,
+        extra_query: &[(String, String)],
+        extra_headers: &[(String, String)],
     ) -> String {
+        let mut signed_names: Vec<String> = extra_headers
+            .iter()
+            .map(|(k, _)| k.to_ascii_lowercase())
+            .chain(std::iter::once("host".to_string()))
+            .collect();
+        signed_names.sort();
         let mut query = vec![
             (
                 "X-Amz-Algorithm".to_string(),
@@ -342,12 +351,14 @@ impl Signer {
             ),
             ("X-Amz-Date".to_string(), date.datetime.clone()),
             ("X-Amz-Expires".to_string(), expires_in.to_string()),
-            ("X-Amz-SignedHeaders".to_string(), "host".to_string()),
+            ("X-Amz-SignedHeaders".to_string(), signed_names.join(";")),
         ];
         if let Some(token) = &self.credentials.session_token {
             query.push(("X-Amz-Security-Token".to_string(), token.clone()));
         }
-        let headers = [("host".to_string(), host.to_string())];
+        query.extend(extra_query.iter().cloned());
+        let mut headers = vec![("host".to_string(), host.to_string())];
+        headers.extend(extra_headers.iter().cloned());
         let (canonical, _) = canonical_request(&CanonicalInput {
             method,
             encoded_path,

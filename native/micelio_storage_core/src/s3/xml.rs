@@ -79,6 +79,99 @@ pub fn parse_endpoint(xml: &[u8]) -> Result<String, String> {
     Ok(endpoint)
 }
 
+/// The `<UploadId>` of a CreateMultipartUpload answer; anything else is
+/// an error.
+pub fn parse_upload_id(xml: &[u8]) -> Result<String, String> {
+    let mut id = String::new();
+    walk(xml, |path, text| {
+        if path == ["InitiateMultipartUploadResult", "UploadId"] {
+            id = text;
+        }
+    })?;
+    if id.is_empty() {
+        Err("expected an InitiateMultipartUploadResult with an UploadId".into())
+    } else {
+        Ok(id)
+    }
+}
+
+/// One uploaded part, as CompleteMultipartUpload lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompletedPart {
+    /// 1-based.
+    pub number: u32,
+    /// The ETag UploadPart answered, quotes included.
+    pub etag: String,
+    /// The part's base64 CRC-32.
+    pub crc32: String,
+}
+
+/// The body of CompleteMultipartUpload.
+pub fn complete_request(parts: &[CompletedPart]) -> String {
+    let mut body = String::from("<CompleteMultipartUpload>");
+    for p in parts {
+        body.push_str(&format!(
+            "<Part><PartNumber>{}</PartNumber><ETag>{}</ETag><ChecksumCRC32>{}</ChecksumCRC32></Part>",
+            p.number,
+            quick_xml::escape::escape(&p.etag),
+            quick_xml::escape::escape(&p.crc32)
+        ));
+    }
+    body.push_str("</CompleteMultipartUpload>");
+    body
+}
+
+/// What CompleteMultipartUpload answered: the object's ETag and checksum,
+/// or the error a 200 can carry in its body.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct CompleteResult {
+    /// `<ETag>`.
+    pub etag: String,
+    /// `<ChecksumCRC32>`, when the server gives it.
+    pub crc32: Option<String>,
+}
+
+/// Parses a CompleteMultipartUpload answer; an `<Error>` (sent with a 200)
+/// or another document is `Err` with the error's code and message.
+pub fn parse_complete(xml: &[u8]) -> Result<CompleteResult, ErrorBody> {
+    let mut result = CompleteResult::default();
+    let mut root = None;
+    let walked = walk(xml, |path, text| {
+        if path.len() == 1 {
+            root = Some(path[0].to_string());
+        }
+        match path {
+            ["CompleteMultipartUploadResult", "ETag"] => result.etag = text,
+            ["CompleteMultipartUploadResult", "ChecksumCRC32"] => result.crc32 = Some(text),
+            _ => {}
+        }
+    });
+    match (walked, root.as_deref()) {
+        (Ok(()), Some("CompleteMultipartUploadResult")) => Ok(result),
+        (Ok(()), Some("Error")) => Err(parse_error(xml)),
+        (walked, _) => Err(ErrorBody {
+            code: "MalformedXML".into(),
+            message: walked
+                .err()
+                .unwrap_or_else(|| "expected a CompleteMultipartUploadResult".into()),
+        }),
+    }
+}
+
+/// The upload ids under a prefix, from ListMultipartUploads.
+pub fn parse_uploads(xml: &[u8]) -> Result<Vec<(String, String)>, String> {
+    let mut uploads = Vec::new();
+    let mut key = String::new();
+    walk(xml, |path, text| match path {
+        ["ListMultipartUploadsResult", "Upload", "Key"] => key = text,
+        ["ListMultipartUploadsResult", "Upload", "UploadId"] => {
+            uploads.push((std::mem::take(&mut key), text))
+        }
+        _ => {}
+    })?;
+    Ok(uploads)
+}
+
 /// One key that a DeleteObjects request could not delete.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct DeleteFailure {

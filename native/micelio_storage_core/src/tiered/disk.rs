@@ -23,6 +23,7 @@ use rustix::fs::FlockOperation;
 use sha2::{Digest, Sha256};
 
 use super::memory::Counters;
+use crate::attributes::Attributes;
 use crate::error::StoreError;
 use crate::object::BodyBuf;
 use crate::object::ObjectMeta;
@@ -57,6 +58,62 @@ pub struct DiskTier {
     pub counters: Counters,
     /// Files dropped because they failed a check.
     pub corrupt: std::sync::atomic::AtomicU64,
+}
+
+/// A cache file being written chunk by chunk; removed unless finished.
+pub struct StreamStage {
+    file: File,
+    key: String,
+    meta: ObjectMeta,
+    crc: crc32fast::Hasher,
+    written: u64,
+    staged: Option<Staged>,
+}
+
+impl StreamStage {
+    /// Appends a chunk; false (and the stage is void) when it fails or runs
+    /// past the announced size.
+    pub fn write(&mut self, chunk: &[u8]) -> bool {
+        if self.staged.is_none()
+            || self.written + chunk.len() as u64 > self.meta.size
+            || self.file.write_all(chunk).is_err()
+        {
+            self.void();
+            return false;
+        }
+        self.crc.update(chunk);
+        self.written += chunk.len() as u64;
+        true
+    }
+
+    /// Writes the real header once the whole body is in; `None` when the
+    /// body fell short or a write failed.
+    pub fn finish(mut self) -> Option<Staged> {
+        if self.written != self.meta.size {
+            return None;
+        }
+        let crc = self.crc.clone().finalize();
+        let header = encode_header(&self.key, crc, self.written, &self.meta);
+        use std::os::unix::fs::FileExt;
+        if self.file.write_all_at(&header, 0).is_err() {
+            return None;
+        }
+        self.staged.take()
+    }
+}
+
+impl StreamStage {
+    fn void(&mut self) {
+        if let Some(staged) = self.staged.take() {
+            let _ = fs::remove_file(&staged.temp);
+        }
+    }
+}
+
+impl Drop for StreamStage {
+    fn drop(&mut self) {
+        self.void();
+    }
 }
 
 /// A written temp file, renamed into place by `commit`.
@@ -245,11 +302,63 @@ impl DiskTier {
         parsed
     }
 
+    /// Opens a cached object for reading in chunks: the file, where its
+    /// content starts, its metadata and the content's CRC-32 (checked by
+    /// the reader at the end; see `drop_key`). The header is checked here.
+    pub fn open_body(&self, key: &str) -> Option<(File, u64, ObjectMeta, u32)> {
+        let name = name_of(key);
+        let mut f = File::open(self.path_of(&name)).ok()?;
+        if !self.fresh(&f) {
+            return None;
+        }
+        let file_len = f.metadata().ok()?.len();
+        let mut fixed = [0u8; HEADER_LEN];
+        let parsed = f.read_exact(&mut fixed).ok().and_then(|()| {
+            let h = Header::parse(&fixed)?;
+            let mut rest = vec![0u8; h.key_len + h.etag_len];
+            f.read_exact(&mut rest).ok()?;
+            let meta = h.check(&fixed, &rest, key, file_len)?;
+            Some((HEADER_LEN + h.key_len + h.etag_len, meta, h.body_crc))
+        });
+        match parsed {
+            Some((offset, meta, crc)) => {
+                self.touch(&name);
+                self.counters.hit();
+                Some((f, offset as u64, meta, crc))
+            }
+            None => {
+                self.drop_corrupt(&name);
+                None
+            }
+        }
+    }
+
+    /// Drops the copy of `key` as corrupt (a streamed read found a bad CRC).
+    pub fn drop_key(&self, key: &str) {
+        self.drop_corrupt(&name_of(key));
+    }
+
     /// Writes the object to a temp file; `commit` makes it visible.
     /// Returns `None` when it is too big for this tier or the write fails.
     pub fn stage(&self, key: &str, body: &[u8], meta: &ObjectMeta) -> Option<Staged> {
-        let size = (HEADER_LEN + key.len() + meta.etag.len() + body.len()) as u64;
-        if body.len() as u64 > self.max_object || size > self.capacity / MAX_ENTRY_SHARE {
+        let mut meta = meta.clone();
+        meta.size = body.len() as u64;
+        let mut writer = self.stage_stream(key, &meta)?;
+        writer.write(body).then_some(())?;
+        writer.finish()
+    }
+
+    /// True when an object of `size` bytes may be cached here.
+    pub fn accepts(&self, size: u64) -> bool {
+        size <= self.max_object && size <= self.capacity / MAX_ENTRY_SHARE
+    }
+
+    /// Starts writing an object of `meta.size` bytes chunk by chunk (a
+    /// download filling the tier as it streams); `None` when it is too big
+    /// for this tier. `StreamStage::finish` gives what `commit` takes.
+    pub fn stage_stream(&self, key: &str, meta: &ObjectMeta) -> Option<StreamStage> {
+        let size = (HEADER_LEN + key.len() + tag_field(meta).len()) as u64 + meta.size;
+        if !self.accepts(meta.size) || size > self.capacity / MAX_ENTRY_SHARE {
             return None;
         }
         let name = name_of(key);
@@ -257,15 +366,26 @@ impl DiskTier {
         let parent = final_path.parent().expect("a cache file has a parent");
         fs::create_dir_all(parent).ok()?;
         let temp = parent.join(format!("{TEMP_PREFIX}{:016x}", rand::random::<u64>()));
-        let written = File::create_new(&temp).and_then(|mut f| {
-            f.write_all(&encode_header(key, body, meta))?;
-            f.write_all(body)
+        let header = encode_header(key, 0, meta.size, meta);
+        let file = File::create_new(&temp).and_then(|mut f| {
+            // A placeholder header: the CRCs are known once the body is.
+            f.write_all(&header)?;
+            Ok(f)
         });
-        if written.is_err() {
-            let _ = fs::remove_file(&temp);
-            return None;
+        match file {
+            Ok(file) => Some(StreamStage {
+                file,
+                key: key.to_string(),
+                meta: meta.clone(),
+                crc: crc32fast::Hasher::new(),
+                written: 0,
+                staged: Some(Staged { temp, name, size }),
+            }),
+            Err(_) => {
+                let _ = fs::remove_file(&temp);
+                None
+            }
         }
-        Some(Staged { temp, name, size })
     }
 
     /// Renames a staged file into place and evicts down to the budget.
@@ -465,26 +585,42 @@ impl Header {
         if crc.finalize() != self.header_crc || &rest[..self.key_len] != key.as_bytes() {
             return None;
         }
-        let etag = std::str::from_utf8(&rest[self.key_len..]).ok()?.to_string();
+        // The tag field is the ETag, then the attributes after a newline.
+        let field = std::str::from_utf8(&rest[self.key_len..]).ok()?;
+        let (etag, attributes) = match field.split_once('\n') {
+            Some((etag, attrs)) => (etag, Attributes::decode(attrs.as_bytes())?),
+            None => (field, Attributes::default()),
+        };
         Some(ObjectMeta {
             size: self.body_len,
-            etag,
+            etag: etag.to_string(),
             last_modified_ns: self.mtime,
+            attributes,
         })
     }
 }
 
-fn encode_header(key: &str, body: &[u8], meta: &ObjectMeta) -> Vec<u8> {
-    let mut h = Vec::with_capacity(HEADER_LEN + key.len() + meta.etag.len());
+/// The header's tag field: the ETag, and the attributes when there are any.
+fn tag_field(meta: &ObjectMeta) -> String {
+    if meta.attributes.is_empty() {
+        meta.etag.clone()
+    } else {
+        format!("{}\n{}", meta.etag, meta.attributes.encode())
+    }
+}
+
+fn encode_header(key: &str, body_crc: u32, body_len: u64, meta: &ObjectMeta) -> Vec<u8> {
+    let tag = tag_field(meta);
+    let mut h = Vec::with_capacity(HEADER_LEN + key.len() + tag.len());
     h.extend_from_slice(MAGIC);
     h.extend_from_slice(&[0; 4]);
-    h.extend_from_slice(&crc32fast::hash(body).to_le_bytes());
+    h.extend_from_slice(&body_crc.to_le_bytes());
     h.extend_from_slice(&(key.len() as u32).to_le_bytes());
-    h.extend_from_slice(&(meta.etag.len() as u32).to_le_bytes());
-    h.extend_from_slice(&(body.len() as u64).to_le_bytes());
+    h.extend_from_slice(&(tag.len() as u32).to_le_bytes());
+    h.extend_from_slice(&body_len.to_le_bytes());
     h.extend_from_slice(&meta.last_modified_ns.to_le_bytes());
     h.extend_from_slice(key.as_bytes());
-    h.extend_from_slice(meta.etag.as_bytes());
+    h.extend_from_slice(tag.as_bytes());
     let crc = crc32fast::hash(&h[8..]);
     h[4..8].copy_from_slice(&crc.to_le_bytes());
     h
@@ -513,6 +649,7 @@ mod tests {
             size: size as u64,
             etag: "e1".into(),
             last_modified_ns: 42,
+            attributes: Default::default(),
         }
     }
 

@@ -461,6 +461,7 @@ mod tests {
             size: n as u64,
             etag: "etag".into(),
             last_modified_ns: 1,
+            attributes: Default::default(),
         }
     }
 

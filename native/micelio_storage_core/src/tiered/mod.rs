@@ -33,9 +33,10 @@ use crate::error::StoreError;
 use crate::key::{Key, Prefix};
 use crate::object::{Body, BodyBuf, Deadline, NativeBody, Object, ObjectMeta};
 use crate::store::{
-    CopyOptions, DeleteManyOutcome, DeleteOptions, GetOptions, HeadOptions, ListOptions,
+    ByteRange, CopyOptions, DeleteManyOutcome, DeleteOptions, GetOptions, HeadOptions, ListOptions,
     PresignOptions, PutOptions, SharedStore, Store,
 };
+use crate::transfer::{self, ByteSource, ByteStream, Transfer};
 use cdn::Cdn;
 use disk::DiskTier;
 use memory::MemoryTier;
@@ -587,6 +588,132 @@ impl<V: Value> TieredStore<V> {
             .unwrap_or_else(|e| Err(StoreError::Panic(e.to_string())))
     }
 
+    /// A stream of the object from the first tier that holds it: RAM, the
+    /// disk tier (its CRC checked at the end), else the origin. A whole
+    /// object small enough for the disk tier fills it as it streams.
+    async fn stream(
+        &self,
+        key: &Key,
+        opts: &GetOptions,
+        xfer: &Transfer,
+    ) -> Result<(ObjectMeta, ByteStream), StoreError> {
+        let within = |meta: &ObjectMeta| {
+            opts.range
+                .unwrap_or(ByteRange {
+                    offset: 0,
+                    length: None,
+                })
+                .within(meta.size)
+        };
+        if let Some((value, Some(meta))) = self
+            .memory
+            .as_ref()
+            .and_then(|m| m.lookup(key.as_str(), true, false))
+        {
+            let (start, end) = within(&meta);
+            let body = Bytes::copy_from_slice(&value.as_bytes()[start as usize..end as usize]);
+            return Ok((meta, transfer::chunked(body)));
+        }
+        let start_epoch = lock(&self.writes).epoch();
+        if let Some(disk) = &self.disk {
+            let (disk2, k) = (disk.clone(), key.as_str().to_string());
+            let opened = tokio::task::spawn_blocking(move || disk2.open_body(&k))
+                .await
+                .ok()
+                .flatten();
+            if let Some((file, offset, meta, crc)) = opened {
+                let range = within(&meta);
+                let whole = range == (0, meta.size);
+                let stream = disk_stream(
+                    disk.clone(),
+                    key.clone(),
+                    file,
+                    offset,
+                    range,
+                    whole.then_some(crc),
+                );
+                return Ok((meta, stream));
+            }
+        }
+        self.origin_fetches.fetch_add(1, Ordering::Relaxed);
+        let (meta, stream) = self.origin.get_stream(key, opts, xfer).await?;
+        let fillable = opts.range.is_none()
+            && self.disk.as_ref().is_some_and(|d| d.accepts(meta.size))
+            && !lock(&self.pending).contains_key(key.as_str());
+        if !fillable {
+            return Ok((meta, stream));
+        }
+        let disk = self.disk.clone().expect("checked above");
+        let (k, m) = (key.as_str().to_string(), meta.clone());
+        let stage = tokio::task::spawn_blocking(move || disk.stage_stream(&k, &m))
+            .await
+            .ok()
+            .flatten();
+        let Some(stage) = stage else {
+            return Ok((meta, stream));
+        };
+        Ok((meta, self.teeing(key.clone(), start_epoch, stream, stage)))
+    }
+
+    /// Passes `stream` on while writing it to a disk-tier stage, committed
+    /// at the end unless the key was written since `start`.
+    fn teeing(
+        &self,
+        key: Key,
+        start: u64,
+        stream: ByteStream,
+        stage: disk::StreamStage,
+    ) -> ByteStream {
+        let store = self.shared();
+        let state = (stream, Some(stage), store, key);
+        Box::pin(futures_util::stream::unfold(
+            state,
+            move |(mut stream, stage, store, key)| async move {
+                use futures_util::StreamExt;
+                match stream.next().await {
+                    Some(Ok(chunk)) => {
+                        let stage = match stage {
+                            Some(mut st) => {
+                                let c = chunk.clone();
+                                tokio::task::spawn_blocking(move || st.write(&c).then_some(st))
+                                    .await
+                                    .ok()
+                                    .flatten()
+                            }
+                            None => None,
+                        };
+                        Some((Ok(chunk), (stream, stage, store, key)))
+                    }
+                    Some(Err(e)) => Some((Err(e), (stream, None, store, key))),
+                    None => {
+                        if let Some(st) = stage {
+                            let (s2, k) = (store.clone(), key.clone());
+                            let _ = tokio::task::spawn_blocking(move || {
+                                if let Some(staged) = st.finish() {
+                                    s2.fill_disk(k.as_str(), start, staged);
+                                }
+                            })
+                            .await;
+                        }
+                        None
+                    }
+                }
+            },
+        ))
+    }
+
+    /// Commits a staged disk copy unless the key was written since `start`.
+    fn fill_disk(&self, key: &str, start: u64, staged: disk::Staged) {
+        let Some(disk) = &self.disk else { return };
+        let _stripe = self.stripe(key);
+        let writing = lock(&self.pending).contains_key(key);
+        if writing || lock(&self.writes).written_since(key, start) {
+            disk.discard(staged);
+        } else {
+            disk.commit(staged);
+        }
+    }
+
     /// Counters per tier: `(tier, [(name, value)])`.
     pub fn stats(&self) -> Vec<(&'static str, Vec<(&'static str, u64)>)> {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
@@ -659,9 +786,25 @@ impl<V: Value> Store for TieredStore<V> {
     async fn get(
         &self,
         key: &Key,
-        _opts: &GetOptions,
+        opts: &GetOptions,
         deadline: Deadline,
     ) -> Result<Object, StoreError> {
+        if let Some(range) = opts.range {
+            // A range is cut from a RAM copy, else asked of the origin.
+            let hit = self
+                .memory
+                .as_ref()
+                .and_then(|m| m.lookup(key.as_str(), true, false));
+            if let Some((value, Some(meta))) = hit {
+                let (start, end) = range.within(meta.size);
+                let body = Bytes::copy_from_slice(&value.as_bytes()[start as usize..end as usize]);
+                return Ok(Object {
+                    body: Body::Bytes(body),
+                    meta,
+                });
+            }
+            return self.origin.get(key, opts, deadline).await;
+        }
         // A miss is not counted here: the NIF layer's inline RAM read, in
         // front of this call, already counted it.
         let hit = self
@@ -706,6 +849,86 @@ impl<V: Value> Store for TieredStore<V> {
             origin.put(&k, body, &opts, deadline).await
         })
         .await
+    }
+
+    async fn put_stream(
+        &self,
+        key: &Key,
+        source: Box<dyn ByteSource>,
+        opts: &PutOptions,
+        xfer: &Transfer,
+    ) -> Result<(), StoreError> {
+        let (origin, k, opts, x) = (self.origin.clone(), key.clone(), opts.clone(), xfer.clone());
+        self.write_through(vec![key.clone()], async move {
+            origin.put_stream(&k, source, &opts, &x).await
+        })
+        .await
+    }
+
+    async fn put_file(
+        &self,
+        key: &Key,
+        path: &std::path::Path,
+        opts: &PutOptions,
+        xfer: &Transfer,
+    ) -> Result<(), StoreError> {
+        let (origin, k, opts, x) = (self.origin.clone(), key.clone(), opts.clone(), xfer.clone());
+        let path = path.to_path_buf();
+        self.write_through(vec![key.clone()], async move {
+            origin.put_file(&k, &path, &opts, &x).await
+        })
+        .await
+    }
+
+    async fn get_stream(
+        &self,
+        key: &Key,
+        opts: &GetOptions,
+        xfer: &Transfer,
+    ) -> Result<(ObjectMeta, ByteStream), StoreError> {
+        self.stream(key, opts, xfer).await
+    }
+
+    /// Cached copies and objects the disk tier takes are streamed (filling
+    /// it); larger ones go straight from the origin (in parallel ranges on S3).
+    async fn get_file(
+        &self,
+        key: &Key,
+        path: &std::path::Path,
+        opts: &GetOptions,
+        xfer: &Transfer,
+    ) -> Result<ObjectMeta, StoreError> {
+        let cached = self
+            .memory
+            .as_ref()
+            .is_some_and(|m| m.head(key.as_str()).is_some());
+        if !cached && opts.range.is_none() {
+            let (store, k) = (self.shared(), key.as_str().to_string());
+            let on_disk = tokio::task::spawn_blocking(move || {
+                store.disk.as_ref().and_then(|d| d.head(&k)).is_some()
+            })
+            .await
+            .unwrap_or(false);
+            if !on_disk {
+                let meta = self
+                    .origin
+                    .head(key, &HeadOptions::default(), xfer.step())
+                    .await?;
+                if !self.disk.as_ref().is_some_and(|d| d.accepts(meta.size)) {
+                    return self.origin.get_file(key, path, opts, xfer).await;
+                }
+            }
+        }
+        let (meta, stream) = self.stream(key, opts, xfer).await?;
+        let (start, end) = opts
+            .range
+            .unwrap_or(ByteRange {
+                offset: 0,
+                length: None,
+            })
+            .within(meta.size);
+        transfer::stream_to_file(stream, path, Some(end - start), xfer).await?;
+        Ok(meta)
     }
 
     async fn delete(
@@ -780,4 +1003,49 @@ impl<V: Value> Store for TieredStore<V> {
         }
         Ok(())
     }
+}
+
+/// A disk-tier copy read in chunks from `offset` (where its content starts);
+/// with `crc`, the whole content is checked at the end and a bad copy is
+/// dropped and reported `Corrupt`.
+fn disk_stream(
+    disk: Arc<DiskTier>,
+    key: Key,
+    file: std::fs::File,
+    offset: u64,
+    (start, end): (u64, u64),
+    crc: Option<u32>,
+) -> ByteStream {
+    let file = Arc::new(file);
+    let state = (start, crc32fast::Hasher::new());
+    Box::pin(futures_util::stream::try_unfold(
+        state,
+        move |(at, mut hasher)| {
+            let (file, disk, key) = (file.clone(), disk.clone(), key.clone());
+            async move {
+                if at >= end {
+                    if let Some(expected) = crc {
+                        if hasher.finalize() != expected {
+                            let k = key.as_str().to_string();
+                            let _ = tokio::task::spawn_blocking(move || disk.drop_key(&k)).await;
+                            return Err(StoreError::Corrupt);
+                        }
+                    }
+                    return Ok(None);
+                }
+                let want = ((end - at) as usize).min(transfer::CHUNK);
+                let chunk = crate::store::offload(move || {
+                    use std::os::unix::fs::FileExt;
+                    let mut buf = bytes::BytesMut::zeroed(want);
+                    file.read_exact_at(&mut buf, offset + at)
+                        .map_err(|_| StoreError::Corrupt)?;
+                    Ok(buf.freeze())
+                })
+                .await?;
+                hasher.update(&chunk);
+                let next = at + chunk.len() as u64;
+                Ok(Some((chunk, (next, hasher))))
+            }
+        },
+    ))
 }

@@ -94,6 +94,11 @@ fn s3_store() -> S3Store {
         unsigned_payload: false,
         list_page_size: 1000,
         ca_cert_file: None,
+        // Small parts, so the conformance objects (12 MiB) go multipart.
+        multipart_threshold: 5 << 20,
+        part_size: 5 << 20,
+        parts_in_flight: 2,
+        sse: None,
     })
     .unwrap()
 }

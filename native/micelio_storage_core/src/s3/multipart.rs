@@ -1,0 +1,616 @@
+//! Large objects on S3: multipart uploads and ranged downloads, each part
+//! bounded by its own deadline, retried on its own, and checked by CRC-32.
+//!
+//! - An upload below `multipart_threshold` is one PUT. Above, the parts go
+//!   out `parts_in_flight` at a time, each with its CRC-32 (the server
+//!   refuses a damaged part), and the upload completes with the part ETags
+//!   and the whole object's CRC-32 (`FULL_OBJECT`). Any failure, and the
+//!   caller's death, aborts the upload: `AbortGuard` sends the abort even
+//!   when the future is dropped, so no orphaned parts stay on the server.
+//! - A download first asks for the object's metadata and checksum, then
+//!   reads `part_size` ranges with `If-Match` on the ETag (a replaced object
+//!   fails with `Changed` instead of mixing two versions). A range that
+//!   breaks off is resumed where it stopped. `get_file` reads ranges in
+//!   parallel into their place in the file; the ranges' CRC-32s are
+//!   combined and compared with the server's.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use reqwest::Method;
+
+use super::xml::{self, CompletedPart};
+use super::{crc32_of, error, full_object_crc32, malformed, S3Store, MAX_PARTS, MIN_PART};
+use crate::error::StoreError;
+use crate::key::Key;
+use crate::object::{Deadline, ObjectMeta};
+use crate::store::{offload, GetOptions, PutCondition, PutOptions, Store};
+use crate::transfer::{
+    channel_stream, crc32_header, read_part, ByteSource, ByteStream, DestFile, Transfer, CHUNK,
+};
+
+/// Aborts a multipart upload unless disarmed: explicitly on a failure, or
+/// from `Drop` (a detached task) when the upload's future is dropped.
+struct AbortGuard {
+    armed: Option<(S3Store, String, String)>,
+}
+
+impl AbortGuard {
+    fn disarm(&mut self) {
+        self.armed = None;
+    }
+
+    /// Aborts now and waits for the answer.
+    async fn abort_now(&mut self) {
+        if let Some((store, path, id)) = self.armed.take() {
+            store.abort_upload(&path, &id).await;
+        }
+    }
+}
+
+impl Drop for AbortGuard {
+    fn drop(&mut self) {
+        if let Some((store, path, id)) = self.armed.take() {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move { store.abort_upload(&path, &id).await });
+            }
+        }
+    }
+}
+
+/// Where a range's bytes go.
+#[async_trait]
+trait Sink: Send {
+    /// Takes `chunk`, which starts at `offset` in the object.
+    async fn put(&mut self, offset: u64, chunk: Bytes) -> Result<(), StoreError>;
+}
+
+/// Into a stream's channel, in order.
+struct ChannelSink(tokio::sync::mpsc::Sender<Result<Bytes, StoreError>>);
+
+#[async_trait]
+impl Sink for ChannelSink {
+    async fn put(&mut self, _offset: u64, chunk: Bytes) -> Result<(), StoreError> {
+        // A dropped stream ends the download.
+        self.0
+            .send(Ok(chunk))
+            .await
+            .map_err(|_| StoreError::Timeout)
+    }
+}
+
+/// Into its place in a file, counting the bytes written for progress.
+struct FileSink {
+    file: Arc<std::fs::File>,
+    written: Arc<AtomicU64>,
+    total: u64,
+    xfer: Transfer,
+}
+
+#[async_trait]
+impl Sink for FileSink {
+    async fn put(&mut self, offset: u64, chunk: Bytes) -> Result<(), StoreError> {
+        let (file, len) = (self.file.clone(), chunk.len() as u64);
+        offload(move || DestFile::write_at(&file, &chunk, offset)).await?;
+        let done = self.written.fetch_add(len, Ordering::Relaxed) + len;
+        self.xfer.report(done, Some(self.total));
+        Ok(())
+    }
+}
+
+impl S3Store {
+    /// The part size for an object of `size` bytes: the configured one, or
+    /// larger when it would take more than S3's 10,000 parts.
+    fn part_size_for(&self, size: Option<u64>) -> u64 {
+        let needed = size.map_or(0, |s| s.div_ceil(MAX_PARTS));
+        let mib = 1 << 20;
+        self.part_size.max(needed.div_ceil(mib) * mib).max(MIN_PART)
+    }
+
+    /// Writes what `source` yields under `key`: one PUT below the
+    /// threshold, a multipart upload above it.
+    pub(super) async fn upload(
+        &self,
+        key: &Key,
+        mut source: Box<dyn ByteSource>,
+        opts: &PutOptions,
+        xfer: &Transfer,
+    ) -> Result<(), StoreError> {
+        let total = source.size();
+        let part = self.part_size_for(total);
+        // The first parts are read whole before deciding, so the threshold
+        // is a multiple of the part size.
+        let threshold = self.multipart_threshold.max(part).div_ceil(part) * part;
+        let head = read_part(&mut *source, threshold as usize, xfer)
+            .await?
+            .unwrap_or_default();
+        if (head.len() as u64) < threshold {
+            let len = head.len() as u64;
+            self.write(key, head, opts, xfer.step()).await?;
+            xfer.report(len, Some(len));
+            return Ok(());
+        }
+        let path = self.object_path(key);
+        let id = self.create_upload(key, opts, xfer.step()).await?;
+        let mut guard = AbortGuard {
+            armed: Some((self.clone(), path.clone(), id.clone())),
+        };
+        let sent = self
+            .send_parts(&path, &id, head, &mut *source, part as usize, total, xfer)
+            .await;
+        let done = match sent {
+            Ok((parts, crc)) => self.complete(&path, &id, &parts, crc, opts, xfer).await,
+            Err(e) => Err(e),
+        };
+        match done {
+            Ok(()) => {
+                guard.disarm();
+                Ok(())
+            }
+            Err(e) => {
+                guard.abort_now().await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn create_upload(
+        &self,
+        key: &Key,
+        opts: &PutOptions,
+        deadline: Deadline,
+    ) -> Result<String, StoreError> {
+        let mut headers = self.object_headers(key, &opts.attributes);
+        headers.push(("x-amz-checksum-algorithm".into(), "CRC32".into()));
+        headers.push(("x-amz-checksum-type".into(), "FULL_OBJECT".into()));
+        let query = vec![("uploads".to_string(), String::new())];
+        let ans = self
+            .send(
+                Method::POST,
+                &self.object_path(key),
+                query,
+                headers,
+                None,
+                true,
+                deadline,
+            )
+            .await?;
+        xml::parse_upload_id(&ans.body).map_err(|e| malformed(ans.status, e))
+    }
+
+    /// Sends every part, `parts_in_flight` at a time, each in its own task
+    /// (aborted with the set if this future is dropped). Returns the parts
+    /// in order and the whole object's CRC-32.
+    #[allow(clippy::too_many_arguments)]
+    async fn send_parts(
+        &self,
+        path: &str,
+        id: &str,
+        head: Bytes,
+        source: &mut dyn ByteSource,
+        part_size: usize,
+        total: Option<u64>,
+        xfer: &Transfer,
+    ) -> Result<(Vec<CompletedPart>, u32), StoreError> {
+        let mut first: std::collections::VecDeque<Bytes> = Default::default();
+        let mut rest = head;
+        while !rest.is_empty() {
+            let n = rest.len().min(part_size);
+            first.push_back(rest.split_to(n));
+        }
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut parts: Vec<(CompletedPart, u32, u64)> = Vec::new();
+        let (mut number, mut done, mut exhausted) = (0u32, 0u64, false);
+        loop {
+            while tasks.len() < self.parts_in_flight && !exhausted {
+                let body = match first.pop_front() {
+                    Some(p) => Some(p),
+                    None => read_part(source, part_size, xfer).await?,
+                };
+                let Some(body) = body else {
+                    exhausted = true;
+                    break;
+                };
+                number += 1;
+                if u64::from(number) > MAX_PARTS {
+                    return Err(StoreError::InvalidConfig(
+                        "s3_part_size",
+                        format!(
+                            "the object needs more than {MAX_PARTS} parts: raise the part size"
+                        ),
+                    ));
+                }
+                let (store, path, id, deadline) =
+                    (self.clone(), path.to_string(), id.to_string(), xfer.step());
+                tasks.spawn(
+                    async move { store.upload_part(&path, &id, number, body, deadline).await },
+                );
+            }
+            match tasks.join_next().await {
+                None => break,
+                Some(joined) => {
+                    let part = joined.map_err(|e| StoreError::Panic(e.to_string()))??;
+                    done += part.2;
+                    xfer.report(done, total);
+                    parts.push(part);
+                }
+            }
+        }
+        parts.sort_by_key(|(p, _, _)| p.number);
+        let mut whole = crc32fast::Hasher::new();
+        for (_, crc, len) in &parts {
+            whole.combine(&crc32fast::Hasher::new_with_initial_len(*crc, *len));
+        }
+        Ok((
+            parts.into_iter().map(|(p, _, _)| p).collect(),
+            whole.finalize(),
+        ))
+    }
+
+    /// One UploadPart with its CRC-32, retried on its own.
+    async fn upload_part(
+        &self,
+        path: &str,
+        id: &str,
+        number: u32,
+        body: Bytes,
+        deadline: Deadline,
+    ) -> Result<(CompletedPart, u32, u64), StoreError> {
+        let len = body.len() as u64;
+        let crc = crc32_of(&body).await;
+        let headers = vec![("x-amz-checksum-crc32".to_string(), crc32_header(crc))];
+        let query = vec![
+            ("partNumber".to_string(), number.to_string()),
+            ("uploadId".to_string(), id.to_string()),
+        ];
+        let ans = self
+            .send(
+                Method::PUT,
+                path,
+                query,
+                headers,
+                Some(body),
+                true,
+                deadline,
+            )
+            .await?;
+        let etag = ans
+            .headers
+            .get("etag")
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| malformed(ans.status, "UploadPart answered no ETag".into()))?;
+        Ok((
+            CompletedPart {
+                number,
+                etag: etag.to_string(),
+                crc32: crc32_header(crc),
+            },
+            crc,
+            len,
+        ))
+    }
+
+    async fn complete(
+        &self,
+        path: &str,
+        id: &str,
+        parts: &[CompletedPart],
+        crc: u32,
+        opts: &PutOptions,
+        xfer: &Transfer,
+    ) -> Result<(), StoreError> {
+        let body = Bytes::from(xml::complete_request(parts));
+        let mut headers = vec![
+            ("content-type".to_string(), "application/xml".to_string()),
+            ("x-amz-checksum-crc32".to_string(), crc32_header(crc)),
+            ("x-amz-checksum-type".to_string(), "FULL_OBJECT".to_string()),
+        ];
+        match &opts.condition {
+            PutCondition::Always => {}
+            PutCondition::IfNoneMatch => headers.push(("if-none-match".into(), "*".into())),
+            PutCondition::IfMatch(etag) => headers.push((
+                "if-match".into(),
+                format!("\"{}\"", crate::object::bare_etag(etag)),
+            )),
+        }
+        let query = vec![("uploadId".to_string(), id.to_string())];
+        let ans = self
+            .send(
+                Method::POST,
+                path,
+                query,
+                headers,
+                Some(body),
+                opts.condition == PutCondition::Always,
+                xfer.step(),
+            )
+            .await?;
+        let result = xml::parse_complete(&ans.body)
+            .map_err(|e| error::from_code(ans.status.as_u16(), e, &self.bucket))?;
+        if let Some(server) = result.crc32 {
+            if server != crc32_header(crc) {
+                return Err(StoreError::ChecksumMismatch(crc32_header(crc), server));
+            }
+        }
+        Ok(())
+    }
+
+    /// AbortMultipartUpload, best effort; asked twice, since a part still
+    /// in flight when the first abort lands may leave data (the S3 docs say
+    /// to abort again).
+    pub(super) async fn abort_upload(&self, path: &str, id: &str) {
+        for round in 0..2 {
+            if round > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            }
+            let query = vec![("uploadId".to_string(), id.to_string())];
+            let deadline = Deadline::after(self.request_timeout);
+            let _ = self
+                .send(Method::DELETE, path, query, vec![], None, true, deadline)
+                .await;
+        }
+    }
+
+    /// The multipart uploads in progress under the store's prefix, as
+    /// `(key, upload id)`: what a crashed process may have left.
+    pub async fn list_uploads(
+        &self,
+        deadline: Deadline,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let query = vec![
+            ("uploads".to_string(), String::new()),
+            ("prefix".to_string(), self.prefix.clone()),
+        ];
+        let ans = self
+            .send(
+                Method::GET,
+                &self.bucket_root(),
+                query,
+                vec![],
+                None,
+                true,
+                deadline,
+            )
+            .await?;
+        let uploads = xml::parse_uploads(&ans.body).map_err(|e| malformed(ans.status, e))?;
+        Ok(uploads
+            .into_iter()
+            .filter_map(|(k, id)| Some((k.strip_prefix(&self.prefix)?.to_string(), id)))
+            .collect())
+    }
+
+    /// Metadata and the server's whole-object CRC-32 (when it keeps one).
+    async fn head_checksum(
+        &self,
+        key: &Key,
+        deadline: Deadline,
+    ) -> Result<(ObjectMeta, Option<String>), StoreError> {
+        let path = self.object_path(key);
+        let headers = vec![("x-amz-checksum-mode".to_string(), "ENABLED".to_string())];
+        match self
+            .send(Method::HEAD, &path, vec![], headers, None, true, deadline)
+            .await
+        {
+            Ok(ans) => Ok((
+                super::meta_from_headers(&ans.headers),
+                full_object_crc32(&ans.headers),
+            )),
+            // Tells a missing key from a missing bucket, as `head` does.
+            Err(StoreError::NotFound) => Err(self
+                .head(key, &Default::default(), deadline)
+                .await
+                .err()
+                .unwrap_or(StoreError::NotFound)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Reads `[*at, end)` of the object into `sink` in `CHUNK`s, resuming
+    /// where it stopped when the connection breaks (retries as `send`).
+    /// Returns the CRC-32 of the bytes read.
+    async fn fetch_range(
+        &self,
+        path: &str,
+        etag: &str,
+        start: u64,
+        end: u64,
+        sink: &mut dyn Sink,
+        xfer: &Transfer,
+    ) -> Result<crc32fast::Hasher, StoreError> {
+        let mut crc = crc32fast::Hasher::new();
+        let mut buf = BytesMut::new();
+        // `flushed`: bytes handed to the sink; `received`: also those buffered.
+        let (mut flushed, mut received) = (start, start);
+        let mut attempt = 0;
+        while received < end {
+            let headers = vec![
+                (
+                    "range".to_string(),
+                    format!("bytes={}-{}", received, end - 1),
+                ),
+                ("if-match".to_string(), format!("\"{etag}\"")),
+            ];
+            let read = async {
+                let mut resp = match self.open_body(path, headers, xfer.step()).await {
+                    Err(StoreError::PreconditionFailed) => return Err(StoreError::Changed),
+                    other => other?,
+                };
+                loop {
+                    let chunk = tokio::time::timeout(xfer.idle, resp.chunk())
+                        .await
+                        .map_err(|_| StoreError::Timeout)?
+                        .map_err(|e| super::network_error(e, &self.endpoint))?;
+                    let Some(chunk) = chunk else { break };
+                    let room = (end - received) as usize;
+                    let chunk = &chunk[..chunk.len().min(room)];
+                    crc.update(chunk);
+                    buf.extend_from_slice(chunk);
+                    received += chunk.len() as u64;
+                    if buf.len() >= CHUNK || received == end {
+                        let len = buf.len() as u64;
+                        sink.put(flushed, buf.split().freeze()).await?;
+                        flushed += len;
+                    }
+                    if received == end {
+                        break;
+                    }
+                }
+                Ok::<(), StoreError>(())
+            };
+            match read.await {
+                Ok(()) if received < end => {
+                    // The body ended early: ask for the rest.
+                    attempt += 1;
+                    if attempt > self.policy.max_retries {
+                        return Err(StoreError::Network(format!(
+                            "{}: the body ended {} bytes early",
+                            self.endpoint,
+                            end - received
+                        )));
+                    }
+                }
+                Ok(()) => {}
+                Err(e)
+                    if attempt < self.policy.max_retries
+                        && matches!(e, StoreError::Network(_) | StoreError::Timeout)
+                        && !xfer.limit.remaining().is_zero() =>
+                {
+                    attempt += 1;
+                    crate::observe::retried();
+                    tokio::time::sleep(self.policy.backoff(attempt)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(crc)
+    }
+
+    /// A stream of the object (or `opts.range` of it), read in sequential
+    /// ranges by a producer task a chunk or two ahead of the consumer.
+    pub(super) async fn download_stream(
+        &self,
+        key: &Key,
+        opts: &GetOptions,
+        xfer: &Transfer,
+    ) -> Result<(ObjectMeta, ByteStream), StoreError> {
+        let (meta, server_crc) = self.head_checksum(key, xfer.step()).await?;
+        let (start, end) = match opts.range {
+            Some(r) => r.within(meta.size),
+            None => (0, meta.size),
+        };
+        let expected = server_crc.filter(|_| opts.range.is_none());
+        let (tx, stream) = channel_stream(2);
+        let (store, path, etag, xfer) = (
+            self.clone(),
+            self.object_path(key),
+            meta.etag.clone(),
+            xfer.clone(),
+        );
+        let part = self.part_size;
+        tokio::spawn(async move {
+            let mut sink = ChannelSink(tx.clone());
+            let mut whole = crc32fast::Hasher::new();
+            let mut at = start;
+            while at < end {
+                let stop = (at + part).min(end);
+                match store
+                    .fetch_range(&path, &etag, at, stop, &mut sink, &xfer)
+                    .await
+                {
+                    Ok(crc) => whole.combine(&crc),
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                }
+                at = stop;
+            }
+            if let Some(expected) = expected {
+                let got = crc32_header(whole.finalize());
+                if got != expected {
+                    let _ = tx
+                        .send(Err(StoreError::ChecksumMismatch(expected, got)))
+                        .await;
+                }
+            }
+        });
+        Ok((meta, stream))
+    }
+
+    /// Writes the object to `path`, its ranges fetched `parts_in_flight` at
+    /// a time into their place; checked against the server's CRC-32.
+    pub(super) async fn download_file(
+        &self,
+        key: &Key,
+        path: &Path,
+        opts: &GetOptions,
+        xfer: &Transfer,
+    ) -> Result<ObjectMeta, StoreError> {
+        if opts.range.is_some() {
+            return Err(StoreError::InvalidConfig(
+                "range",
+                "get_file copies whole objects; use stream/2 for a range".into(),
+            ));
+        }
+        let (meta, expected) = self.head_checksum(key, xfer.step()).await?;
+        let owned = path.to_path_buf();
+        let dest = offload(move || DestFile::create(&owned)).await?;
+        let written = Arc::new(AtomicU64::new(0));
+        let part = self.part_size;
+        let ranges: Vec<(u64, u64)> = (0..meta.size.div_ceil(part))
+            .map(|i| (i * part, ((i + 1) * part).min(meta.size)))
+            .collect();
+        let mut crcs: Vec<Option<crc32fast::Hasher>> = vec![None; ranges.len()];
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut next = 0;
+        loop {
+            while tasks.len() < self.parts_in_flight && next < ranges.len() {
+                let (start, end) = ranges[next];
+                let (store, obj_path, etag, xfer) = (
+                    self.clone(),
+                    self.object_path(key),
+                    meta.etag.clone(),
+                    xfer.clone(),
+                );
+                let mut sink = FileSink {
+                    file: dest.file().clone(),
+                    written: written.clone(),
+                    total: meta.size,
+                    xfer: xfer.clone(),
+                };
+                let index = next;
+                tasks.spawn(async move {
+                    let crc = store
+                        .fetch_range(&obj_path, &etag, start, end, &mut sink, &xfer)
+                        .await?;
+                    Ok::<_, StoreError>((index, crc))
+                });
+                next += 1;
+            }
+            match tasks.join_next().await {
+                None => break,
+                Some(joined) => {
+                    let (index, crc) = joined.map_err(|e| StoreError::Panic(e.to_string()))??;
+                    crcs[index] = Some(crc);
+                }
+            }
+        }
+        if let Some(expected) = expected {
+            let mut whole = crc32fast::Hasher::new();
+            for crc in crcs.iter().flatten() {
+                whole.combine(crc);
+            }
+            let got = crc32_header(whole.finalize());
+            if got != expected {
+                // `dest` is dropped: the partial file is removed.
+                return Err(StoreError::ChecksumMismatch(expected, got));
+            }
+        }
+        offload(move || dest.commit(false)).await?;
+        xfer.report(meta.size, Some(meta.size));
+        Ok(meta)
+    }
+}
