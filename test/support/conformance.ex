@@ -48,6 +48,108 @@ defmodule Micelio.Storage.Conformance do
         end
       end
 
+      describe "conformance: ranges and attributes" do
+        test "ranges at the start, middle and end, and past the end", %{opts: o} do
+          Storage.put!("r", "0123456789", o)
+          assert {:ok, "012"} = Storage.get("r", o ++ [range: {0, 3}])
+          assert {:ok, "45"} = Storage.get("r", o ++ [range: {4, 2}])
+          assert {:ok, "789"} = Storage.get("r", o ++ [range: {7, nil}])
+          assert {:ok, "89"} = Storage.get("r", o ++ [range: {8, 50}])
+          assert {:ok, ""} = Storage.get("r", o ++ [range: {10, nil}])
+          assert {:ok, ""} = Storage.get("r", o ++ [range: {99, 1}])
+
+          assert {:ok, %{content: "23", size: 10}} =
+                   Storage.get_with_metadata("r", o ++ [range: {2, 2}])
+
+          assert Storage.stream("r", o ++ [range: {3, 4}]) |> Enum.join() == "3456"
+          assert {:error, :not_found} = Storage.get("none", o ++ [range: {0, 1}])
+          assert {:error, {:invalid_config, :range, _}} = Storage.get("r", o ++ [range: {-1, 2}])
+        end
+
+        test "content type, headers and metadata round-trip", %{opts: o} do
+          attrs = [
+            content_type: "text/html; charset=utf-8",
+            cache_control: "public, max-age=60",
+            content_disposition: "inline",
+            content_encoding: "identity",
+            metadata: %{"Owner" => "ana", "build-id" => "42"}
+          ]
+
+          Storage.put!("page.html", "<p>hi</p>", o ++ attrs)
+
+          expected = %{
+            content_type: "text/html; charset=utf-8",
+            cache_control: "public, max-age=60",
+            content_disposition: "inline",
+            content_encoding: "identity",
+            metadata: %{"owner" => "ana", "build-id" => "42"}
+          }
+
+          assert Map.take(Storage.head!("page.html", o), Map.keys(expected)) == expected
+          got = Storage.get_with_metadata!("page.html", o)
+          assert Map.take(got, Map.keys(expected)) == expected
+          assert got.content == "<p>hi</p>"
+          Storage.copy!("page.html", "copy.html", o)
+          assert Map.take(Storage.head!("copy.html", o), Map.keys(expected)) == expected
+        end
+
+        test "without a content type, the key's extension tells it", %{opts: o} do
+          Storage.put!("logo.png", "png", o)
+          Storage.put!("blob", "?", o)
+          assert %{content_type: "image/png", metadata: %{}} = Storage.head!("logo.png", o)
+          assert %{content_type: "application/octet-stream"} = Storage.head!("blob", o)
+        end
+
+        test "bad attributes are refused before anything is written", %{opts: o} do
+          assert {:error, {:invalid_config, :metadata, _}} =
+                   Storage.put("x", "1", o ++ [metadata: %{"bad name" => "v"}])
+
+          assert {:error, {:invalid_config, :content_type, _}} =
+                   Storage.put("x", "1", o ++ [content_type: "text/plain\r\nx-evil: 1"])
+
+          assert {:error, {:invalid_config, :metadata, _}} =
+                   Storage.put("x", "1", o ++ [metadata: %{"n" => 1}])
+
+          assert {:error, :not_found} = Storage.head("x", o)
+        end
+
+        test "files and streams round-trip whole or not at all", %{opts: o} do
+          dir = Path.join(System.tmp_dir!(), "conf-#{System.unique_integer([:positive])}")
+          File.mkdir_p!(dir)
+          data = :crypto.strong_rand_bytes(3 * 1_048_576 + 5)
+          File.write!(Path.join(dir, "in"), data)
+
+          assert {:ok, "f"} =
+                   Storage.put_file("f", Path.join(dir, "in"), o ++ [metadata: %{"a" => "b"}])
+
+          assert {:ok, %{size: size, metadata: %{"a" => "b"}}} =
+                   Storage.get_file("f", Path.join(dir, "out"), o)
+
+          assert size == byte_size(data)
+          assert File.read!(Path.join(dir, "out")) == data
+          assert IO.iodata_to_binary(Enum.to_list(Storage.stream("f", o))) == data
+          assert {:ok, "s"} = Storage.put_stream("s", [data, "tail"], o)
+          assert Storage.get!("s", o) == data <> "tail"
+          assert {:error, :not_found} = Storage.get_file("none", Path.join(dir, "none"), o)
+          assert File.ls!(dir) |> Enum.sort() == ["in", "out"]
+          assert_raise Error, ~r/not found/, fn -> Storage.stream("none", o) |> Enum.to_list() end
+
+          assert_raise RuntimeError, "boom", fn ->
+            Storage.put_stream(
+              "boom",
+              Stream.map([1, 2], fn
+                1 -> "a"
+                2 -> raise "boom"
+              end),
+              o
+            )
+          end
+
+          assert {:error, :not_found} = Storage.head("boom", o)
+          File.rm_rf!(dir)
+        end
+      end
+
       describe "conformance: metadata" do
         test "head reports size and an etag that changes with the content", %{opts: o} do
           Storage.put!("m", "12345", o)

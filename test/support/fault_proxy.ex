@@ -18,6 +18,9 @@ defmodule Micelio.Storage.Test.FaultProxy do
   def inject(proxy, faults), do: GenServer.call(proxy, {:inject, faults})
   def counts(proxy), do: GenServer.call(proxy, :counts)
 
+  @doc "From now on, every request whose request line matches `regex` gets a 500."
+  def fail_matching(proxy, regex), do: GenServer.call(proxy, {:fail_matching, regex})
+
   @impl true
   def init(upstream_port) do
     {:ok, listen} =
@@ -43,11 +46,14 @@ defmodule Micelio.Storage.Test.FaultProxy do
 
   def handle_call(:counts, _from, s), do: {:reply, s.counts, s}
 
+  def handle_call({:fail_matching, regex}, _from, s),
+    do: {:reply, :ok, Map.put(s, :fail_matching, regex)}
+
   def handle_call(:next_fault, _from, s) do
     {fault, rest} =
       case s.faults do
         [f | rest] -> {f, rest}
-        [] -> {:pass, []}
+        [] -> {Map.get(s, :fail_matching) |> then(&if(&1, do: {:inspect, &1}, else: :pass)), []}
       end
 
     {:reply, {fault, s.upstream},
@@ -77,6 +83,60 @@ defmodule Micelio.Storage.Test.FaultProxy do
       :pass -> relay(client, upstream)
       :drop -> read_request(client) && :gen_tcp.close(client)
       :s503 -> read_request(client) && answer_503(client)
+      {:inspect, regex} -> inspect_request(client, regex, upstream)
+    end
+  end
+
+  # Reads the whole request; answers 500 when its request line matches,
+  # else sends it on and relays the answer.
+  defp inspect_request(client, regex, upstream_port) do
+    request = read_all(client)
+    [line | _] = String.split(request, "\r\n", parts: 2)
+
+    if Regex.match?(regex, line) do
+      body = "<Error><Code>InternalError</Code><Message>injected</Message></Error>"
+
+      :gen_tcp.send(
+        client,
+        "HTTP/1.1 500 Internal Server Error\r\ncontent-type: application/xml\r\n" <>
+          "content-length: #{byte_size(body)}\r\nconnection: close\r\n\r\n" <> body
+      )
+
+      :gen_tcp.close(client)
+    else
+      {:ok, up} = :gen_tcp.connect({127, 0, 0, 1}, upstream_port, [:binary, active: false])
+      :gen_tcp.send(up, request)
+      back = spawn_link(fn -> pipe(up, client, nil) end)
+      :gen_tcp.controlling_process(up, back)
+      pipe(client, up, nil)
+    end
+  end
+
+  defp read_all(client, acc \\ "") do
+    case :binary.split(acc, "\r\n\r\n") do
+      [head, rest] ->
+        length =
+          case Regex.run(~r/content-length:\s*(\d+)/i, head) do
+            [_, n] -> String.to_integer(n)
+            _ -> 0
+          end
+
+        read_rest(client, acc, length - byte_size(rest))
+
+      [_] ->
+        case :gen_tcp.recv(client, 0, 10_000) do
+          {:ok, data} -> read_all(client, acc <> data)
+          _ -> acc
+        end
+    end
+  end
+
+  defp read_rest(_client, acc, n) when n <= 0, do: acc
+
+  defp read_rest(client, acc, n) do
+    case :gen_tcp.recv(client, 0, 10_000) do
+      {:ok, data} -> read_rest(client, acc <> data, n - byte_size(data))
+      _ -> acc
     end
   end
 

@@ -197,6 +197,24 @@ defmodule Micelio.Storage.S3 do
     )
   end
 
+  @doc """
+  The multipart uploads under the store's prefix that were started and
+  never completed nor aborted: `{:ok, [%{key: key, upload_id: id}]}`.
+  Failed and abandoned uploads are aborted by the library itself; this
+  finds what a VM killed outright may have left, for a cleanup job (or a
+  bucket lifecycle rule, `AbortIncompleteMultipartUpload`).
+
+      {:ok, []} = Micelio.Storage.S3.incomplete_uploads(backend: :s3)
+  """
+  @spec incomplete_uploads(keyword() | Micelio.Storage.Handle.t()) ::
+          {:ok, [%{key: String.t(), upload_id: String.t()}]} | {:error, term()}
+  def incomplete_uploads(opts \\ []) do
+    with {:ok, handle} <- Micelio.Storage.open(opts),
+         {:ok, uploads} <- Micelio.Storage.Store.run(handle, {:incomplete_uploads}) do
+      {:ok, for({key, id} <- uploads, do: %{key: key, upload_id: id})}
+    end
+  end
+
   @doc false
   def unix_time(nil), do: {:ok, System.os_time(:second)}
   def unix_time(%DateTime{} = dt), do: {:ok, DateTime.to_unix(dt)}

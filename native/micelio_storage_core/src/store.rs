@@ -322,6 +322,15 @@ pub trait Store: Send + Sync + 'static {
         }
     }
 
+    /// Multipart uploads started and never completed nor aborted, as
+    /// `(key, upload id)` (S3; other backends have none).
+    async fn incomplete_uploads(
+        &self,
+        _deadline: Deadline,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(Vec::new())
+    }
+
     /// A URL that grants `opts.method` on `key` without credentials.
     async fn presigned_url(
         &self,

@@ -11,6 +11,7 @@
 //! | `{:delete_many, keys, durable}` | `Store::delete_many` |
 //! | `{:presigned_url, key, method, expires_in, unix_time, headers}` | `Store::presigned_url` |
 //! | `{:health}` | `Store::health` |
+//! | `{:incomplete_uploads}` | `Store::incomplete_uploads` |
 //!
 //! Keys and content are checked and taken here, once, before any work is
 //! scheduled; the same decoded operation then runs on any store.
@@ -33,7 +34,7 @@ use crate::terms::{
 };
 
 mod atoms {
-    rustler::atoms! { get, head, put, delete, list, copy, delete_many, presigned_url, health, error, partial }
+    rustler::atoms! { get, head, put, delete, list, copy, delete_many, presigned_url, health, incomplete_uploads, error, partial }
 }
 
 /// One decoded request.
@@ -72,6 +73,7 @@ pub enum Operation {
         opts: PresignOptions,
     },
     Health,
+    IncompleteUploads,
 }
 
 /// What an operation answers.
@@ -82,6 +84,7 @@ pub enum Outcome {
     Keys(Vec<String>),
     Text(String),
     Deleted(DeleteManyOutcome),
+    Uploads(Vec<(String, String)>),
 }
 
 fn key(term: Term) -> Result<Key, StoreError> {
@@ -170,6 +173,7 @@ impl Operation {
                 }
             }
             [] if tag == atoms::health() => Operation::Health,
+            [] if tag == atoms::incomplete_uploads() => Operation::IncompleteUploads,
             _ => return Err(bad_request()),
         };
         Ok(op)
@@ -226,6 +230,9 @@ impl Operation {
                 store.health(deadline).await?;
                 Outcome::Done
             }
+            Operation::IncompleteUploads => {
+                Outcome::Uploads(store.incomplete_uploads(deadline).await?)
+            }
         })
     }
 
@@ -252,6 +259,7 @@ impl Reply for Outcome {
             Outcome::Meta(meta) => ok(env, meta_term(env, &meta)),
             Outcome::Keys(keys) => ok(env, keys),
             Outcome::Text(text) => ok(env, text),
+            Outcome::Uploads(uploads) => ok(env, uploads),
             Outcome::Deleted(outcome) => {
                 let deleted: Vec<&str> = outcome.deleted.iter().map(Key::as_str).collect();
                 if outcome.failed.is_empty() {

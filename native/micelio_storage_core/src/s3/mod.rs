@@ -960,6 +960,13 @@ impl Store for S3Store {
         self.write(key, body, opts, deadline).await
     }
 
+    async fn incomplete_uploads(
+        &self,
+        deadline: Deadline,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        self.list_uploads(deadline).await
+    }
+
     async fn put_stream(
         &self,
         key: &Key,

@@ -851,6 +851,13 @@ impl<V: Value> Store for TieredStore<V> {
         .await
     }
 
+    async fn incomplete_uploads(
+        &self,
+        deadline: Deadline,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        self.origin.incomplete_uploads(deadline).await
+    }
+
     async fn put_stream(
         &self,
         key: &Key,
