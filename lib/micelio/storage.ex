@@ -76,6 +76,12 @@ defmodule Micelio.Storage do
     {:get_file, [:key, :path], false},
     {:get_file!, [:key, :path], true},
     {:stream, [:key], true},
+    {:list_with_delimiter, [:prefix], false},
+    {:list_with_delimiter!, [:prefix], true},
+    {:stream_keys, [:prefix], true},
+    {:put_content_addressed, [:content], false},
+    {:put_content_addressed!, [:content], true},
+    {:public_url, [:key], false},
     {:stats, [], false},
     {:health, [], false},
     {:open, [], false}
@@ -962,6 +968,129 @@ defmodule Micelio.Storage do
       {:error, reason} ->
         raise Error, reason: reason, operation: :stream, key: key
     end
+  end
+
+  @doc """
+  One level of the keys under `prefix`, like a directory listing (S3's
+  delimiter `/`): `keys` directly under it and `prefixes` for everything
+  deeper (each a full prefix ending in `/`), both sorted.
+
+      iex> for k <- ~w(docs/a.md docs/img/x.png docs/img/y.png docs/api/v1.md), do: Micelio.Storage.put!(k, "x")
+      iex> Micelio.Storage.list_with_delimiter("docs/")
+      {:ok, %{keys: ["docs/a.md"], prefixes: ["docs/api/", "docs/img/"]}}
+  """
+  @spec list_with_delimiter(String.t(), opts) ::
+          {:ok, %{keys: [key], prefixes: [String.t()]}} | {:error, reason}
+  def list_with_delimiter(prefix \\ "", opts \\ [])
+
+  def list_with_delimiter(prefix, opts) when is_binary(prefix) do
+    run(:list_with_delimiter, prefix, opts, fn handle ->
+      case Store.run(handle, {:list_level, prefix}) do
+        {:ok, {keys, prefixes}} -> {:ok, %{keys: keys, prefixes: prefixes}}
+        error -> error
+      end
+    end)
+  end
+
+  def list_with_delimiter(prefix, _opts), do: {:error, {:invalid_prefix, prefix}}
+
+  @doc "Like `list_with_delimiter/2`, but returns the map or raises `Micelio.Storage.Error`."
+  @spec list_with_delimiter!(String.t(), opts) :: %{keys: [key], prefixes: [String.t()]}
+  def list_with_delimiter!(prefix \\ "", opts \\ []),
+    do: bang(list_with_delimiter(prefix, opts), :list_with_delimiter, prefix, opts)
+
+  @doc ~S"""
+  A lazy stream of every key under `prefix`, in `list/2`'s order, fetched a
+  page at a time as it is consumed (`:page_size` keys, default 1,000): a
+  million keys hold one page in memory, not a million. On local a page is
+  read one directory at a time. On S3 pages follow the server's
+  continuation tokens, so nothing is skipped or repeated; the order is the
+  byte order `list/2` sorts by on AWS S3, R2 and MinIO, while SeaweedFS
+  lists directory by directory (`list/2` sorts the whole listing itself).
+  A failure raises `Micelio.Storage.Error`.
+
+      iex> for i <- 1..3, do: Micelio.Storage.put!("sk/#{i}", "x")
+      iex> Micelio.Storage.stream_keys("sk/", page_size: 2) |> Enum.to_list()
+      ["sk/1", "sk/2", "sk/3"]
+  """
+  @spec stream_keys(String.t(), opts) :: Enumerable.t()
+  def stream_keys(prefix \\ "", opts \\ []) do
+    {page_size, opts} =
+      if is_list(opts), do: Keyword.pop(opts, :page_size, 1000), else: {1000, opts}
+
+    unless is_integer(page_size) and page_size > 0,
+      do:
+        raise(Error,
+          reason: {:invalid_config, :page_size, "expected a positive integer"},
+          operation: :stream_keys,
+          key: prefix
+        )
+
+    unless is_binary(prefix),
+      do: raise(Error, reason: {:invalid_prefix, prefix}, operation: :stream_keys, key: prefix)
+
+    Stream.resource(
+      fn -> {:start, nil} end,
+      fn
+        :done ->
+          {:halt, :done}
+
+        {_, after_key} ->
+          with {:ok, handle} <- resolve(opts),
+               {:ok, {keys, cursor}} <-
+                 Store.run(handle, {:list_page, prefix, after_key, page_size}) do
+            {keys, if(cursor, do: {:more, cursor}, else: :done)}
+          else
+            {:error, reason} -> raise Error, reason: reason, operation: :stream_keys, key: prefix
+          end
+      end,
+      fn _ -> :ok end
+    )
+  end
+
+  @doc """
+  Stores `content` under its SHA-256: the key is
+  `<prefix>sha256:<64 lowercase hex>` (`prefix:` defaults to `""`), as in
+  `artifacts/sha256:...` or `cache/builds/sha256:...`.
+
+  `content` is iodata, `{:file, path}` (hashed while it is read, then
+  uploaded with `put_file/3`) or `{:stream, enumerable}` (hashed while it
+  is spooled to a temp file, then uploaded). Nothing is uploaded when the
+  key already holds an object of the same size; many processes putting the
+  same content at once are safe (each write is atomic and writes the same
+  bytes). Takes the object options of `put/3`.
+
+      iex> {:ok, key} = Micelio.Storage.put_content_addressed("hello", prefix: "artifacts/")
+      iex> key
+      "artifacts/sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
+  """
+  @spec put_content_addressed(iodata | {:file, Path.t()} | {:stream, Enumerable.t()}, opts) ::
+          {:ok, key} | {:error, reason}
+  def put_content_addressed(content, opts \\ []) do
+    {prefix, opts} = if is_list(opts), do: Keyword.pop(opts, :prefix, ""), else: {"", opts}
+    Micelio.Storage.ContentAddressed.put(content, prefix, opts)
+  end
+
+  @doc "Like `put_content_addressed/2`, but returns the key or raises `Micelio.Storage.Error`."
+  @spec put_content_addressed!(iodata | {:file, Path.t()} | {:stream, Enumerable.t()}, opts) ::
+          key
+  def put_content_addressed!(content, opts \\ []),
+    do: bang(put_content_addressed(content, opts), :put_content_addressed, nil, opts)
+
+  @doc """
+  The URL a browser can fetch `key` at without credentials: the CDN's
+  (`cdn_base_url`, on the tiered backend) when one is set, else the
+  object's URL on the S3 endpoint (for public buckets). The local backend
+  has none: `{:error, {:invalid_config, :backend, _}}`.
+
+      iex> Micelio.Storage.public_url("img/logo.png",
+      ...>   backend: :s3, s3_bucket: "assets", s3_region: "eu-west-1",
+      ...>   s3_access_key_id: "AKID", s3_secret_access_key: "secret")
+      {:ok, "https://assets.s3.eu-west-1.amazonaws.com/img/logo.png"}
+  """
+  @spec public_url(key, opts) :: {:ok, String.t()} | {:error, reason}
+  def public_url(key, opts \\ []) do
+    run(:public_url, key, opts, fn handle -> Store.run(handle, {:public_url, key}) end)
   end
 
   @doc "Like `put_file/3`, but returns the key or raises `Micelio.Storage.Error`."

@@ -88,6 +88,12 @@ defmodule Micelio.Storage.Error do
     "#{length(failures)} keys not deleted (#{shown}#{more}); #{length(deleted)} deleted"
   end
 
+  def describe(:changed),
+    do: "the object was replaced while it was being read in parts; read it again"
+
+  def describe({:checksum_mismatch, expected, got}),
+    do: "checksum mismatch: the server holds CRC-32 #{expected}, the content read has #{got}"
+
   def describe({:forbidden, code}), do: "forbidden (#{code})"
   def describe({:s3_error, status, code, msg}), do: "S3 error #{status} #{code}: #{msg}"
   def describe({:network, reason}), do: "network error: #{reason}"

@@ -30,7 +30,7 @@ use crate::key::{Key, Prefix, TEMP_PREFIX};
 use crate::object::{Body, BodyBuf, Deadline, Object, ObjectMeta};
 use crate::store::{
     offload, ByteRange, CopyOptions, DeleteManyOutcome, DeleteOptions, GetOptions, HeadOptions,
-    ListOptions, PutCondition, PutOptions, Store, HEALTH_PROBE,
+    Level, ListOptions, Page, PageOptions, PutCondition, PutOptions, Store, HEALTH_PROBE,
 };
 use crate::transfer::{self, ByteSource, ByteStream, DestFile, FileSource, Transfer};
 
@@ -398,6 +398,57 @@ impl LocalStore {
         walk(dir_fd, &base, Some(partial), deadline, &mut keys)?;
         keys.sort_unstable();
         Ok(keys)
+    }
+
+    /// One page of `keys`' order after `start_after`, at most `limit` keys:
+    /// a depth-first walk that reads one directory at a time and skips the
+    /// subtrees that sort before `start_after`.
+    pub fn page(
+        &self,
+        prefix: &Prefix,
+        start_after: Option<&str>,
+        limit: usize,
+        deadline: Deadline,
+    ) -> Result<Page, StoreError> {
+        deadline.check()?;
+        let (dir, partial) = prefix.split_dir();
+        let dir_fd = match self.open_dir(dir, false) {
+            Err(StoreError::NotFound) => return Ok(Page::default()),
+            other => other?,
+        };
+        let base = dir.map(|d| format!("{d}/")).unwrap_or_default();
+        let mut keys = Vec::new();
+        let walk = PageWalk {
+            after: start_after,
+            limit: limit.max(1),
+            deadline,
+        };
+        let more = walk.run(&dir_fd, &base, Some(partial), &mut keys)?;
+        let next = more.then(|| keys.last().cloned()).flatten();
+        Ok(Page { keys, next })
+    }
+
+    /// One level under `prefix`: the files directly in its directory whose
+    /// names start with its last segment, and the subdirectories that hold
+    /// at least one object, as prefixes.
+    pub fn level(&self, prefix: &Prefix, deadline: Deadline) -> Result<Level, StoreError> {
+        deadline.check()?;
+        let (dir, partial) = prefix.split_dir();
+        let dir_fd = match self.open_dir(dir, false) {
+            Err(StoreError::NotFound) => return Ok(Level::default()),
+            other => other?,
+        };
+        let base = dir.map(|d| format!("{d}/")).unwrap_or_default();
+        let mut level = Level::default();
+        for (name, is_dir) in sorted_entries(&dir_fd, Some(partial))? {
+            if !is_dir {
+                level.keys.push(format!("{base}{name}"));
+            } else if open_subdir(&dir_fd, &name)?.is_some_and(|fd| holds_objects(&fd, 0)) {
+                level.prefixes.push(format!("{base}{name}/"));
+            }
+        }
+        deadline.check()?;
+        Ok(level)
     }
 
     fn open_file(&self, key: &Key) -> Result<OwnedFd, StoreError> {
@@ -861,6 +912,129 @@ fn meta_of(st: &rfs::Stat) -> ObjectMeta {
     }
 }
 
+/// The regular files and directories of a directory (temp files and names
+/// that are not UTF-8 left out; only names starting with `partial` when
+/// given), sorted as their keys sort: a directory as its name plus `/`.
+fn sorted_entries(
+    dir_fd: &OwnedFd,
+    partial: Option<&str>,
+) -> Result<Vec<(String, bool)>, StoreError> {
+    let mut entries = Vec::new();
+    let mut dir = rfs::Dir::read_from(dir_fd)?;
+    while let Some(entry) = dir.read() {
+        let entry = entry?;
+        let name_bytes = entry.file_name().to_bytes();
+        if name_bytes == b"."
+            || name_bytes == b".."
+            || name_bytes.starts_with(TEMP_PREFIX.as_bytes())
+        {
+            continue;
+        }
+        let Ok(name) = std::str::from_utf8(name_bytes) else {
+            continue;
+        };
+        if partial.is_some_and(|p| !name.starts_with(p)) {
+            continue;
+        }
+        let kind = match entry.file_type() {
+            FileType::Unknown => match rfs::statat(dir_fd, name, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) => FileType::from_raw_mode(st.st_mode),
+                Err(_) => continue,
+            },
+            k => k,
+        };
+        match kind {
+            FileType::RegularFile => entries.push((name.to_string(), false)),
+            FileType::Directory => entries.push((name.to_string(), true)),
+            _ => {}
+        }
+    }
+    let sort_name = |(n, d): &(String, bool)| if *d { format!("{n}/") } else { n.clone() };
+    entries.sort_by_cached_key(sort_name);
+    Ok(entries)
+}
+
+/// Opens a subdirectory without following symlinks; `None` when it is gone
+/// or was swapped for something else.
+fn open_subdir(dir_fd: &OwnedFd, name: &str) -> Result<Option<OwnedFd>, StoreError> {
+    match rfs::openat(
+        dir_fd,
+        OsStr::from_bytes(name.as_bytes()),
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => Ok(Some(fd)),
+        Err(Errno::NOENT) | Err(Errno::LOOP) | Err(Errno::NOTDIR) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// True when a directory holds an object somewhere below it (stops at the
+/// first one found).
+fn holds_objects(dir_fd: &OwnedFd, depth: usize) -> bool {
+    if depth > SWEEP_MAX_DEPTH {
+        return false;
+    }
+    let Ok(entries) = sorted_entries(dir_fd, None) else {
+        return false;
+    };
+    entries.iter().any(|(name, is_dir)| {
+        !is_dir
+            || open_subdir(dir_fd, name)
+                .ok()
+                .flatten()
+                .is_some_and(|fd| holds_objects(&fd, depth + 1))
+    })
+}
+
+/// A depth-first walk for one page of keys.
+struct PageWalk<'a> {
+    after: Option<&'a str>,
+    limit: usize,
+    deadline: Deadline,
+}
+
+impl PageWalk<'_> {
+    /// Adds keys under `dir_fd` to `keys`; true once the page is full.
+    fn run(
+        &self,
+        dir_fd: &OwnedFd,
+        base: &str,
+        partial: Option<&str>,
+        keys: &mut Vec<String>,
+    ) -> Result<bool, StoreError> {
+        for (name, is_dir) in sorted_entries(dir_fd, partial)? {
+            if is_dir {
+                let sub = format!("{base}{name}/");
+                // Every key below sorts before `after`: skip the subtree.
+                if self
+                    .after
+                    .is_some_and(|a| sub.as_str() < a && !a.starts_with(sub.as_str()))
+                {
+                    continue;
+                }
+                let Some(fd) = open_subdir(dir_fd, &name)? else {
+                    continue;
+                };
+                if self.run(&fd, &sub, None, keys)? {
+                    return Ok(true);
+                }
+            } else {
+                let key = format!("{base}{name}");
+                if self.after.is_some_and(|a| key.as_str() <= a) {
+                    continue;
+                }
+                keys.push(key);
+                if keys.len() >= self.limit {
+                    return Ok(true);
+                }
+            }
+        }
+        self.deadline.check()?;
+        Ok(false)
+    }
+}
+
 /// Collects regular files under `dir_fd`. At the top level only names that
 /// start with `partial` count (the prefix may end inside a segment).
 fn walk(
@@ -1122,6 +1296,21 @@ impl Store for LocalStore {
     ) -> Result<Vec<String>, StoreError> {
         let (store, prefix) = (self.clone(), prefix.clone());
         offload(move || store.keys(&prefix, deadline)).await
+    }
+
+    async fn list_page(
+        &self,
+        prefix: &Prefix,
+        opts: &PageOptions,
+        deadline: Deadline,
+    ) -> Result<Page, StoreError> {
+        let (store, prefix, opts) = (self.clone(), prefix.clone(), opts.clone());
+        offload(move || store.page(&prefix, opts.cursor.as_deref(), opts.limit, deadline)).await
+    }
+
+    async fn list_level(&self, prefix: &Prefix, deadline: Deadline) -> Result<Level, StoreError> {
+        let (store, prefix) = (self.clone(), prefix.clone());
+        offload(move || store.level(&prefix, deadline)).await
     }
 
     async fn copy(

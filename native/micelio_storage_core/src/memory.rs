@@ -204,6 +204,34 @@ impl Store for MemoryStore {
             .collect())
     }
 
+    async fn list_page(
+        &self,
+        prefix: &Prefix,
+        opts: &crate::store::PageOptions,
+        deadline: Deadline,
+    ) -> Result<crate::store::Page, StoreError> {
+        use std::ops::Bound;
+        deadline.check()?;
+        let objects = self.read();
+        let start = prefix.as_str();
+        let from = match &opts.cursor {
+            Some(after) if after.as_str() >= start => Bound::Excluded(after.clone()),
+            _ => Bound::Included(start.to_string()),
+        };
+        let limit = opts.limit.max(1);
+        let mut keys: Vec<String> = objects
+            .map
+            .range((from, Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(start))
+            .take(limit + 1)
+            .map(|(k, _)| k.clone())
+            .collect();
+        let more = keys.len() > limit;
+        keys.truncate(limit);
+        let next = more.then(|| keys.last().cloned()).flatten();
+        Ok(crate::store::Page { keys, next })
+    }
+
     async fn health(&self, deadline: Deadline) -> Result<(), StoreError> {
         deadline.check()
     }

@@ -113,6 +113,61 @@ pub struct DeleteOptions {
 #[derive(Debug, Clone, Default)]
 pub struct ListOptions {}
 
+/// Which page of a listing: the one after `cursor` (the previous page's
+/// `next`; the first page when `None`), at most `limit` keys.
+#[derive(Debug, Clone, Default)]
+pub struct PageOptions {
+    /// Where the previous page ended: opaque (a key, or S3's continuation
+    /// token, so a server's own order is followed without gaps).
+    pub cursor: Option<String>,
+    /// Keys per page (at least 1).
+    pub limit: usize,
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Page {
+    /// Keys in the listing's order.
+    pub keys: Vec<String>,
+    /// The cursor of the next page; `None` at the end.
+    pub next: Option<String>,
+}
+
+/// One level of a listing, like a directory: the keys directly under the
+/// prefix and the sub-prefixes (ending in `/`), both full and sorted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Level {
+    /// Keys with no `/` after the prefix.
+    pub keys: Vec<String>,
+    /// `<prefix><segment>/` for every deeper key's first segment.
+    pub prefixes: Vec<String>,
+}
+
+impl Level {
+    /// Folds a sorted key listing into one level under `prefix`.
+    pub fn of(prefix: &str, keys: impl IntoIterator<Item = String>) -> Self {
+        let mut level = Level::default();
+        for key in keys {
+            let Some(rest) = key.strip_prefix(prefix) else {
+                continue;
+            };
+            match rest.find('/') {
+                None => level.keys.push(key),
+                Some(i) => {
+                    let sub = &key[..prefix.len() + i + 1];
+                    if level.prefixes.last().map(String::as_str) != Some(sub) {
+                        level.prefixes.push(sub.to_string());
+                    }
+                }
+            }
+        }
+        level.keys.sort();
+        level.prefixes.sort();
+        level.prefixes.dedup();
+        level
+    }
+}
+
 /// Options of a copy.
 #[derive(Debug, Clone, Default)]
 pub struct CopyOptions {
@@ -268,6 +323,45 @@ pub trait Store: Send + Sync + 'static {
         opts: &ListOptions,
         deadline: Deadline,
     ) -> Result<Vec<String>, StoreError>;
+
+    /// One page of the keys under `prefix`, in `list`'s order. The default
+    /// lists everything and cuts; backends that page natively override it.
+    async fn list_page(
+        &self,
+        prefix: &Prefix,
+        opts: &PageOptions,
+        deadline: Deadline,
+    ) -> Result<Page, StoreError> {
+        let all = self.list(prefix, &ListOptions::default(), deadline).await?;
+        let start = match &opts.cursor {
+            Some(after) => all.partition_point(|k| k.as_str() <= after.as_str()),
+            None => 0,
+        };
+        let end = (start + opts.limit.max(1)).min(all.len());
+        let keys = all[start..end].to_vec();
+        Ok(Page {
+            next: (end < all.len()).then(|| keys.last().cloned()).flatten(),
+            keys,
+        })
+    }
+
+    /// One level under `prefix` (S3's delimiter `/`).
+    async fn list_level(&self, prefix: &Prefix, deadline: Deadline) -> Result<Level, StoreError> {
+        let all = self.list(prefix, &ListOptions::default(), deadline).await?;
+        Ok(Level::of(prefix.as_str(), all))
+    }
+
+    /// The URL a browser can fetch `key` at without credentials (a public
+    /// bucket, a CDN); backends that have none say so.
+    fn public_url(&self, _key: &Key) -> Result<String, StoreError> {
+        Err(StoreError::InvalidConfig(
+            "backend",
+            format!(
+                "public URLs need the s3 backend or a cdn_base_url, not {}",
+                self.backend()
+            ),
+        ))
+    }
 
     /// Copies `from` to `to`: the destination appears whole or not at all.
     /// A missing source is `NotFound`. The default reads and writes through

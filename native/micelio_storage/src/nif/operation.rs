@@ -12,6 +12,9 @@
 //! | `{:presigned_url, key, method, expires_in, unix_time, headers}` | `Store::presigned_url` |
 //! | `{:health}` | `Store::health` |
 //! | `{:incomplete_uploads}` | `Store::incomplete_uploads` |
+//! | `{:list_page, prefix, start_after, limit}` | `Store::list_page` |
+//! | `{:list_level, prefix}` | `Store::list_level` |
+//! | `{:public_url, key}` | `Store::public_url` |
 //!
 //! Keys and content are checked and taken here, once, before any work is
 //! scheduled; the same decoded operation then runs on any store.
@@ -20,8 +23,8 @@ use micelio_storage_core::error::StoreError;
 use micelio_storage_core::key::{Key, Prefix};
 use micelio_storage_core::object::{BodyAlloc, Deadline, Object, ObjectMeta};
 use micelio_storage_core::store::{
-    ByteRange, CopyOptions, DeleteManyOutcome, DeleteOptions, GetOptions, HeadOptions, ListOptions,
-    PresignOptions, PutOptions, SharedStore,
+    ByteRange, CopyOptions, DeleteManyOutcome, DeleteOptions, GetOptions, HeadOptions, Level,
+    ListOptions, Page, PageOptions, PresignOptions, PutOptions, SharedStore,
 };
 use rustler::types::tuple::get_tuple;
 use rustler::{Atom, Binary, Encoder, Env, Term};
@@ -34,7 +37,7 @@ use crate::terms::{
 };
 
 mod atoms {
-    rustler::atoms! { get, head, put, delete, list, copy, delete_many, presigned_url, health, incomplete_uploads, error, partial }
+    rustler::atoms! { get, head, put, delete, list, copy, delete_many, presigned_url, health, incomplete_uploads, list_page, list_level, public_url, error, partial, nil }
 }
 
 /// One decoded request.
@@ -74,6 +77,16 @@ pub enum Operation {
     },
     Health,
     IncompleteUploads,
+    ListPage {
+        prefix: Prefix,
+        opts: PageOptions,
+    },
+    ListLevel {
+        prefix: Prefix,
+    },
+    PublicUrl {
+        key: Key,
+    },
 }
 
 /// What an operation answers.
@@ -85,6 +98,15 @@ pub enum Outcome {
     Text(String),
     Deleted(DeleteManyOutcome),
     Uploads(Vec<(String, String)>),
+    Page(Page),
+    Level(Level),
+}
+
+fn prefix(term: Term) -> Result<Prefix, StoreError> {
+    let raw: Binary = term
+        .decode()
+        .map_err(|_| StoreError::InvalidPrefix(Vec::new()))?;
+    Prefix::parse(raw.as_slice())
 }
 
 fn key(term: Term) -> Result<Key, StoreError> {
@@ -174,6 +196,21 @@ impl Operation {
             }
             [] if tag == atoms::health() => Operation::Health,
             [] if tag == atoms::incomplete_uploads() => Operation::IncompleteUploads,
+            [p, after, limit] if tag == atoms::list_page() => Operation::ListPage {
+                prefix: prefix(*p)?,
+                opts: PageOptions {
+                    cursor: if after.decode::<Atom>().is_ok_and(|a| a == atoms::nil()) {
+                        None
+                    } else {
+                        Some(after.decode().map_err(|_| bad_request())?)
+                    },
+                    limit: limit.decode().map_err(|_| bad_request())?,
+                },
+            },
+            [p] if tag == atoms::list_level() => Operation::ListLevel {
+                prefix: prefix(*p)?,
+            },
+            [k] if tag == atoms::public_url() => Operation::PublicUrl { key: key(*k)? },
             _ => return Err(bad_request()),
         };
         Ok(op)
@@ -233,6 +270,13 @@ impl Operation {
             Operation::IncompleteUploads => {
                 Outcome::Uploads(store.incomplete_uploads(deadline).await?)
             }
+            Operation::ListPage { prefix, opts } => {
+                Outcome::Page(store.list_page(&prefix, &opts, deadline).await?)
+            }
+            Operation::ListLevel { prefix } => {
+                Outcome::Level(store.list_level(&prefix, deadline).await?)
+            }
+            Operation::PublicUrl { key } => Outcome::Text(store.public_url(&key)?),
         })
     }
 
@@ -260,6 +304,8 @@ impl Reply for Outcome {
             Outcome::Keys(keys) => ok(env, keys),
             Outcome::Text(text) => ok(env, text),
             Outcome::Uploads(uploads) => ok(env, uploads),
+            Outcome::Page(page) => ok(env, (page.keys, page.next)),
+            Outcome::Level(level) => ok(env, (level.keys, level.prefixes)),
             Outcome::Deleted(outcome) => {
                 let deleted: Vec<&str> = outcome.deleted.iter().map(Key::as_str).collect();
                 if outcome.failed.is_empty() {

@@ -413,35 +413,88 @@ impl S3Store {
         prefix: &Prefix,
         deadline: Deadline,
     ) -> Result<Vec<String>, StoreError> {
-        let full_prefix = format!("{}{}", self.prefix, prefix.as_str());
-        let path = self.bucket_root();
-        let mut keys = Vec::new();
+        let mut keys = self.list_pages(prefix, false, deadline).await?.keys;
+        keys.sort_unstable();
+        Ok(keys)
+    }
+
+    /// Every page of a ListObjectsV2 under `prefix` (one level with
+    /// `delimited`), keys and prefixes without the store's prefix.
+    async fn list_pages(
+        &self,
+        prefix: &Prefix,
+        delimited: bool,
+        deadline: Deadline,
+    ) -> Result<crate::store::Level, StoreError> {
+        let mut all = crate::store::Level::default();
         let mut token: Option<String> = None;
         loop {
-            let mut query = vec![
-                ("list-type".to_string(), "2".to_string()),
-                ("prefix".to_string(), full_prefix.clone()),
-                ("max-keys".to_string(), self.list_page_size.to_string()),
-            ];
-            if let Some(t) = &token {
-                query.push(("continuation-token".to_string(), t.clone()));
-            }
-            let ans = self
-                .send(Method::GET, &path, query, vec![], None, true, deadline)
+            let page = self
+                .list_request(
+                    prefix,
+                    delimited,
+                    None,
+                    token.as_deref(),
+                    self.list_page_size,
+                    deadline,
+                )
                 .await?;
-            let page = xml::parse_list(&ans.body).map_err(|e| malformed(ans.status, e))?;
-            keys.extend(
-                page.keys
-                    .into_iter()
-                    .filter_map(|k| k.strip_prefix(&self.prefix).map(str::to_string)),
-            );
+            all.keys.extend(page.keys);
+            all.prefixes.extend(page.prefixes);
             match (page.is_truncated, page.next_token) {
                 (true, Some(next)) => token = Some(next),
                 _ => break,
             }
         }
-        keys.sort_unstable();
-        Ok(keys)
+        Ok(all)
+    }
+
+    /// One ListObjectsV2 request; keys and prefixes come back without the
+    /// store's prefix.
+    async fn list_request(
+        &self,
+        prefix: &Prefix,
+        delimited: bool,
+        start_after: Option<&str>,
+        token: Option<&str>,
+        max_keys: u32,
+        deadline: Deadline,
+    ) -> Result<xml::ListPage, StoreError> {
+        let full_prefix = format!("{}{}", self.prefix, prefix.as_str());
+        let mut query = vec![
+            ("list-type".to_string(), "2".to_string()),
+            ("prefix".to_string(), full_prefix),
+            ("max-keys".to_string(), max_keys.to_string()),
+        ];
+        if delimited {
+            query.push(("delimiter".to_string(), "/".to_string()));
+        }
+        if let Some(after) = start_after {
+            query.push(("start-after".to_string(), format!("{}{after}", self.prefix)));
+        }
+        if let Some(t) = token {
+            query.push(("continuation-token".to_string(), t.to_string()));
+        }
+        let ans = self
+            .send(
+                Method::GET,
+                &self.bucket_root(),
+                query,
+                vec![],
+                None,
+                true,
+                deadline,
+            )
+            .await?;
+        let mut page = xml::parse_list(&ans.body).map_err(|e| malformed(ans.status, e))?;
+        let strip = |v: Vec<String>| -> Vec<String> {
+            v.into_iter()
+                .filter_map(|k| k.strip_prefix(&self.prefix).map(str::to_string))
+                .collect()
+        };
+        page.keys = strip(std::mem::take(&mut page.keys));
+        page.prefixes = strip(std::mem::take(&mut page.prefixes));
+        Ok(page)
     }
 
     /// CopyObject: the server copies, nothing passes through this client.
@@ -958,6 +1011,46 @@ impl Store for S3Store {
             return self.upload(key, Box::new(source), opts, &xfer).await;
         }
         self.write(key, body, opts, deadline).await
+    }
+
+    async fn list_page(
+        &self,
+        prefix: &Prefix,
+        opts: &crate::store::PageOptions,
+        deadline: Deadline,
+    ) -> Result<crate::store::Page, StoreError> {
+        let limit = opts.limit.clamp(1, 1000) as u32;
+        // Continuation tokens follow the server's own order without gaps
+        // (SeaweedFS lists directory by directory, not in byte order).
+        let page = self
+            .list_request(prefix, false, None, opts.cursor.as_deref(), limit, deadline)
+            .await?;
+        Ok(crate::store::Page {
+            next: page.next_token.filter(|_| page.is_truncated),
+            keys: page.keys,
+        })
+    }
+
+    async fn list_level(
+        &self,
+        prefix: &Prefix,
+        deadline: Deadline,
+    ) -> Result<crate::store::Level, StoreError> {
+        let mut level = self.list_pages(prefix, true, deadline).await?;
+        level.keys.sort();
+        level.prefixes.sort();
+        Ok(level)
+    }
+
+    /// The object's URL on the endpoint: readable by a browser when the
+    /// bucket (or the object) is public.
+    fn public_url(&self, key: &Key) -> Result<String, StoreError> {
+        Ok(format!(
+            "{}://{}{}",
+            self.scheme,
+            self.host,
+            self.object_path(key)
+        ))
     }
 
     async fn incomplete_uploads(

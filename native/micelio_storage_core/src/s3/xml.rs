@@ -13,6 +13,8 @@ pub struct ListPage {
     pub is_truncated: bool,
     /// `<NextContinuationToken>`.
     pub next_token: Option<String>,
+    /// The `<Prefix>` of every `<CommonPrefixes>` (with a delimiter).
+    pub prefixes: Vec<String>,
 }
 
 /// The `<Code>` and `<Message>` of an S3 `<Error>`.
@@ -39,6 +41,7 @@ pub fn parse_list(xml: &[u8]) -> Result<ListPage, String> {
             ["ListBucketResult", "Contents", "Key"] => page.keys.push(text),
             ["ListBucketResult", "IsTruncated"] => page.is_truncated = text == "true",
             ["ListBucketResult", "NextContinuationToken"] => page.next_token = Some(text),
+            ["ListBucketResult", "CommonPrefixes", "Prefix"] => page.prefixes.push(text),
             _ => {}
         }
     })?;

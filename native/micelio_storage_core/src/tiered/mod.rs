@@ -851,6 +851,31 @@ impl<V: Value> Store for TieredStore<V> {
         .await
     }
 
+    async fn list_page(
+        &self,
+        prefix: &Prefix,
+        opts: &crate::store::PageOptions,
+        deadline: Deadline,
+    ) -> Result<crate::store::Page, StoreError> {
+        self.origin.list_page(prefix, opts, deadline).await
+    }
+
+    async fn list_level(
+        &self,
+        prefix: &Prefix,
+        deadline: Deadline,
+    ) -> Result<crate::store::Level, StoreError> {
+        self.origin.list_level(prefix, deadline).await
+    }
+
+    /// The CDN's URL when one is configured, else the origin's.
+    fn public_url(&self, key: &Key) -> Result<String, StoreError> {
+        match &self.cdn {
+            Some(cdn) => Ok(cdn.url(key.as_str())),
+            None => self.origin.public_url(key),
+        }
+    }
+
     async fn incomplete_uploads(
         &self,
         deadline: Deadline,

@@ -1,0 +1,178 @@
+# 1 GiB upload and download: ours (put_file / get_file) vs curl on a
+# presigned URL and object_store's multipart upload and parallel ranged
+# download (a small Rust program built here from crates.io), all on one
+# SeaweedFS started here. Peak BEAM memory and OS RSS are sampled through
+# each of our transfers and compared with the bound parts x part size x 1.5.
+# Run: mix bench large   (or: mix run bench/large.exs)
+Code.require_file("../test/support/seaweed.ex", __DIR__)
+alias Micelio.Storage
+alias Micelio.Storage.Test.Seaweed
+
+:ok = Seaweed.ensure_started()
+opts = Seaweed.opts(s3_prefix: "large#{System.unique_integer([:positive])}/")
+rounds = String.to_integer(System.get_env("LARGE_ROUNDS", "3"))
+mib = 1_048_576
+size_mib = String.to_integer(System.get_env("LARGE_MIB", "1024"))
+size = size_mib * mib
+bound = 4 * 8 * mib * 1.5
+
+curl = System.find_executable("curl") || raise "curl is needed for the baseline"
+baseline_dir = Path.join(__DIR__, "object_store_baseline")
+IO.puts("building the object_store baseline (cargo build --release)...")
+
+{_, 0} =
+  System.cmd(
+    "cargo",
+    ["build", "--release", "-q", "--manifest-path", Path.join(baseline_dir, "Cargo.toml")],
+    stderr_to_stdout: true,
+    into: IO.stream()
+  )
+
+baseline = Path.join(baseline_dir, "target/release/object_store_baseline")
+
+tmp = Path.join(System.tmp_dir!(), "micelio_bench_large")
+File.mkdir_p!(tmp)
+src = Path.join(tmp, "src.bin")
+
+unless File.exists?(src) and File.stat!(src).size == size do
+  File.open!(src, [:write, :raw], fn f ->
+    for _ <- 1..size_mib, do: IO.binwrite(f, :crypto.strong_rand_bytes(mib))
+  end)
+end
+
+rss = fn ->
+  [_, resident | _] = File.read!("/proc/self/statm") |> String.split()
+  String.to_integer(resident) * 4096
+end
+
+# Seconds of `fun`, and the peak growth of BEAM memory and RSS during it.
+sampled = fn fun ->
+  :erlang.garbage_collect()
+  {beam0, rss0} = {:erlang.memory(:total), rss.()}
+  parent = self()
+
+  sampler =
+    spawn(fn ->
+      loop = fn loop, {b, r} ->
+        receive do
+          :stop -> send(parent, {:peak, b, r})
+        after
+          5 -> loop.(loop, {max(b, :erlang.memory(:total)), max(r, rss.())})
+        end
+      end
+
+      loop.(loop, {beam0, rss0})
+    end)
+
+  t0 = System.monotonic_time(:microsecond)
+  :ok = fun.()
+  secs = (System.monotonic_time(:microsecond) - t0) / 1.0e6
+  send(sampler, :stop)
+
+  receive do
+    {:peak, b, r} -> {secs, b - beam0, r - rss0}
+  end
+end
+
+s3 = fn -> {Seaweed.endpoint(), Seaweed.bucket(), Seaweed.access_key(), Seaweed.secret_key()} end
+
+object_store = fn op, key, file ->
+  {endpoint, bucket, access, secret} = s3.()
+
+  {out, 0} =
+    System.cmd(baseline, [op, endpoint, bucket, opts[:s3_prefix] <> key, file, access, secret])
+
+  [secs, rss_kib] = String.split(String.trim(out))
+  {String.to_float(secs), String.to_integer(rss_kib) * 1024}
+end
+
+curl_time = fn args ->
+  {out, 0} = System.cmd(curl, ["-s", "-f", "-w", "%{time_total}" | args])
+  String.to_float(String.trim(out))
+end
+
+# Connections and the store are warm before anything is timed.
+Storage.put!("warm", "x", opts)
+out = Path.join(tmp, "out.bin")
+
+results =
+  for round <- 1..rounds do
+    IO.puts("round #{round}/#{rounds}")
+    # Interleaved: ours, curl, object_store, for each direction.
+    {up, up_beam, up_rss} =
+      sampled.(fn ->
+        {:ok, _} = Storage.put_file("ours", src, opts)
+        :ok
+      end)
+
+    {:ok, put_url} = Storage.presigned_url("curl", opts ++ [method: :put])
+    curl_up = curl_time.(["-o", "/dev/null", "-T", src, put_url])
+    {os_up, os_up_rss} = object_store.("put", "object_store", src)
+
+    File.rm(out)
+
+    {down, down_beam, down_rss} =
+      sampled.(fn ->
+        {:ok, _} = Storage.get_file("ours", out, opts)
+        :ok
+      end)
+
+    File.rm(out)
+    {:ok, get_url} = Storage.presigned_url("ours", opts)
+    curl_down = curl_time.(["-o", out, get_url])
+    File.rm(out)
+    {os_down, os_down_rss} = object_store.("get", "ours", out)
+    File.rm(out)
+
+    %{
+      up: up,
+      curl_up: curl_up,
+      os_up: os_up,
+      down: down,
+      curl_down: curl_down,
+      os_down: os_down,
+      beam: max(up_beam, down_beam),
+      rss: max(up_rss, down_rss),
+      os_rss: max(os_up_rss, os_down_rss)
+    }
+  end
+
+median = fn list ->
+  sorted = Enum.sort(list)
+  Enum.at(sorted, div(length(sorted), 2))
+end
+
+m = fn key -> median.(Enum.map(results, & &1[key])) end
+mbs = fn secs -> size / 1.0e6 / secs end
+fmt = fn x -> :erlang.float_to_binary(x / 1, decimals: 1) end
+
+IO.puts(
+  "\n#{size_mib} MiB object, median of #{rounds} interleaved rounds (MB/s, higher is better)"
+)
+
+IO.puts("ratio = our MB/s / the better baseline's MB/s (target >= 0.90)\n")
+
+for {label, ours, c, o} <- [
+      {"upload", :up, :curl_up, :os_up},
+      {"download", :down, :curl_down, :os_down}
+    ] do
+  {ours_mbs, curl_mbs, os_mbs} = {mbs.(m.(ours)), mbs.(m.(c)), mbs.(m.(o))}
+  best = max(curl_mbs, os_mbs)
+
+  IO.puts(
+    String.pad_trailing(label, 9) <>
+      "ours #{fmt.(ours_mbs)}  curl #{fmt.(curl_mbs)}  object_store #{fmt.(os_mbs)}  ratio #{:erlang.float_to_binary(ours_mbs / best, decimals: 2)}"
+  )
+end
+
+peak_beam = Enum.max(Enum.map(results, & &1.beam))
+peak_rss = Enum.max(Enum.map(results, & &1.rss))
+os_rss = Enum.max(Enum.map(results, & &1.os_rss))
+
+IO.puts(
+  "\npeak growth during our transfers: BEAM #{fmt.(peak_beam / mib)} MiB, RSS #{fmt.(peak_rss / mib)} MiB " <>
+    "(bound #{fmt.(bound / mib)} MiB: 4 parts x 8 MiB x 1.5) -> " <>
+    if(peak_beam <= bound and peak_rss <= bound, do: "within", else: "OVER")
+)
+
+IO.puts("object_store program's peak RSS (whole process): #{fmt.(os_rss / mib)} MiB")

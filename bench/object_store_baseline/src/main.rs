@@ -1,0 +1,89 @@
+//! object_store's multipart upload and parallel ranged download, timed in
+//! process, for bench/large.exs. Usage:
+//!   object_store_baseline put|get <endpoint> <bucket> <key> <file> <access> <secret>
+//! Prints `seconds max_rss_kib`.
+
+use std::io::{Read, Write};
+use std::time::Instant;
+
+use futures::StreamExt;
+use object_store::aws::AmazonS3Builder;
+use object_store::path::Path;
+use object_store::{ObjectStoreExt, WriteMultipart};
+
+const PART: usize = 8 << 20;
+const IN_FLIGHT: usize = 4;
+
+fn max_rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let [_, op, endpoint, bucket, key, file, access, secret] = &args[..] else {
+        panic!("usage: put|get <endpoint> <bucket> <key> <file> <access> <secret>");
+    };
+    let store = AmazonS3Builder::new()
+        .with_endpoint(endpoint)
+        .with_bucket_name(bucket)
+        .with_region("us-east-1")
+        .with_access_key_id(access)
+        .with_secret_access_key(secret)
+        .with_allow_http(true)
+        .with_virtual_hosted_style_request(false)
+        .build()
+        .expect("store");
+    let path = Path::from(key.as_str());
+    let started = Instant::now();
+    match op.as_str() {
+        "put" => {
+            let upload = store.put_multipart(&path).await.expect("create");
+            let mut writer = WriteMultipart::new_with_chunk_size(upload, PART);
+            let mut f = std::fs::File::open(file).expect("open");
+            let mut buf = vec![0u8; PART];
+            loop {
+                let mut filled = 0;
+                while filled < PART {
+                    let n = f.read(&mut buf[filled..]).expect("read");
+                    if n == 0 {
+                        break;
+                    }
+                    filled += n;
+                }
+                if filled == 0 {
+                    break;
+                }
+                writer.wait_for_capacity(IN_FLIGHT).await.expect("part");
+                writer.write(&buf[..filled]);
+                if filled < PART {
+                    break;
+                }
+            }
+            writer.finish().await.expect("complete");
+        }
+        "get" => {
+            let size = store.head(&path).await.expect("head").size;
+            let ranges: Vec<std::ops::Range<u64>> = (0..size.div_ceil(PART as u64))
+                .map(|i| i * PART as u64..((i + 1) * PART as u64).min(size))
+                .collect();
+            let mut out = std::fs::File::create(file).expect("create");
+            let store = &store;
+            let path = &path;
+            let mut parts = futures::stream::iter(ranges)
+                .map(|r| async move { store.get_range(path, r).await })
+                .buffered(IN_FLIGHT);
+            while let Some(part) = parts.next().await {
+                out.write_all(&part.expect("range")).expect("write");
+            }
+        }
+        other => panic!("unknown op {other}"),
+    }
+    println!("{} {}", started.elapsed().as_secs_f64(), max_rss_kib());
+}
