@@ -82,6 +82,7 @@ defmodule Micelio.Storage do
     {:put_content_addressed, [:content], false},
     {:put_content_addressed!, [:content], true},
     {:public_url, [:key], false},
+    {:public_url!, [:key], true},
     {:stats, [], false},
     {:health, [], false},
     {:open, [], false}
@@ -1092,6 +1093,10 @@ defmodule Micelio.Storage do
   def public_url(key, opts \\ []) do
     run(:public_url, key, opts, fn handle -> Store.run(handle, {:public_url, key}) end)
   end
+
+  @doc "Like `public_url/2`, but returns the URL or raises `Micelio.Storage.Error`."
+  @spec public_url!(key, opts) :: String.t()
+  def public_url!(key, opts \\ []), do: bang(public_url(key, opts), :public_url, key, opts)
 
   @doc "Like `put_file/3`, but returns the key or raises `Micelio.Storage.Error`."
   @spec put_file!(key, Path.t(), opts) :: key

@@ -60,6 +60,16 @@ defmodule Micelio.Storage.Test.CredentialsServer do
           do: document(counters, creds),
           else: reply(401, "unauthorized")
 
+      {"POST", "/sts" <> _} ->
+        form = URI.decode_query(to_string(mod(data, :entity_body)))
+        :persistent_term.put({__MODULE__, port, :last_sts}, form)
+
+        if form["Action"] == "AssumeRoleWithWebIdentity" and
+             form["WebIdentityToken"] == creds[:web_identity_token] and
+             form["RoleArn"] == creds[:role_arn],
+           do: sts_document(counters, creds),
+           else: sts_error(form["WebIdentityToken"])
+
       {"PUT", "/latest/api/token"} ->
         if header.(~c"x-aws-ec2-metadata-token-ttl-seconds"),
           do: reply(200, @imds_token),
@@ -100,6 +110,42 @@ defmodule Micelio.Storage.Test.CredentialsServer do
       |> Enum.map_join(",", fn {k, v} -> ~s("#{k}":"#{v}") end)
 
     reply(200, "{" <> fields <> "}")
+  end
+
+  @doc "The form of the last STS request."
+  def last_sts(server), do: :persistent_term.get({__MODULE__, server.port, :last_sts}, nil)
+
+  defp sts_document(counters, creds) do
+    :counters.add(counters, 1, 1)
+
+    expiration =
+      DateTime.utc_now()
+      |> DateTime.add(Map.get(creds, :expires_in, 3600), :second)
+      |> DateTime.truncate(:second)
+      |> DateTime.to_iso8601()
+
+    token = if creds[:token], do: "<SessionToken>#{creds[:token]}</SessionToken>", else: ""
+
+    reply(200, """
+    <AssumeRoleWithWebIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">
+      <AssumeRoleWithWebIdentityResult>
+        <Credentials>
+          <AccessKeyId>#{creds.access_key_id}</AccessKeyId>
+          <SecretAccessKey>#{creds.secret_access_key}</SecretAccessKey>
+          #{token}
+          <Expiration>#{expiration}</Expiration>
+        </Credentials>
+      </AssumeRoleWithWebIdentityResult>
+    </AssumeRoleWithWebIdentityResponse>
+    """)
+  end
+
+  # STS errors may quote the token: the client must not pass it on.
+  defp sts_error(token) do
+    reply(400, """
+    <ErrorResponse><Error><Type>Sender</Type><Code>InvalidIdentityToken</Code>
+    <Message>Couldn't verify the token #{token}</Message></Error></ErrorResponse>
+    """)
   end
 
   defp reply(status, body) do

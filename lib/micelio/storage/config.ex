@@ -238,6 +238,16 @@ defmodule Micelio.Storage.Config do
     end
   end
 
+  # The shared config file's region for the profile, else us-east-1. The
+  # files' locations come from settings and HOME: inputs of the resolution.
+  defp default(_key, :default_region, ctx) do
+    with {:ok, profile, ctx} <- fetch(:s3_profile, ctx),
+         {:ok, file, ctx} <- fetch(:s3_config_file, ctx) do
+      {_home, ctx} = getenv("HOME", false, ctx)
+      {:ok, Micelio.Storage.S3.Profile.region(profile, file) || "us-east-1", ctx}
+    end
+  end
+
   defp default(_key, value, ctx), do: {:ok, value, ctx}
 
   defp default_dir(name, ctx) do

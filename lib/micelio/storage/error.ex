@@ -54,6 +54,7 @@ defmodule Micelio.Storage.Error do
   def describe(:missing_s3_credentials),
     do:
       "no S3 credentials (s3_access_key_id/s3_secret_access_key or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, " <>
+        "an AWS profile with keys, AWS_WEB_IDENTITY_TOKEN_FILE with AWS_ROLE_ARN, " <>
         "a container credentials URI, or s3_credentials: :instance)"
 
   def describe({:invalid_key, key}), do: "invalid key #{inspect(key)}"

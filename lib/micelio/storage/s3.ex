@@ -13,10 +13,12 @@ defmodule Micelio.Storage.S3 do
   Redirects are never followed. A missing bucket is
   `{:error, {:no_such_bucket, bucket}}`, never `:not_found`.
 
-  Credentials are keys (`s3_access_key_id`, `s3_secret_access_key`, or the
-  `AWS_*` variables), or temporary ones from an ECS task role or EKS Pod
-  Identity (`AWS_CONTAINER_CREDENTIALS_*_URI`, used when no keys are set)
-  or an EC2 instance role (`s3_credentials: :instance`). Temporary
+  Credentials follow the AWS SDKs' chain: keys (`s3_access_key_id`,
+  `s3_secret_access_key`, or the `AWS_*` variables), the shared files'
+  profile (`Micelio.Storage.S3.Profile`), web identity
+  (`AWS_WEB_IDENTITY_TOKEN_FILE` with `AWS_ROLE_ARN`, through STS), an ECS
+  task role or EKS Pod Identity (`AWS_CONTAINER_CREDENTIALS_*_URI`), or an
+  EC2 instance role (`s3_credentials: :instance`). Temporary
   credentials are refreshed five minutes before they expire; a failed
   fetch is `{:error, {:credentials, message}}`.
 
@@ -41,12 +43,17 @@ defmodule Micelio.Storage.S3 do
       present?(config.s3_access_key_id) and present?(Secret.unwrap(config.s3_secret_access_key))
 
     container? = present?(config.s3_container_credentials_uri)
+    web? = present?(config.s3_web_identity_token_file) and present?(config.s3_role_arn)
 
+    # The AWS SDKs' order: keys (settings, environment, then the shared
+    # files' profile, filled in by S3.Profile), web identity, container.
     case config.s3_credentials do
       :instance -> {:ok, "instance"}
       :static when keys? -> {:ok, "static"}
+      :web_identity when web? -> {:ok, "web_identity"}
       :container when container? -> {:ok, "container"}
       nil when keys? -> {:ok, "static"}
+      nil when web? -> {:ok, "web_identity"}
       nil when container? -> {:ok, "container"}
       _ -> {:error, :missing_s3_credentials}
     end

@@ -53,16 +53,17 @@ defmodule Micelio.Storage.Settings do
      "root of the local backend (absolute); `/var/micelio/storage` in prod, `<tmp>/micelio/storage` otherwise"},
     {:s3_bucket, :s3, ["S3_BUCKET"], :string, nil, false,
      "required for `:s3` (`{:error, :missing_s3_bucket}` otherwise)"},
-    {:s3_region, :s3, ["S3_REGION", "AWS_REGION", "AWS_DEFAULT_REGION"], :string, "us-east-1",
-     false, "signing region"},
+    {:s3_region, :s3, ["S3_REGION", "AWS_REGION", "AWS_DEFAULT_REGION"], :string, :default_region,
+     false,
+     "signing region; default: the `region` of the shared config file's profile, else `us-east-1`"},
     {:s3_access_key_id, :s3, ["AWS_ACCESS_KEY_ID"], :string, nil, false,
      "access key id (`{:error, :missing_s3_credentials}` when no source is set)"},
     {:s3_secret_access_key, :s3, ["AWS_SECRET_ACCESS_KEY"], :string, nil, true,
      "secret access key"},
     {:s3_session_token, :s3, ["AWS_SESSION_TOKEN"], :string, nil, true,
      "session token of temporary credentials"},
-    {:s3_credentials, :s3, ["S3_CREDENTIALS"], {:enum, [:static, :container, :instance]}, nil,
-     false,
+    {:s3_credentials, :s3, ["S3_CREDENTIALS"],
+     {:enum, [:static, :web_identity, :container, :instance]}, nil, false,
      "`:static`, `:container` or `:instance`; default: keys when set, else `:container` when its URI is set"},
     {:s3_container_credentials_uri, :s3,
      ["AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"],
@@ -71,6 +72,19 @@ defmodule Micelio.Storage.Settings do
      true, "sent as `Authorization` to the container endpoint"},
     {:s3_container_authorization_token_file, :s3, ["AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"],
      :abs_path, nil, false, "file holding that token, re-read on every refresh"},
+    {:s3_web_identity_token_file, :s3, ["AWS_WEB_IDENTITY_TOKEN_FILE"], :abs_path, nil, false,
+     "an OIDC token file (EKS IRSA), exchanged for credentials with STS AssumeRoleWithWebIdentity; re-read on every refresh"},
+    {:s3_role_arn, :s3, ["AWS_ROLE_ARN"], :string, nil, false,
+     "the role the web identity token assumes"},
+    {:s3_role_session_name, :s3, ["AWS_ROLE_SESSION_NAME"], :string, nil, false,
+     "the STS session name (default `micelio-storage`)"},
+    {:s3_sts_endpoint, :s3, ["AWS_ENDPOINT_URL_STS"], :url, nil, false,
+     "STS endpoint; default `https://sts.<region>.amazonaws.com` (regional)"},
+    {:s3_profile, :s3, ["AWS_PROFILE"], :string, nil, false,
+     "the profile of the shared credentials and config files (default `default`)"},
+    {:s3_shared_credentials_file, :s3, ["AWS_SHARED_CREDENTIALS_FILE"], :string, nil, false,
+     "default `~/.aws/credentials`"},
+    {:s3_config_file, :s3, ["AWS_CONFIG_FILE"], :string, nil, false, "default `~/.aws/config`"},
     {:s3_metadata_endpoint, :s3, ["AWS_EC2_METADATA_SERVICE_ENDPOINT"], :url,
      "http://169.254.169.254", false, "EC2 instance metadata (IMDSv2)"},
     {:s3_endpoint, :s3, ["S3_ENDPOINT"], :url, nil, false,
@@ -216,5 +230,6 @@ defmodule Micelio.Storage.Settings do
   defp default_text(:default_local_path), do: "see meaning"
   defp default_text(:default_cache_path), do: "see meaning"
   defp default_text(:default_origin), do: "see meaning"
+  defp default_text(:default_region), do: "see meaning"
   defp default_text(value), do: "`#{inspect(value)}`"
 end

@@ -76,7 +76,8 @@ defmodule Micelio.Storage.Store do
   # The S3 credentials source is chosen here, from what is set.
   defp prepare(names, config) do
     if :s3_bucket in names do
-      with {:ok, source} <- S3.credentials_source(config),
+      with {:ok, config} <- S3.Profile.apply(config),
+           {:ok, source} <- S3.credentials_source(config),
            do: {:ok, %{config | s3_credentials: source}}
     else
       {:ok, config}

@@ -18,7 +18,8 @@ defmodule Micelio.Storage.Telemetry do
   `operation` is the function's name without `!`: `:put`,
   `:put_if_none_match`, `:put_if_match`, `:get`, `:get_with_metadata`,
   `:head` (also for `exists?`), `:list`, `:delete`, `:copy`,
-  `:delete_many`, `:presigned_url`, `:health`.
+  `:delete_many`, `:presigned_url`, `:health`, `:put_file`, `:put_stream`,
+  `:get_file`, `:list_with_delimiter`, `:public_url`.
 
   Metadata: `backend`, `store` (`Micelio.Storage` or the store module),
   `key` (the prefix for `list`, `nil` for `delete_many` and `health`),

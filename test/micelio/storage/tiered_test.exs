@@ -37,6 +37,40 @@ defmodule Micelio.Storage.TieredTest do
     Path.wildcard(Path.join(o[:cache_disk_path], "*/*"))
   end
 
+  describe "large objects through the cache" do
+    test "a stream under the disk limit fills the disk tier; larger ones pass through" do
+      o = opts(cache_memory_max_bytes: 0, cache_disk_max_object_bytes: 4_000_000)
+      small = :crypto.strong_rand_bytes(3_000_000)
+      big = :crypto.strong_rand_bytes(5_000_000)
+      Storage.put!("s/small", small, o)
+      Storage.put!("s/big", big, o)
+
+      assert Storage.stream("s/small", o) |> Enum.join() == small
+      assert Storage.stream("s/big", o) |> Enum.join() == big
+      assert %{disk: %{entries: 1}} = stats(o)
+
+      # Served from the disk copy now: the origin's file is gone.
+      File.rm!(Path.join(o[:local_path], "s/small"))
+      assert Storage.stream("s/small", o) |> Enum.join() == small
+      out = Path.join(Tmp.dir!("tiered-out"), "small")
+      assert {:ok, %{size: 3_000_000}} = Storage.get_file("s/small", out, o)
+      assert File.read!(out) == small
+    end
+
+    test "uploads go to the origin and drop the cached copy" do
+      o = opts()
+      Storage.put!("u/k", "old", o)
+      assert Storage.get!("u/k", o) == "old"
+      path = Path.join(Tmp.dir!("tiered-up"), "new")
+      File.write!(path, "new content")
+      assert {:ok, "u/k"} = Storage.put_file("u/k", path, o)
+      assert Storage.get!("u/k", o) == "new content"
+      assert {:ok, "u/k"} = Storage.put_stream("u/k", ["streamed"], o)
+      assert Storage.get!("u/k", o) == "streamed"
+      assert File.read!(Path.join(o[:local_path], "u/k")) == "streamed"
+    end
+  end
+
   describe "reads go RAM -> disk -> origin" do
     test "a miss fills RAM and disk; later reads hit RAM" do
       o = opts()

@@ -34,6 +34,25 @@ impl S3Config {
             "instance" => CredentialSource::Instance {
                 endpoint: s.required_text("s3_metadata_endpoint")?,
             },
+            "web_identity" => CredentialSource::WebIdentity {
+                role_arn: s
+                    .text("s3_role_arn")?
+                    .ok_or_else(|| missing("no role ARN (AWS_ROLE_ARN)"))?,
+                session_name: s
+                    .text("s3_role_session_name")?
+                    .unwrap_or_else(|| "micelio-storage".into()),
+                token_file: s
+                    .text("s3_web_identity_token_file")?
+                    .ok_or_else(|| missing("no web identity token file"))?
+                    .into(),
+                sts_endpoint: match s.text("s3_sts_endpoint")? {
+                    Some(url) => url,
+                    None => format!(
+                        "https://sts.{}.amazonaws.com",
+                        s.required_text("s3_region")?
+                    ),
+                },
+            },
             other => return Err(missing(&format!("unknown source {other:?}"))),
         };
         let url_style = match s.text("s3_url_style")?.as_deref() {

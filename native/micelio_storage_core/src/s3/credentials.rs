@@ -40,6 +40,19 @@ pub enum CredentialSource {
         /// `http://169.254.169.254` unless overridden.
         endpoint: String,
     },
+    /// STS `AssumeRoleWithWebIdentity` with the token in a file (EKS IRSA,
+    /// any OIDC provider). The file is read again on every refresh: the
+    /// platform rotates it.
+    WebIdentity {
+        /// `AWS_ROLE_ARN`.
+        role_arn: String,
+        /// `AWS_ROLE_SESSION_NAME`.
+        session_name: String,
+        /// `AWS_WEB_IDENTITY_TOKEN_FILE`.
+        token_file: PathBuf,
+        /// `https://sts.<region>.amazonaws.com` unless overridden.
+        sts_endpoint: String,
+    },
 }
 
 impl fmt::Debug for CredentialSource {
@@ -57,6 +70,18 @@ impl fmt::Debug for CredentialSource {
             CredentialSource::Instance { endpoint } => f
                 .debug_struct("Instance")
                 .field("endpoint", endpoint)
+                .finish(),
+            CredentialSource::WebIdentity {
+                role_arn,
+                session_name,
+                token_file,
+                sts_endpoint,
+            } => f
+                .debug_struct("WebIdentity")
+                .field("role_arn", role_arn)
+                .field("session_name", session_name)
+                .field("token_file", token_file)
+                .field("sts_endpoint", sts_endpoint)
                 .finish(),
         }
     }
@@ -147,6 +172,7 @@ impl Signers {
             CredentialSource::Static(_) => return,
             CredentialSource::Container { .. } => "container",
             CredentialSource::Instance { .. } => "instance",
+            CredentialSource::WebIdentity { .. } => "STS web identity",
         };
         let metadata = vec![
             ("operation", "credentials".to_string()),
@@ -202,8 +228,81 @@ impl Signers {
                 self.text("container credentials endpoint", req).await?
             }
             CredentialSource::Instance { endpoint } => self.imds(endpoint).await?,
+            CredentialSource::WebIdentity {
+                role_arn,
+                session_name,
+                token_file,
+                sts_endpoint,
+            } => {
+                return self
+                    .web_identity(role_arn, session_name, token_file, sts_endpoint)
+                    .await
+            }
         };
         parse_credentials(body.as_bytes()).map_err(StoreError::Credentials)
+    }
+
+    /// `AssumeRoleWithWebIdentity`: an unsigned POST (the token is the
+    /// proof), the token in the form body so it is in no URL. Errors give
+    /// STS's code only: its messages may quote the token.
+    async fn web_identity(
+        &self,
+        role_arn: &str,
+        session_name: &str,
+        token_file: &PathBuf,
+        endpoint: &str,
+    ) -> Result<(Credentials, Option<SystemTime>), StoreError> {
+        let token = std::fs::read_to_string(token_file)
+            .map(|t| t.trim().to_string())
+            .map_err(|e| {
+                StoreError::Credentials(format!(
+                    "cannot read the web identity token file {}: {}",
+                    token_file.display(),
+                    e.kind()
+                ))
+            })?;
+        let enc = |v: &str| crate::s3::signer::uri_encode(v, false);
+        let form = format!(
+            "Action=AssumeRoleWithWebIdentity&Version=2011-06-15&DurationSeconds=3600&RoleArn={}&RoleSessionName={}&WebIdentityToken={}",
+            enc(role_arn),
+            enc(session_name),
+            enc(&token)
+        );
+        let what = "STS AssumeRoleWithWebIdentity";
+        let failed = |detail: String| StoreError::Credentials(format!("{what}: {detail}"));
+        let resp = self
+            .client
+            .post(format!("{}/", endpoint.trim_end_matches('/')))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("accept", "application/xml")
+            .body(form)
+            .send()
+            .await
+            .map_err(|e| {
+                failed(if e.is_timeout() {
+                    "timed out".to_string()
+                } else {
+                    e.without_url().to_string()
+                })
+            })?;
+        let status = resp.status();
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| failed(e.without_url().to_string()))?;
+        if !status.is_success() {
+            let code = crate::s3::xml::parse_sts_error_code(&body);
+            return Err(failed(
+                format!("HTTP {} {}", status.as_u16(), code)
+                    .trim_end()
+                    .to_string(),
+            ));
+        }
+        let (credentials, expiration) =
+            crate::s3::xml::parse_sts_credentials(&body).map_err(failed)?;
+        let expires = parse_rfc3339(&expiration)
+            .ok_or_else(|| failed(format!("bad Expiration {expiration:?}")))?;
+        Ok((credentials, Some(expires)))
     }
 
     async fn imds(&self, endpoint: &str) -> Result<String, StoreError> {

@@ -175,6 +175,52 @@ pub fn parse_uploads(xml: &[u8]) -> Result<Vec<(String, String)>, String> {
     Ok(uploads)
 }
 
+/// The credentials and expiration of an AssumeRoleWithWebIdentity answer.
+/// Errors never quote the document (it holds secrets).
+pub fn parse_sts_credentials(
+    xml: &[u8],
+) -> Result<(crate::s3::signer::Credentials, String), String> {
+    let (mut id, mut secret, mut token, mut expiration) =
+        (String::new(), String::new(), String::new(), String::new());
+    walk(xml, |path, text| {
+        if let [.., "Credentials", field] = path {
+            match *field {
+                "AccessKeyId" => id = text,
+                "SecretAccessKey" => secret = text,
+                "SessionToken" => token = text,
+                "Expiration" => expiration = text,
+                _ => {}
+            }
+        }
+    })
+    .map_err(|_| "the answer is not XML".to_string())?;
+    if id.is_empty() || secret.is_empty() || expiration.is_empty() {
+        return Err("the answer holds no credentials".into());
+    }
+    Ok((
+        crate::s3::signer::Credentials {
+            access_key_id: id,
+            secret_access_key: secret,
+            session_token: (!token.is_empty()).then_some(token),
+        },
+        expiration,
+    ))
+}
+
+/// The `<Code>` of an STS `<ErrorResponse>`, or `""`.
+pub fn parse_sts_error_code(xml: &[u8]) -> String {
+    let mut code = String::new();
+    let _ = walk(xml, |path, text| {
+        if let [.., "Error", "Code"] = path {
+            // Codes are identifiers; anything else is not shown.
+            if text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.') {
+                code = text;
+            }
+        }
+    });
+    code
+}
+
 /// One key that a DeleteObjects request could not delete.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct DeleteFailure {
