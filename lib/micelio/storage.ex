@@ -765,12 +765,26 @@ defmodule Micelio.Storage do
   # Calls without options are the ones a sandbox isolates.
   defp resolve([]) do
     case Sandbox.lookup() do
-      :off -> Resolved.fetch([])
+      :off -> Resolved.fetch_plain()
       sandboxed -> sandboxed
     end
   end
 
   defp resolve(opts), do: Resolved.fetch(opts)
+
+  @doc """
+  Makes the next call of every configuration read the environment again.
+
+  Application config is checked on every call. Environment variables
+  (`STORAGE_*`, `S3_*`, `AWS_*`) are re-read at most every 250 ms, which
+  keeps them off the hot path; call `reload/0` after `System.put_env/2`
+  when a change must apply to the very next call (tests do).
+
+      iex> Micelio.Storage.reload()
+      :ok
+  """
+  @spec reload() :: :ok
+  def reload, do: Resolved.reset()
 
   @doc """
   Resolves the configuration once and builds its store, for reuse: pass the

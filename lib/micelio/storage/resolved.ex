@@ -4,10 +4,18 @@ defmodule Micelio.Storage.Resolved do
   #
   # Resolving reads about twenty settings through the options, the app
   # config and the environment (about 11 µs, more than a local read of a
-  # small file). A remembered resolution costs a digest, one ETS read and a
-  # re-read of the environment variables the resolution read, and is used
-  # only while those still hold the values it saw, so `Application.put_env/3`
-  # and `System.put_env/2` take effect on the next call as before.
+  # small file). A remembered resolution is used while the app config is
+  # the one it saw (checked on every call, so `Application.put_env/3` takes
+  # effect on the next call) and while the environment variables it read
+  # hold the values it saw. Those are re-read at most every
+  # `@env_check_ms` (re-reading twenty variables was most of a cache hit's
+  # cost), or on the next call after `Micelio.Storage.reload/0`.
+  #
+  # Calls without options (the documented `Micelio.Storage.get(key)`) skip
+  # even the digest: their resolution is kept in a persistent term beside
+  # the app config it was made under, compared in place. That term holds
+  # the app config, secrets included, as the application controller's own
+  # table already does; this module's ETS table still holds none.
   #
   # Keys are digests and values hold no secret (a secret variable is kept as
   # its digest): the table can be dumped (observer, crash dumps) without
@@ -17,6 +25,69 @@ defmodule Micelio.Storage.Resolved do
 
   @table __MODULE__
   @max_entries 1024
+  @plain {__MODULE__, :plain}
+  @env_check_ms 250
+
+  @doc "How long, in ms, environment variables may go unchecked."
+  def env_check_ms, do: @env_check_ms
+
+  @doc """
+  Forgets every remembered resolution: the next call of each configuration
+  resolves again, reading the environment anew.
+  """
+  def reset do
+    :persistent_term.erase(@plain)
+
+    try do
+      :ets.delete_all_objects(@table)
+    rescue
+      ArgumentError -> true
+    end
+
+    :ok
+  end
+
+  @doc "`{:ok, handle}` for a call without options, under the app config."
+  def fetch_plain do
+    app = Config.app_env()
+
+    case :persistent_term.get(@plain, nil) do
+      {^app, handle, env, next_check} ->
+        if fresh?(next_check, env), do: {:ok, handle}, else: remember_plain(app)
+
+      _ ->
+        remember_plain(app)
+    end
+  end
+
+  defp remember_plain(app) do
+    with {:ok, handle, env} <- resolve_now([], app) do
+      next_check = :atomics.new(1, signed: true)
+      :atomics.put(next_check, 1, deadline())
+      :persistent_term.put(@plain, {app, handle, Enum.map(env, &snapshot/1), next_check})
+      {:ok, handle}
+    end
+  end
+
+  # True while the env check is not due, or when it is due and passes (the
+  # next one is then pushed back).
+  defp fresh?(next_check, env) do
+    now = System.monotonic_time(:millisecond)
+
+    cond do
+      now < :atomics.get(next_check, 1) ->
+        true
+
+      current?(env) ->
+        :atomics.put(next_check, 1, now + @env_check_ms)
+        true
+
+      true ->
+        false
+    end
+  end
+
+  defp deadline, do: System.monotonic_time(:millisecond) + @env_check_ms
 
   @doc "Creates the table; its owner is the `Micelio.Storage.Stores` server."
   def create_table do
@@ -30,12 +101,17 @@ defmodule Micelio.Storage.Resolved do
   def fetch(opts, app \\ Config.app_env()) do
     digest = :crypto.hash(:sha256, :erlang.term_to_binary({opts, app}))
 
-    case :ets.lookup(@table, digest) do
-      [{_, env, handle}] ->
-        if current?(env), do: {:ok, handle}, else: remember(digest, opts, app)
-
-      [] ->
+    # Only the check's deadline and the handle are copied out on a hit; the
+    # variables to re-read only when the check is due.
+    case element(digest, 4) do
+      nil ->
         remember(digest, opts, app)
+
+      next_check ->
+        if System.monotonic_time(:millisecond) < :atomics.get(next_check, 1) or
+             fresh?(next_check, :ets.lookup_element(@table, digest, 2)),
+           do: {:ok, :ets.lookup_element(@table, digest, 3)},
+           else: remember(digest, opts, app)
     end
   rescue
     # The application is not started (a script calling in early): no table.
@@ -43,12 +119,22 @@ defmodule Micelio.Storage.Resolved do
       with {:ok, handle, _env} <- resolve_now(opts, app), do: {:ok, handle}
   end
 
+  # One field of an entry, `nil` when there is none (OTP 25 has no
+  # lookup_element/4).
+  defp element(digest, pos) do
+    :ets.lookup_element(@table, digest, pos)
+  rescue
+    ArgumentError -> nil
+  end
+
   # The environment values stored are the ones the resolution read, so a
   # change racing it is seen by the next call's check.
   defp remember(digest, opts, app) do
     with {:ok, handle, env} <- resolve_now(opts, app) do
       if :ets.info(@table, :size) >= @max_entries, do: :ets.delete_all_objects(@table)
-      :ets.insert(@table, {digest, Enum.map(env, &snapshot/1), handle})
+      next_check = :atomics.new(1, signed: true)
+      :atomics.put(next_check, 1, deadline())
+      :ets.insert(@table, {digest, Enum.map(env, &snapshot/1), handle, next_check})
       {:ok, handle}
     end
   end

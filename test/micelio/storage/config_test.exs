@@ -21,7 +21,11 @@ defmodule Micelio.Storage.ConfigTest do
         else: Application.delete_env(:micelio, Micelio.Storage)
 
       for {k, v} <- env, do: if(v, do: System.put_env(k, v), else: System.delete_env(k))
+      Storage.reload()
     end)
+
+    Storage.reload()
+    :ok
   end
 
   test "defaults: local backend under <tmp>/micelio/storage outside prod" do
@@ -138,23 +142,52 @@ defmodule Micelio.Storage.ConfigTest do
   end
 
   describe "remembered resolutions" do
-    test "an environment change takes effect on the next call with the same options" do
+    test "an environment change takes effect on the next call after reload/0" do
       a = Tmp.dir!("env-a")
       b = Tmp.dir!("env-b")
       System.put_env("STORAGE_LOCAL_PATH", a)
+      Storage.reload()
       Storage.put!("k", "in a")
       assert Storage.get("k") == {:ok, "in a"}
       System.put_env("STORAGE_LOCAL_PATH", b)
+      Storage.reload()
       assert {:error, :not_found} = Storage.get("k")
       Storage.put!("k", "in b")
       System.put_env("STORAGE_LOCAL_PATH", a)
+      Storage.reload()
       assert Storage.get("k") == {:ok, "in a"}
       assert File.read!(Path.join(b, "k")) == "in b"
+    end
+
+    test "without reload/0, an environment change takes effect within the check interval" do
+      a = Tmp.dir!("env-ia")
+      b = Tmp.dir!("env-ib")
+      System.put_env("STORAGE_LOCAL_PATH", a)
+      Storage.reload()
+      Storage.put!("k", "in a")
+      System.put_env("STORAGE_LOCAL_PATH", b)
+      Process.sleep(Micelio.Storage.Resolved.env_check_ms() + 50)
+      assert {:error, :not_found} = Storage.get("k")
+      assert {:error, :not_found} = Storage.get("k", timeout: 5_000)
+    end
+
+    test "application config changes take effect on the very next call" do
+      a = Tmp.dir!("app-a")
+      b = Tmp.dir!("app-b")
+      Application.put_env(:micelio_storage, Micelio.Storage, local_path: a)
+      Storage.put!("k", "in a")
+      Application.put_env(:micelio_storage, Micelio.Storage, local_path: b)
+      assert {:error, :not_found} = Storage.get("k")
+      Application.put_env(:micelio_storage, Micelio.Storage, local_path: a)
+      assert {:ok, "in a"} = Storage.get("k")
+    after
+      Application.delete_env(:micelio_storage, Micelio.Storage)
     end
 
     test "a variable that becomes invalid is reported, not served from memory" do
       Storage.put!("k", "v", local_path: Tmp.dir!("env-bad"))
       System.put_env("STORAGE_TIMEOUT_MS", "soon")
+      Storage.reload()
       assert {:error, {:invalid_config, :timeout, _}} = Storage.get("k")
     end
 
@@ -177,6 +210,7 @@ defmodule Micelio.Storage.ConfigTest do
 
       # A rotated secret in the environment gets its own store.
       System.put_env("AWS_SECRET_ACCESS_KEY", secret <> "3")
+      Storage.reload()
       assert {:ok, rotated} = Storage.open(opts)
       refute rotated.store == handle.store
     end

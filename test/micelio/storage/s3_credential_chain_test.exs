@@ -203,11 +203,13 @@ defmodule Micelio.Storage.S3CredentialChainTest do
   defp with_env(vars, fun) do
     old = for {k, _} <- vars, do: {k, System.get_env(k)}
     for {k, v} <- vars, do: System.put_env(k, v)
+    Storage.reload()
 
     try do
       fun.()
     after
       for {k, v} <- old, do: if(v, do: System.put_env(k, v), else: System.delete_env(k))
+      Storage.reload()
     end
   end
 end

@@ -23,6 +23,34 @@ defmodule Micelio.Storage.TruthfulFailuresTest do
      counter}
   end
 
+  describe "downloads whose content does not match the server's checksum" do
+    setup do
+      # The server says the object is "hello" (its CRC-32) but sends "jello".
+      crc = Base.encode64(<<:erlang.crc32("hello")::32>>)
+      headers = [{"etag", ~s("0123")}, {"x-amz-checksum-crc32", crc}]
+      {opts, _} = opts_for("jello", 200, headers)
+      {:ok, opts: opts ++ [s3_pool_size: 0], crc: crc}
+    end
+
+    test "get/2 fails with :checksum_mismatch", %{opts: o, crc: crc} do
+      assert {:error, {:checksum_mismatch, ^crc, got}} = Storage.get("k", o)
+      assert got == Base.encode64(<<:erlang.crc32("jello")::32>>)
+    end
+
+    test "get_file/3 fails and leaves no file", %{opts: o} do
+      dir = Tmp.dir!("mismatch")
+      path = Path.join(dir, "out")
+      assert {:error, {:checksum_mismatch, _, _}} = Storage.get_file("k", path, o)
+      assert File.ls!(dir) == []
+    end
+
+    test "stream/2 raises", %{opts: o} do
+      assert_raise Storage.Error, ~r/checksum mismatch/, fn ->
+        Storage.stream("k", o) |> Enum.to_list()
+      end
+    end
+  end
+
   describe "list answers that are not a whole ListBucketResult" do
     for {name, body} <- [
           html: "<html><body>502 Bad Gateway</body></html>",
