@@ -5,6 +5,7 @@
 # each of our transfers and compared with the bound parts x part size x 1.5.
 # Run: mix bench large   (or: mix run bench/large.exs)
 Code.require_file("../test/support/seaweed.ex", __DIR__)
+Code.require_file("support/object_store.ex", __DIR__)
 alias Micelio.Storage
 alias Micelio.Storage.Test.Seaweed
 
@@ -17,18 +18,7 @@ size = size_mib * mib
 bound = 4 * 8 * mib * 1.5
 
 curl = System.find_executable("curl") || raise "curl is needed for the baseline"
-baseline_dir = Path.join(__DIR__, "object_store_baseline")
-IO.puts("building the object_store baseline (cargo build --release)...")
-
-{_, 0} =
-  System.cmd(
-    "cargo",
-    ["build", "--release", "-q", "--manifest-path", Path.join(baseline_dir, "Cargo.toml")],
-    stderr_to_stdout: true,
-    into: IO.stream()
-  )
-
-baseline = Path.join(baseline_dir, "target/release/object_store_baseline")
+baseline = Micelio.Bench.ObjectStore.build!()
 
 tmp = Path.join(System.tmp_dir!(), "micelio_bench_large")
 File.mkdir_p!(tmp)
@@ -79,10 +69,17 @@ s3 = fn -> {Seaweed.endpoint(), Seaweed.bucket(), Seaweed.access_key(), Seaweed.
 object_store = fn op, key, file ->
   {endpoint, bucket, access, secret} = s3.()
 
-  {out, 0} =
-    System.cmd(baseline, [op, endpoint, bucket, opts[:s3_prefix] <> key, file, access, secret])
+  [secs, rss_kib] =
+    Micelio.Bench.ObjectStore.run!(baseline, [
+      op,
+      endpoint,
+      bucket,
+      opts[:s3_prefix] <> key,
+      file,
+      access,
+      secret
+    ])
 
-  [secs, rss_kib] = String.split(String.trim(out))
   {String.to_float(secs), String.to_integer(rss_kib) * 1024}
 end
 

@@ -2,6 +2,7 @@
 # Run: mix bench s3   (or: mix run bench/s3.exs)
 Code.require_file("support/bench.ex", __DIR__)
 Code.require_file("support/httpc_s3.ex", __DIR__)
+Code.require_file("support/object_store.ex", __DIR__)
 Code.require_file("../test/support/seaweed.ex", __DIR__)
 alias Micelio.Bench
 alias Micelio.Bench.HttpcS3
@@ -206,6 +207,74 @@ IO.puts(
     "GET beam #{Float.round(get_beam / obj, 2)}x rss #{Float.round(get_rss / obj, 2)}x (of the object size)"
 )
 
+# --- vs object_store (Rust), same server ------------------------------------------
+# 5 rounds, ours and object_store's taking turns; each figure is the median
+# of its rounds, and the ratio is object_store's time / ours (above 1.00 we
+# are faster). object_store times its operations inside its own process.
+os_prog = Micelio.Bench.ObjectStore.build!()
+
+os_s3 = %{
+  endpoint: Seaweed.endpoint(),
+  bucket: Seaweed.bucket(),
+  prefix: prefix <> "vs-os/",
+  access: Seaweed.access_key(),
+  secret: Seaweed.secret_key()
+}
+
+median = fn list -> list |> Enum.sort() |> Enum.at(div(length(list), 2)) end
+
+ours_ops = fn op, body, count, concurrency ->
+  keys = for i <- 1..count, do: "vs-ours/#{byte_size(body)}/#{i}"
+  if op == :get, do: Enum.each(keys, &Storage.put!(&1, body, opts))
+
+  run = fn k ->
+    if op == :put,
+      do: {:ok, _} = Storage.put(k, body, opts),
+      else: {:ok, _} = Storage.get(k, opts)
+  end
+
+  t0 = System.monotonic_time(:microsecond)
+
+  keys
+  |> Task.async_stream(run, max_concurrency: concurrency, timeout: 120_000)
+  |> Stream.run()
+
+  (System.monotonic_time(:microsecond) - t0) / 1.0e6
+end
+
+versus = fn label, op, size, count, concurrency ->
+  body = :crypto.strong_rand_bytes(size)
+  # Warm our side (object_store warms itself).
+  ours_ops.(op, body, min(count, concurrency), concurrency)
+
+  rounds =
+    for _ <- 1..5 do
+      ours = ours_ops.(op, body, count, concurrency)
+      theirs = Micelio.Bench.ObjectStore.ops!(os_prog, "#{op}", os_s3, size, count, concurrency)
+      {ours, theirs}
+    end
+
+  ratio = median.(Enum.map(rounds, fn {o, t} -> t / o end))
+  ours = median.(Enum.map(rounds, &elem(&1, 0)))
+  theirs = median.(Enum.map(rounds, &elem(&1, 1)))
+
+  Bench.row(
+    label,
+    ours / count * 1.0e6,
+    theirs / count * 1.0e6,
+    "median ratio #{Float.round(ratio, 2)}"
+  )
+
+  ratio
+end
+
+IO.puts("\nvs object_store 0.13 (Rust) on the same SeaweedFS (5 interleaved rounds)")
+Bench.header()
+os_put8 = versus.("8 MiB PUT vs object_store", :put, 8 * 1_048_576, 10, 1)
+os_get8 = versus.("8 MiB GET vs object_store", :get, 8 * 1_048_576, 10, 1)
+os_put1k = versus.("1 KiB PUT 64 concurrent vs object_store", :put, 1024, 1_000, 64)
+os_get1k = versus.("1 KiB GET 64 concurrent vs object_store", :get, 1024, 1_000, 64)
+
 # --- list 5,000 keys -----------------------------------------------------------
 list_keys = for i <- 1..5_000, do: "list/#{i}"
 
@@ -243,3 +312,12 @@ Bench.target(
   "BEAM memory growth during 8 MiB ops <= 1.5x object (got #{Float.round(max(put_beam, get_beam) / obj, 2)}x)",
   max(put_beam, get_beam) / obj <= 1.5
 )
+
+for {label, ratio} <- [
+      {"8 MiB PUT", os_put8},
+      {"8 MiB GET", os_get8},
+      {"1 KiB PUT 64 concurrent", os_put1k},
+      {"1 KiB GET 64 concurrent", os_get1k}
+    ] do
+  Bench.target("#{label} >= 1.0x object_store (got #{Float.round(ratio, 2)}x)", ratio >= 1.0)
+end

@@ -770,6 +770,16 @@ defmodule Micelio.Storage do
     end
   end
 
+  # A handle given as `storage:` (named stores pass one beside per-call
+  # options) is used as is.
+  defp resolve(opts) when is_list(opts) do
+    case Keyword.pop(opts, :storage) do
+      {nil, opts} -> Resolved.fetch(opts)
+      {%Handle{} = handle, []} -> {:ok, handle}
+      {other, rest} -> storage([storage: other], rest)
+    end
+  end
+
   defp resolve(opts), do: Resolved.fetch(opts)
 
   @doc """

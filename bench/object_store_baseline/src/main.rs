@@ -1,7 +1,10 @@
-//! object_store's multipart upload and parallel ranged download, timed in
-//! process, for bench/large.exs. Usage:
+//! object_store's side of the benches, timed in process (startup excluded):
 //!   object_store_baseline put|get <endpoint> <bucket> <key> <file> <access> <secret>
-//! Prints `seconds max_rss_kib`.
+//!     multipart upload / parallel ranged download of a file (bench/large.exs);
+//!     prints `seconds max_rss_kib`;
+//!   object_store_baseline ops put|get <endpoint> <bucket> <prefix> <access> <secret> <size> <count> <concurrency>
+//!     `count` PUTs (or GETs of keys it puts first, untimed) of `size` bytes,
+//!     `concurrency` at a time (bench/s3.exs); prints `seconds`.
 
 use std::io::{Read, Write};
 use std::time::Instant;
@@ -27,19 +30,13 @@ fn max_rss_kib() -> u64 {
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("ops") {
+        return ops(&args[2..]).await;
+    }
     let [_, op, endpoint, bucket, key, file, access, secret] = &args[..] else {
         panic!("usage: put|get <endpoint> <bucket> <key> <file> <access> <secret>");
     };
-    let store = AmazonS3Builder::new()
-        .with_endpoint(endpoint)
-        .with_bucket_name(bucket)
-        .with_region("us-east-1")
-        .with_access_key_id(access)
-        .with_secret_access_key(secret)
-        .with_allow_http(true)
-        .with_virtual_hosted_style_request(false)
-        .build()
-        .expect("store");
+    let store = build(endpoint, bucket, access, secret);
     let path = Path::from(key.as_str());
     let started = Instant::now();
     match op.as_str() {
@@ -86,4 +83,64 @@ async fn main() {
         other => panic!("unknown op {other}"),
     }
     println!("{} {}", started.elapsed().as_secs_f64(), max_rss_kib());
+}
+
+fn build(endpoint: &str, bucket: &str, access: &str, secret: &str) -> object_store::aws::AmazonS3 {
+    AmazonS3Builder::new()
+        .with_endpoint(endpoint)
+        .with_bucket_name(bucket)
+        .with_region("us-east-1")
+        .with_access_key_id(access)
+        .with_secret_access_key(secret)
+        .with_allow_http(true)
+        .with_virtual_hosted_style_request(false)
+        .build()
+        .expect("store")
+}
+
+async fn ops(args: &[String]) {
+    let [op, endpoint, bucket, prefix, access, secret, size, count, concurrency] = args else {
+        panic!("usage: ops put|get <endpoint> <bucket> <prefix> <access> <secret> <size> <count> <concurrency>");
+    };
+    let store = build(endpoint, bucket, access, secret);
+    let size: usize = size.parse().expect("size");
+    let count: usize = count.parse().expect("count");
+    let concurrency: usize = concurrency.parse().expect("concurrency");
+    let body = bytes::Bytes::from(vec![7u8; size]);
+    let keys: Vec<Path> = (0..count)
+        .map(|i| Path::from(format!("{prefix}os/{i}")))
+        .collect();
+    let store = &store;
+    let put_all = |keys: &[Path]| {
+        let body = body.clone();
+        futures::stream::iter(keys.to_vec())
+            .map(move |k| {
+                let body = body.clone();
+                async move { store.put(&k, body.into()).await.expect("put") }
+            })
+            .buffer_unordered(concurrency)
+            .collect::<Vec<_>>()
+    };
+    // Warm: connections open, keys exist (GETs read them).
+    put_all(&keys[..concurrency.min(count)]).await;
+    if op == "get" {
+        put_all(&keys).await;
+    }
+    let started = Instant::now();
+    match op.as_str() {
+        "put" => {
+            put_all(&keys).await;
+        }
+        "get" => {
+            futures::stream::iter(keys.clone())
+                .map(|k| async move {
+                    store.get(&k).await.expect("get").bytes().await.expect("body")
+                })
+                .buffer_unordered(concurrency)
+                .collect::<Vec<_>>()
+                .await;
+        }
+        other => panic!("unknown op {other}"),
+    }
+    println!("{}", started.elapsed().as_secs_f64());
 }

@@ -20,12 +20,15 @@ defmodule Micelio.Storage.ObjectOptions do
       (default: no limit). Each step of a transfer (a part, a chunk) is
       bounded by `:timeout` instead, so a large transfer needs no raised
       timeout while a stalled one still ends;
+    * `:prefix` - the key prefix of `Micelio.Storage.put_content_addressed/2`;
+    * `:page_size` - keys per page of `Micelio.Storage.stream_keys/2`;
     * `:storage` - a `Micelio.Storage.Handle` to use instead of resolving
       the configuration.
   """
 
   @attribute_keys [:content_type, :cache_control, :content_disposition, :content_encoding]
-  @keys @attribute_keys ++ [:metadata, :range, :progress, :transfer_timeout, :storage]
+  @keys @attribute_keys ++
+          [:metadata, :range, :progress, :transfer_timeout, :storage, :prefix, :page_size]
 
   @doc "The option names this module owns."
   @spec keys() :: [atom()]

@@ -51,6 +51,36 @@ defmodule Micelio.Storage.NamedStoreTest do
     assert {:error, {:invalid_config, :backend, _}} = Sessions.stats()
   end
 
+  test "store modules take the large-object, listing and per-object options too", %{root: root} do
+    assert {:ok, "d/page.html"} =
+             Sessions.put("d/page.html", "<p>", content_type: "text/html", metadata: %{"a" => "b"})
+
+    assert {:ok, %{content_type: "text/html", metadata: %{"a" => "b"}}} =
+             Sessions.head("d/page.html")
+
+    assert {:ok, "<p"} = Sessions.get("d/page.html", range: {0, 2})
+    src = Path.join(Tmp.dir!("named-src"), "f")
+    File.write!(src, "file body")
+    assert {:ok, "d/f"} = Sessions.put_file("d/f", src, progress: fn _, _ -> :ok end)
+    assert {:ok, "d/s"} = Sessions.put_stream("d/s", ["a", "b"])
+    out = Path.join(Tmp.dir!("named-out"), "f")
+    assert {:ok, %{size: 9}} = Sessions.get_file("d/f", out)
+    assert Sessions.stream("d/s") |> Enum.join() == "ab"
+
+    assert {:ok, %{keys: ["d/f", "d/page.html", "d/s"], prefixes: []}} =
+             Sessions.list_with_delimiter("d/")
+
+    assert Sessions.stream_keys("d/", page_size: 1) |> Enum.to_list() == [
+             "d/f",
+             "d/page.html",
+             "d/s"
+           ]
+
+    assert {:ok, "cas/sha256:" <> _} = Sessions.put_content_addressed("x", prefix: "cas/")
+    assert {:error, {:invalid_config, :backend, _}} = Sessions.public_url("d/f")
+    assert File.read!(Path.join(root, "d/s")) == "ab"
+  end
+
   test "several stores, each with its own backend, never see each other's objects" do
     Sessions.put!("k", "on disk")
     Artifacts.put!("k", "in memory")
