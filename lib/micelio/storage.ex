@@ -31,6 +31,11 @@ defmodule Micelio.Storage do
       (default 30 000);
     * `:durable` - `true` fsyncs local writes and their directory.
 
+  Options that describe the object or the transfer (`:content_type`,
+  `:metadata`, `:range`, `:progress`, ...) sit beside them: see
+  `Micelio.Storage.ObjectOptions`. Large objects go through `put_file/3`,
+  `put_stream/3`, `get_file/3` and `stream/2`.
+
   ## Errors
 
   Functions return `{:error, reason}` where `reason` is an atom or a small
@@ -40,7 +45,8 @@ defmodule Micelio.Storage do
   `{:forbidden, code}`, `{:s3_error, status, code, message}`,
   `{:network, reason}` (naming the endpoint), `{:no_such_bucket, bucket}`,
   `{:credentials, message}`, `:missing_s3_bucket`, `:missing_s3_credentials`,
-  and `{:partial, deleted, failures}` from `delete_many/2`. The README's
+  `:changed` and `{:checksum_mismatch, expected, got}` from large-object
+  reads, and `{:partial, deleted, failures}` from `delete_many/2`. The README's
   error table says what each means and what to do about it.
   The bang variants raise `Micelio.Storage.Error` with that reason.
   """
