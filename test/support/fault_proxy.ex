@@ -153,33 +153,8 @@ defmodule Micelio.Storage.Test.FaultProxy do
     :gen_tcp.close(client)
   end
 
-  defp read_request(client, acc \\ "") do
-    case :binary.split(acc, "\r\n\r\n") do
-      [head, rest] ->
-        length =
-          case Regex.run(~r/content-length:\s*(\d+)/i, head) do
-            [_, n] -> String.to_integer(n)
-            _ -> 0
-          end
-
-        read_body(client, length - byte_size(rest))
-
-      [_] ->
-        case :gen_tcp.recv(client, 0, 10_000) do
-          {:ok, data} -> read_request(client, acc <> data)
-          _ -> true
-        end
-    end
-  end
-
-  defp read_body(_client, n) when n <= 0, do: true
-
-  defp read_body(client, n) do
-    case :gen_tcp.recv(client, 0, 10_000) do
-      {:ok, data} -> read_body(client, n - byte_size(data))
-      _ -> true
-    end
-  end
+  # Reads the whole request (true once done), for faults that answer it.
+  defp read_request(client), do: is_binary(read_all(client))
 
   defp relay(client, upstream_port) do
     {:ok, up} = :gen_tcp.connect({127, 0, 0, 1}, upstream_port, [:binary, active: false])

@@ -919,6 +919,15 @@ fn sorted_entries(
     dir_fd: &OwnedFd,
     partial: Option<&str>,
 ) -> Result<Vec<(String, bool)>, StoreError> {
+    let mut entries = dir_entries(dir_fd, partial)?;
+    let sort_name = |(n, d): &(String, bool)| if *d { format!("{n}/") } else { n.clone() };
+    entries.sort_by_cached_key(sort_name);
+    Ok(entries)
+}
+
+/// The regular files and directories of a directory, `(name, is_dir)`, in
+/// the order the directory gives them (see `sorted_entries`).
+fn dir_entries(dir_fd: &OwnedFd, partial: Option<&str>) -> Result<Vec<(String, bool)>, StoreError> {
     let mut entries = Vec::new();
     let mut dir = rfs::Dir::read_from(dir_fd)?;
     while let Some(entry) = dir.read() {
@@ -949,8 +958,6 @@ fn sorted_entries(
             _ => {}
         }
     }
-    let sort_name = |(n, d): &(String, bool)| if *d { format!("{n}/") } else { n.clone() };
-    entries.sort_by_cached_key(sort_name);
     Ok(entries)
 }
 
@@ -1045,52 +1052,19 @@ fn walk(
     keys: &mut Vec<String>,
 ) -> Result<(), StoreError> {
     let mut subdirs = Vec::new();
-    {
-        let mut dir = rfs::Dir::read_from(&dir_fd)?;
-        while let Some(entry) = dir.read() {
-            let entry = entry?;
-            let name_bytes = entry.file_name().to_bytes();
-            if name_bytes == b"."
-                || name_bytes == b".."
-                || name_bytes.starts_with(TEMP_PREFIX.as_bytes())
-            {
-                continue;
-            }
-            // Names that are not UTF-8 cannot be keys; skip them.
-            let Ok(name) = std::str::from_utf8(name_bytes) else {
-                continue;
-            };
-            if partial.is_some_and(|p| !name.starts_with(p)) {
-                continue;
-            }
-            let kind = match entry.file_type() {
-                FileType::Unknown => match rfs::statat(&dir_fd, name, AtFlags::SYMLINK_NOFOLLOW) {
-                    Ok(st) => FileType::from_raw_mode(st.st_mode),
-                    Err(_) => continue,
-                },
-                k => k,
-            };
-            match kind {
-                FileType::RegularFile => keys.push(format!("{base}{name}")),
-                FileType::Directory => subdirs.push(name.to_string()),
-                _ => {}
-            }
+    for (name, is_dir) in dir_entries(&dir_fd, partial)? {
+        if is_dir {
+            subdirs.push(name);
+        } else {
+            keys.push(format!("{base}{name}"));
         }
     }
     deadline.check()?;
     for sub in subdirs {
-        let fd = match rfs::openat(
-            &dir_fd,
-            OsStr::from_bytes(sub.as_bytes()),
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        ) {
-            Ok(fd) => fd,
-            // Removed or swapped for a symlink meanwhile: not part of the listing.
-            Err(Errno::NOENT) | Err(Errno::LOOP) | Err(Errno::NOTDIR) => continue,
-            Err(e) => return Err(e.into()),
-        };
-        walk(fd, &format!("{base}{sub}/"), None, deadline, keys)?;
+        // Removed or swapped for a symlink meanwhile: not part of the listing.
+        if let Some(fd) = open_subdir(&dir_fd, &sub)? {
+            walk(fd, &format!("{base}{sub}/"), None, deadline, keys)?;
+        }
     }
     Ok(())
 }
