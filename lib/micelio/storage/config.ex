@@ -70,7 +70,14 @@ defmodule Micelio.Storage.Config do
   # with the name it goes by in messages.
   @spec app_env() :: [{String.t(), term()}]
   def app_env,
-    do: for({app, label} <- @app_sources, do: {label, Application.get_env(app, @key)})
+    do: app_env(Application.get_env(:micelio, @key), Application.get_env(:micelio_storage, @key))
+
+  @doc false
+  # `app_env/0` from the raw values of the two apps, for callers that
+  # compare the raw values themselves.
+  @spec app_env(term(), term()) :: [{String.t(), term()}]
+  def app_env(micelio, micelio_storage),
+    do: [{@app_sources[:micelio], micelio}, {@app_sources[:micelio_storage], micelio_storage}]
 
   @doc false
   # Resolves once under the app config `app` (from `app_env/0`), and returns the environment

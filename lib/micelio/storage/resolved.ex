@@ -11,22 +11,34 @@ defmodule Micelio.Storage.Resolved do
   # `@env_check_ms` (re-reading twenty variables was most of a cache hit's
   # cost), or on the next call after `Micelio.Storage.reload/0`.
   #
-  # Calls without options (the documented `Micelio.Storage.get(key)`) skip
-  # even the digest: their resolution is kept in a persistent term beside
-  # the app config it was made under, compared in place. That term holds
-  # the app config, secrets included, as the application controller's own
-  # table already does; this module's ETS table still holds none.
+  # The app config is compared in place with the one in a persistent term,
+  # which gives its generation. Calls without options (the documented
+  # `Micelio.Storage.get(key)`) keep their handle in a persistent term of
+  # that generation; calls with options find theirs in an ETS table under
+  # `{opts, generation}`, or under a digest when the options hold a secret.
+  # The persistent term holds the app config, secrets included, as the
+  # application controller's own table already does; this module's ETS
+  # table holds none (a secret variable is kept as its digest), so it can
+  # be dumped (observer, crash dumps) without leaking credentials.
   #
-  # Keys are digests and values hold no secret (a secret variable is kept as
-  # its digest): the table can be dumped (observer, crash dumps) without
-  # leaking credentials.
+  # Reading the app config of the two apps is most of what a remembered
+  # call costs (about 0.4 µs, measured in bench/fast_paths.exs), but it is
+  # what makes `Application.put_env/3` take effect on the next call.
 
-  alias Micelio.Storage.{Config, Store}
+  alias Micelio.Storage.{Config, Settings, Store}
 
   @table __MODULE__
   @max_entries 1024
+  @key Micelio.Storage
+  # {app config of :micelio, of :micelio_storage, generation}
+  @app {__MODULE__, :app}
+  # {generation, handle, env snapshot, next check}
   @plain {__MODULE__, :plain}
+  @generations {__MODULE__, :generations}
   @env_check_ms 250
+  # The same in native time units: the clock is read raw on every call.
+  @env_check System.convert_time_unit(@env_check_ms, :millisecond, :native)
+  @secrets Settings.secrets()
 
   @doc "How long, in ms, environment variables may go unchecked."
   def env_check_ms, do: @env_check_ms
@@ -37,6 +49,7 @@ defmodule Micelio.Storage.Resolved do
   """
   def reset do
     :persistent_term.erase(@plain)
+    :persistent_term.erase(@app)
 
     try do
       :ets.delete_all_objects(@table)
@@ -47,39 +60,80 @@ defmodule Micelio.Storage.Resolved do
     :ok
   end
 
-  @doc "`{:ok, handle}` for a call without options, under the app config."
-  def fetch_plain do
-    app = Config.app_env()
+  # The default app config, read on every call, and its generation: a
+  # number that changes whenever the config does. Remembered resolutions
+  # are keyed by it, so a change makes them unreachable at once without
+  # keeping the config (which may hold secrets) in the table.
+  defp app_generation do
+    micelio = Application.get_env(:micelio, @key)
+    micelio_storage = Application.get_env(:micelio_storage, @key)
 
-    case :persistent_term.get(@plain, nil) do
-      {^app, handle, env, next_check} ->
-        if fresh?(next_check, env), do: {:ok, handle}, else: remember_plain(app)
+    case :persistent_term.get(@app, nil) do
+      {^micelio, ^micelio_storage, generation} ->
+        {generation, micelio, micelio_storage}
 
       _ ->
-        remember_plain(app)
+        generation = next_generation()
+        :persistent_term.put(@app, {micelio, micelio_storage, generation})
+        {generation, micelio, micelio_storage}
     end
   end
 
-  defp remember_plain(app) do
-    with {:ok, handle, env} <- resolve_now([], app) do
-      next_check = :atomics.new(1, signed: true)
-      :atomics.put(next_check, 1, deadline())
-      :persistent_term.put(@plain, {app, handle, Enum.map(env, &snapshot/1), next_check})
+  # Unique across racing callers, so two configs never share a number.
+  defp next_generation do
+    counter =
+      case :persistent_term.get(@generations, nil) do
+        nil ->
+          counter = :atomics.new(1, signed: false)
+          :persistent_term.put(@generations, counter)
+          counter
+
+        counter ->
+          counter
+      end
+
+    :atomics.add_get(counter, 1, 1)
+  end
+
+  @doc "`{:ok, handle}` for a call without options, under the app config."
+  def fetch_plain do
+    {generation, micelio, micelio_storage} = app_generation()
+
+    case :persistent_term.get(@plain, nil) do
+      {^generation, handle, env, next_check} ->
+        if fresh?(next_check, env),
+          do: {:ok, handle},
+          else: remember_plain(generation, micelio, micelio_storage)
+
+      _ ->
+        remember_plain(generation, micelio, micelio_storage)
+    end
+  end
+
+  defp remember_plain(generation, micelio, micelio_storage) do
+    with {:ok, handle, env} <- resolve_now([], Config.app_env(micelio, micelio_storage)) do
+      :persistent_term.put(@plain, {generation, handle, Enum.map(env, &snapshot/1), check()})
       {:ok, handle}
     end
+  end
+
+  defp check do
+    next_check = :atomics.new(1, signed: true)
+    :atomics.put(next_check, 1, deadline())
+    next_check
   end
 
   # True while the env check is not due, or when it is due and passes (the
   # next one is then pushed back).
   defp fresh?(next_check, env) do
-    now = System.monotonic_time(:millisecond)
+    now = :erlang.monotonic_time()
 
     cond do
       now < :atomics.get(next_check, 1) ->
         true
 
       current?(env) ->
-        :atomics.put(next_check, 1, now + @env_check_ms)
+        :atomics.put(next_check, 1, now + @env_check)
         true
 
       true ->
@@ -87,7 +141,7 @@ defmodule Micelio.Storage.Resolved do
     end
   end
 
-  defp deadline, do: System.monotonic_time(:millisecond) + @env_check_ms
+  defp deadline, do: :erlang.monotonic_time() + @env_check
 
   @doc "Creates the table; its owner is the `Micelio.Storage.Stores` server."
   def create_table do
@@ -95,46 +149,62 @@ defmodule Micelio.Storage.Resolved do
   end
 
   @doc """
-  `{:ok, handle}` for `opts` under the application config `app` (from
-  `Config.app_env/0`, or a named store's), from the table or resolved now.
+  `{:ok, handle}` for `opts` under the default app config, from the table
+  or resolved now.
   """
-  def fetch(opts, app \\ Config.app_env()) do
+  def fetch(opts) when is_list(opts) do
+    if secret_option?(opts) do
+      fetch(opts, Config.app_env())
+    else
+      # Options without secrets are their own key, beside the generation of
+      # the app config: no digest to compute.
+      {generation, micelio, micelio_storage} = app_generation()
+      key = {opts, generation}
+
+      lookup(key, fn -> resolve_now(opts, Config.app_env(micelio, micelio_storage)) end)
+    end
+  end
+
+  def fetch(opts), do: fetch(opts, Config.app_env())
+
+  @doc """
+  `{:ok, handle}` for `opts` under the application config `app` (a named
+  store's, or `Config.app_env/0`), from the table or resolved now.
+  """
+  def fetch(opts, app) do
     digest = :crypto.hash(:sha256, :erlang.term_to_binary({opts, app}))
+    lookup(digest, fn -> resolve_now(opts, app) end)
+  end
 
-    # Only the check's deadline and the handle are copied out on a hit; the
-    # variables to re-read only when the check is due.
-    case element(digest, 4) do
-      nil ->
-        remember(digest, opts, app)
+  defp secret_option?([{name, _} | rest]), do: name in @secrets or secret_option?(rest)
 
-      next_check ->
-        if System.monotonic_time(:millisecond) < :atomics.get(next_check, 1) or
-             fresh?(next_check, :ets.lookup_element(@table, digest, 2)),
-           do: {:ok, :ets.lookup_element(@table, digest, 3)},
-           else: remember(digest, opts, app)
+  defp secret_option?(_), do: false
+
+  # Only the handle and the check's deadline are copied out on a hit; the
+  # variables to re-read (a row of their own) only when the check is due.
+  defp lookup(key, resolve) do
+    case :ets.lookup(@table, key) do
+      [{_, handle, next_check}] ->
+        if :erlang.monotonic_time() < :atomics.get(next_check, 1) or
+             fresh?(next_check, :ets.lookup_element(@table, {:env, key}, 2)),
+           do: {:ok, handle},
+           else: remember(key, resolve)
+
+      [] ->
+        remember(key, resolve)
     end
   rescue
     # The application is not started (a script calling in early): no table.
     ArgumentError ->
-      with {:ok, handle, _env} <- resolve_now(opts, app), do: {:ok, handle}
-  end
-
-  # One field of an entry, `nil` when there is none (OTP 25 has no
-  # lookup_element/4).
-  defp element(digest, pos) do
-    :ets.lookup_element(@table, digest, pos)
-  rescue
-    ArgumentError -> nil
+      with {:ok, handle, _env} <- resolve.(), do: {:ok, handle}
   end
 
   # The environment values stored are the ones the resolution read, so a
   # change racing it is seen by the next call's check.
-  defp remember(digest, opts, app) do
-    with {:ok, handle, env} <- resolve_now(opts, app) do
-      if :ets.info(@table, :size) >= @max_entries, do: :ets.delete_all_objects(@table)
-      next_check = :atomics.new(1, signed: true)
-      :atomics.put(next_check, 1, deadline())
-      :ets.insert(@table, {digest, Enum.map(env, &snapshot/1), handle, next_check})
+  defp remember(key, resolve) do
+    with {:ok, handle, env} <- resolve.() do
+      if :ets.info(@table, :size) >= 2 * @max_entries, do: :ets.delete_all_objects(@table)
+      :ets.insert(@table, [{{:env, key}, Enum.map(env, &snapshot/1)}, {key, handle, check()}])
       {:ok, handle}
     end
   end

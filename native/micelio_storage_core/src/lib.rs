@@ -21,3 +21,4 @@ pub mod store;
 pub mod threads;
 pub mod tiered;
 pub mod transfer;
+pub mod write_gate;
