@@ -82,9 +82,11 @@ defmodule Micelio.Storage do
     {:get_file, [:key, :path], false},
     {:get_file!, [:key, :path], true},
     {:stream, [:key], true},
+    {:stream!, [:key], true},
     {:list_with_delimiter, [:prefix], false},
     {:list_with_delimiter!, [:prefix], true},
     {:stream_keys, [:prefix], true},
+    {:stream_keys!, [:prefix], true},
     {:put_content_addressed, [:content], false},
     {:put_content_addressed!, [:content], true},
     {:public_url, [:key], false},
@@ -1001,6 +1003,18 @@ defmodule Micelio.Storage do
     end
   end
 
+  @doc ~S"""
+  The same as `stream/2`, which already raises `Micelio.Storage.Error` on
+  any failure (as `File.stream!/3` does); here for symmetry with the other
+  bang functions.
+
+      iex> Micelio.Storage.put!("notes.txt", "abc")
+      iex> Micelio.Storage.stream!("notes.txt") |> Enum.join()
+      "abc"
+  """
+  @spec stream!(key, opts) :: Enumerable.t()
+  def stream!(key, opts \\ []), do: stream(key, opts)
+
   @doc """
   One level of the keys under `prefix`, like a directory listing (S3's
   delimiter `/`): `keys` directly under it and `prefixes` for everything
@@ -1078,6 +1092,17 @@ defmodule Micelio.Storage do
       fn _ -> :ok end
     )
   end
+
+  @doc """
+  The same as `stream_keys/2`, which already raises
+  `Micelio.Storage.Error` when a page cannot be read.
+
+      iex> Micelio.Storage.put!("batch/1", "x")
+      iex> Micelio.Storage.stream_keys!("batch/") |> Enum.to_list()
+      ["batch/1"]
+  """
+  @spec stream_keys!(String.t(), opts) :: Enumerable.t()
+  def stream_keys!(prefix \\ "", opts \\ []), do: stream_keys(prefix, opts)
 
   @doc """
   Stores `content` under its SHA-256: the key is
