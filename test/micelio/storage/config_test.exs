@@ -184,6 +184,23 @@ defmodule Micelio.Storage.ConfigTest do
       Application.delete_env(:micelio_storage, Micelio.Storage)
     end
 
+    test "calls with options see an app config change on the very next call too" do
+      a = Tmp.dir!("opts-a")
+      b = Tmp.dir!("opts-b")
+      Application.put_env(:micelio_storage, Micelio.Storage, local_path: a)
+      Storage.put!("k", "in a", timeout: 5_000)
+      Application.put_env(:micelio_storage, Micelio.Storage, local_path: b)
+      assert {:error, :not_found} = Storage.get("k", timeout: 5_000)
+      Storage.put!("k", "in b", timeout: 5_000)
+      Application.put_env(:micelio_storage, Micelio.Storage, local_path: a)
+      assert {:ok, "in a"} = Storage.get("k", timeout: 5_000)
+      # The same options under a config seen before resolve to its store again.
+      Application.put_env(:micelio_storage, Micelio.Storage, local_path: b)
+      assert {:ok, "in b"} = Storage.get("k", timeout: 5_000)
+    after
+      Application.delete_env(:micelio_storage, Micelio.Storage)
+    end
+
     test "a variable that becomes invalid is reported, not served from memory" do
       Storage.put!("k", "v", local_path: Tmp.dir!("env-bad"))
       System.put_env("STORAGE_TIMEOUT_MS", "soon")
