@@ -98,6 +98,39 @@ pub struct FileSource {
     file: Arc<File>,
     offset: u64,
     size: u64,
+    /// Part buffers given back once their upload is done, reused by the
+    /// next reads: a fresh 8 MiB buffer per part cost a page fault and a
+    /// zeroing per 4 KiB, a sixth of an upload's CPU. Freed with the source.
+    spare: Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+}
+
+/// At most this many idle buffers are kept per source (parts in flight
+/// plus the one being read).
+const SPARE_BUFFERS: usize = 8;
+
+/// A part read into a reused buffer; the buffer goes back when the last
+/// `Bytes` of it is dropped.
+struct SpareBuffer {
+    buf: Vec<u8>,
+    len: usize,
+    home: std::sync::Weak<std::sync::Mutex<Vec<Vec<u8>>>>,
+}
+
+impl AsRef<[u8]> for SpareBuffer {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+impl Drop for SpareBuffer {
+    fn drop(&mut self) {
+        if let Some(home) = self.home.upgrade() {
+            let mut spare = home.lock().unwrap_or_else(|e| e.into_inner());
+            if spare.len() < SPARE_BUFFERS {
+                spare.push(std::mem::take(&mut self.buf));
+            }
+        }
+    }
 }
 
 /// A filesystem error on a path the caller named (not a key): always
@@ -123,6 +156,7 @@ impl FileSource {
                 file: Arc::new(file),
                 offset: 0,
                 size: md.len(),
+                spare: Arc::default(),
             })
         })
         .await
@@ -146,19 +180,27 @@ impl ByteSource for FileSource {
         if want == 0 {
             return Ok(None);
         }
+        let spare = self.spare.clone();
         let buf = offload(move || {
-            let mut buf = BytesMut::zeroed(want);
+            let reused = spare.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            let mut buf = reused.unwrap_or_default();
+            if buf.len() < want {
+                buf.resize(want, 0);
+            }
             let mut filled = 0;
-            while filled < buf.len() {
-                match file.read_at(&mut buf[filled..], offset + filled as u64) {
+            while filled < want {
+                match file.read_at(&mut buf[filled..want], offset + filled as u64) {
                     Ok(0) => break,
                     Ok(n) => filled += n,
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                     Err(e) => return Err(io_error(e)),
                 }
             }
-            buf.truncate(filled);
-            Ok(buf.freeze())
+            Ok(Bytes::from_owner(SpareBuffer {
+                buf,
+                len: filled,
+                home: Arc::downgrade(&spare),
+            }))
         })
         .await?;
         if buf.is_empty() {
@@ -366,6 +408,45 @@ impl DestFile {
         file.write_all_at(data, offset).map_err(io_error)
     }
 
+    /// Writes `chunks`, one after the other, at `offset` with vectored
+    /// writes: no copy into one buffer first (blocking).
+    pub fn write_chunks_at(file: &File, chunks: &[Bytes], offset: u64) -> Result<(), StoreError> {
+        // (chunk index, bytes of it already written)
+        let (mut index, mut skip, mut at) = (0usize, 0usize, offset);
+        while index < chunks.len() {
+            let slices: Vec<std::io::IoSlice<'_>> = chunks[index..]
+                .iter()
+                .take(512)
+                .enumerate()
+                .map(|(i, c)| std::io::IoSlice::new(if i == 0 { &c[skip..] } else { c }))
+                .collect();
+            let mut n = match rustix::io::pwritev(file, &slices, at) {
+                Ok(0) => return Err(StoreError::Io(rustix::io::Errno::IO.raw_os_error())),
+                Ok(n) => n,
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            at += n as u64;
+            while n > 0 {
+                let left = chunks[index].len() - skip;
+                if n >= left {
+                    n -= left;
+                    index += 1;
+                    skip = 0;
+                } else {
+                    skip += n;
+                    n = 0;
+                }
+            }
+            // Empty chunks are passed over.
+            while index < chunks.len() && chunks[index].len() == skip {
+                index += 1;
+                skip = 0;
+            }
+        }
+        Ok(())
+    }
+
     /// Renames the temp file over the destination (blocking).
     pub fn commit(mut self, durable: bool) -> Result<(), StoreError> {
         if durable {
@@ -421,6 +502,46 @@ pub fn crc32_header(crc: u32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunks_are_written_in_order_at_their_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = DestFile::create(&dir.path().join("out")).unwrap();
+        // More chunks than one vectored write takes, some empty.
+        let chunks: Vec<Bytes> = (0..1500u32)
+            .map(|i| Bytes::from(vec![(i % 251) as u8; (i % 7) as usize]))
+            .collect();
+        let expected: Vec<u8> = chunks.iter().flat_map(|c| c.iter().copied()).collect();
+        DestFile::write_chunks_at(dest.file(), &chunks, 5).unwrap();
+        DestFile::write_at(dest.file(), b"head!", 0).unwrap();
+        dest.commit(false).unwrap();
+        let written = std::fs::read(dir.path().join("out")).unwrap();
+        assert_eq!(&written[..5], b"head!");
+        assert_eq!(&written[5..], &expected[..]);
+    }
+
+    #[tokio::test]
+    async fn file_parts_reuse_their_buffers_and_keep_their_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("src");
+        let content: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
+        std::fs::write(&path, &content).unwrap();
+        let mut src = FileSource::open(&path).await.unwrap();
+        let first = src.read(30_000).await.unwrap().unwrap();
+        let kept = first.clone();
+        drop(first);
+        // `kept` still holds the first buffer: the next read gets another.
+        let second = src.read(30_000).await.unwrap().unwrap();
+        assert_eq!(&kept[..], &content[..30_000]);
+        drop(kept);
+        drop(second);
+        let mut rest = Vec::new();
+        while let Some(part) = src.read(30_000).await.unwrap() {
+            rest.extend_from_slice(&part);
+        }
+        assert_eq!(&rest[..], &content[60_000..]);
+        assert!(src.spare.lock().unwrap().len() <= 2);
+    }
 
     #[tokio::test]
     async fn read_part_joins_small_chunks_and_stops_at_the_end() {

@@ -32,10 +32,10 @@ defmodule Micelio.Storage.SandboxHostTest do
         parent = self()
         pid = spawn(fn -> receive do :go -> send(parent, {:read, HostApp.read_note("today")}) end end)
         spawn(fn -> send(parent, {:stranger, HostApp.read_note("today")}) end)
-        assert_receive {:stranger, {:error, {:sandbox, :not_checked_out}}}
+        assert_receive {:stranger, {:error, {:sandbox, :not_checked_out}}}, 5_000
         :ok = Micelio.Storage.Sandbox.allow(self(), pid)
         send(pid, :go)
-        assert_receive {:read, {:ok, ^mine}}
+        assert_receive {:read, {:ok, ^mine}}, 5_000
 
         assert {:ok, _} = Micelio.Storage.delete("notes/today")
         assert {:error, :not_found} = HostApp.read_note("today")

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use reqwest::Method;
 
 use super::xml::{self, CompletedPart};
@@ -64,16 +64,21 @@ impl Drop for AbortGuard {
 /// Where a range's bytes go.
 #[async_trait]
 trait Sink: Send {
-    /// Takes `chunk`, which starts at `offset` in the object.
-    async fn put(&mut self, offset: u64, chunk: Bytes) -> Result<(), StoreError>;
+    /// Takes `chunks` (as the connection gave them), which start at
+    /// `offset` in the object.
+    async fn put(&mut self, offset: u64, chunks: Vec<Bytes>) -> Result<(), StoreError>;
 }
 
-/// Into a stream's channel, in order.
+/// Into a stream's channel, in order, as one binary per flush.
 struct ChannelSink(tokio::sync::mpsc::Sender<Result<Bytes, StoreError>>);
 
 #[async_trait]
 impl Sink for ChannelSink {
-    async fn put(&mut self, _offset: u64, chunk: Bytes) -> Result<(), StoreError> {
+    async fn put(&mut self, _offset: u64, chunks: Vec<Bytes>) -> Result<(), StoreError> {
+        let chunk = match <[Bytes; 1]>::try_from(chunks) {
+            Ok([one]) => one,
+            Err(many) => Bytes::from(many.concat()),
+        };
         // A dropped stream ends the download.
         self.0
             .send(Ok(chunk))
@@ -85,6 +90,9 @@ impl Sink for ChannelSink {
 /// Into its place in a file, counting the bytes written for progress.
 struct FileSink {
     file: Arc<std::fs::File>,
+    /// One writer at a time: the file's inode lock serializes them anyway,
+    /// and waiters spinning on it cost CPU the transfer needs.
+    turn: Arc<std::sync::Mutex<()>>,
     written: Arc<AtomicU64>,
     total: u64,
     xfer: Transfer,
@@ -92,9 +100,14 @@ struct FileSink {
 
 #[async_trait]
 impl Sink for FileSink {
-    async fn put(&mut self, offset: u64, chunk: Bytes) -> Result<(), StoreError> {
-        let (file, len) = (self.file.clone(), chunk.len() as u64);
-        offload(move || DestFile::write_at(&file, &chunk, offset)).await?;
+    async fn put(&mut self, offset: u64, chunks: Vec<Bytes>) -> Result<(), StoreError> {
+        let len: u64 = chunks.iter().map(|c| c.len() as u64).sum();
+        let (file, turn) = (self.file.clone(), self.turn.clone());
+        offload(move || {
+            let _turn = turn.lock().unwrap_or_else(|e| e.into_inner());
+            DestFile::write_chunks_at(&file, &chunks, offset)
+        })
+        .await?;
         let done = self.written.fetch_add(len, Ordering::Relaxed) + len;
         self.xfer.report(done, Some(self.total));
         Ok(())
@@ -421,7 +434,8 @@ impl S3Store {
         xfer: &Transfer,
     ) -> Result<crc32fast::Hasher, StoreError> {
         let mut crc = crc32fast::Hasher::new();
-        let mut buf = BytesMut::new();
+        // The connection's own buffers, written out without a copy.
+        let (mut pending, mut pending_len) = (Vec::new(), 0usize);
         // `flushed`: bytes handed to the sink; `received`: also those buffered.
         let (mut flushed, mut received) = (start, start);
         let mut attempt = 0;
@@ -445,14 +459,14 @@ impl S3Store {
                         .map_err(|e| super::network_error(e, &self.endpoint))?;
                     let Some(chunk) = chunk else { break };
                     let room = (end - received) as usize;
-                    let chunk = &chunk[..chunk.len().min(room)];
-                    crc.update(chunk);
-                    buf.extend_from_slice(chunk);
+                    let chunk = chunk.slice(..chunk.len().min(room));
+                    crc.update(&chunk);
                     received += chunk.len() as u64;
-                    if buf.len() >= CHUNK || received == end {
-                        let len = buf.len() as u64;
-                        sink.put(flushed, buf.split().freeze()).await?;
-                        flushed += len;
+                    pending_len += chunk.len();
+                    pending.push(chunk);
+                    if pending_len >= CHUNK || received == end {
+                        sink.put(flushed, std::mem::take(&mut pending)).await?;
+                        flushed += std::mem::take(&mut pending_len) as u64;
                     }
                     if received == end {
                         break;
@@ -559,6 +573,7 @@ impl S3Store {
         let owned = path.to_path_buf();
         let dest = offload(move || DestFile::create(&owned)).await?;
         let written = Arc::new(AtomicU64::new(0));
+        let turn = Arc::new(std::sync::Mutex::new(()));
         // Ranges stream to the file and hold 1 MiB each, whatever their
         // length: twice the part size halves the requests (measured 30%
         // faster on SeaweedFS than 8 MiB ranges) at no cost in memory.
@@ -580,6 +595,7 @@ impl S3Store {
                 );
                 let mut sink = FileSink {
                     file: dest.file().clone(),
+                    turn: turn.clone(),
                     written: written.clone(),
                     total: meta.size,
                     xfer: xfer.clone(),
