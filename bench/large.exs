@@ -92,46 +92,73 @@ end
 Storage.put!("warm", "x", opts)
 out = Path.join(tmp, "out.bin")
 
-results =
-  for round <- 1..rounds do
-    IO.puts("round #{round}/#{rounds}")
-    # Interleaved: ours, curl, object_store, for each direction.
-    {up, up_beam, up_rss} =
+# Before each timed transfer the page cache's dirty data is flushed (`sync`,
+# untimed), so no transfer pays for the writeback of the one before it; and
+# each round rotates which client goes first.
+settle = fn -> System.cmd("sync", []) end
+
+uploads = [
+  ours: fn ->
+    {secs, beam, rss} =
       sampled.(fn ->
         {:ok, _} = Storage.put_file("ours", src, opts)
         :ok
       end)
 
+    %{up: secs, beam: beam, rss: rss}
+  end,
+  curl: fn ->
     {:ok, put_url} = Storage.presigned_url("curl", opts ++ [method: :put])
-    curl_up = curl_time.(["-o", "/dev/null", "-T", src, put_url])
-    {os_up, os_up_rss} = object_store.("put", "object_store", src)
+    %{curl_up: curl_time.(["-o", "/dev/null", "-T", src, put_url])}
+  end,
+  object_store: fn ->
+    {secs, rss} = object_store.("put", "object_store", src)
+    %{os_up: secs, os_rss: rss}
+  end
+]
 
-    File.rm(out)
-
-    {down, down_beam, down_rss} =
+downloads = [
+  ours: fn ->
+    {secs, beam, rss} =
       sampled.(fn ->
         {:ok, _} = Storage.get_file("ours", out, opts)
         :ok
       end)
 
-    File.rm(out)
+    %{down: secs, beam: beam, rss: rss}
+  end,
+  curl: fn ->
     {:ok, get_url} = Storage.presigned_url("ours", opts)
-    curl_down = curl_time.(["-o", out, get_url])
-    File.rm(out)
-    {os_down, os_down_rss} = object_store.("get", "ours", out)
-    File.rm(out)
+    %{curl_down: curl_time.(["-o", out, get_url])}
+  end,
+  object_store: fn ->
+    {secs, rss} = object_store.("get", "ours", out)
+    %{os_down: secs, os_rss: rss}
+  end
+]
 
-    %{
-      up: up,
-      curl_up: curl_up,
-      os_up: os_up,
-      down: down,
-      curl_down: curl_down,
-      os_down: os_down,
-      beam: max(up_beam, down_beam),
-      rss: max(up_rss, down_rss),
-      os_rss: max(os_up_rss, os_down_rss)
-    }
+rotate = fn list, n -> Enum.drop(list, rem(n, 3)) ++ Enum.take(list, rem(n, 3)) end
+
+# Figures of one round; memory is the larger of the two directions.
+merge = fn maps ->
+  Enum.reduce(maps, %{}, fn m, acc -> Map.merge(acc, m, fn _k, a, b -> max(a, b) end) end)
+end
+
+results =
+  for round <- 1..rounds do
+    IO.puts("round #{round}/#{rounds}")
+    # Every object the downloads read exists before the first of them.
+    if round == 1, do: Storage.put_file!("ours", src, opts)
+
+    figures =
+      for {_name, step} <- rotate.(uploads, round - 1) ++ rotate.(downloads, round - 1) do
+        File.rm(out)
+        settle.()
+        step.()
+      end
+
+    File.rm(out)
+    merge.(figures)
   end
 
 median = fn list ->

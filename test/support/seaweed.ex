@@ -61,6 +61,7 @@ defmodule Micelio.Storage.Test.Seaweed do
     do: {:reply, :ok, state}
 
   def handle_call(:ensure_started, _from, state) do
+    sweep_stale_dirs()
     dir = Path.join(System.tmp_dir!(), "micelio_seaweed_#{System.unique_integer([:positive])}")
     File.mkdir_p!(Path.join(dir, "data"))
     identities = Path.join(dir, "identities.json")
@@ -95,7 +96,14 @@ defmodule Micelio.Storage.Test.Seaweed do
       ])
 
     {:os_pid, os_pid} = Port.info(port, :os_pid)
-    System.at_exit(fn _ -> stop_os_pid(os_pid) end)
+    File.write!(Path.join(dir, "pid"), Integer.to_string(os_pid))
+
+    # Benches write gigabytes: the data goes with the server.
+    System.at_exit(fn _ ->
+      stop_os_pid(os_pid)
+      File.rm_rf(dir)
+    end)
+
     :ok = wait_ready(60, log)
     :ok = create_bucket()
     {:reply, :ok, %{state | os_pid: os_pid, port: port}}
@@ -115,6 +123,20 @@ defmodule Micelio.Storage.Test.Seaweed do
         &(&1 && File.exists?(&1))
       ) ||
       raise "SeaweedFS not found: run bin/test (it installs it) or set MICELIO_WEED_BIN"
+  end
+
+  # Data dirs of servers that are gone (a run killed before its exit
+  # hook): their process no longer exists.
+  defp sweep_stale_dirs do
+    for dir <- Path.wildcard(Path.join(System.tmp_dir!(), "micelio_seaweed_*")),
+        pid = File.read(Path.join(dir, "pid")),
+        match?({:ok, _}, pid) and not alive?(elem(pid, 1)) do
+      File.rm_rf(dir)
+    end
+  end
+
+  defp alive?(os_pid) do
+    match?({_, 0}, System.cmd("kill", ["-0", String.trim(os_pid)], stderr_to_stdout: true))
   end
 
   defp stop_os_pid(os_pid) do
