@@ -788,7 +788,11 @@ fn write_all(fd: &impl AsFd, content: &[u8], deadline: Deadline) -> Result<(), S
     for chunk in content.chunks(CHUNK) {
         // Copying into the page cache is CPU work in the kernel: a few
         // chunks at a time keep the BEAM's own scheduler threads on a CPU.
-        let _turn = (content.len() > CHUNK).then(crate::write_gate::turn);
+        let _turn = if content.len() > CHUNK {
+            Some(crate::write_gate::turn(deadline)?)
+        } else {
+            None
+        };
         let mut rest = chunk;
         while !rest.is_empty() {
             match rustix::io::write(fd, rest) {

@@ -11,6 +11,9 @@
 
 use std::sync::{Condvar, Mutex, OnceLock};
 
+use crate::error::StoreError;
+use crate::object::Deadline;
+
 struct Gate {
     free: Mutex<usize>,
     freed: Condvar,
@@ -35,15 +38,25 @@ fn turns() -> usize {
 /// A turn, given back when dropped.
 pub struct Turn(&'static Gate);
 
-/// Waits for a turn (blocking: only called on blocking threads).
-pub fn turn() -> Turn {
+/// Waits for a turn (blocking: only called on blocking threads), at most
+/// until `deadline`: a write stuck in the kernel (a hung network
+/// filesystem) makes the others time out instead of waiting for ever.
+pub fn turn(deadline: Deadline) -> Result<Turn, StoreError> {
     let gate = gate();
     let mut free = gate.free.lock().unwrap_or_else(|e| e.into_inner());
     while *free == 0 {
-        free = gate.freed.wait(free).unwrap_or_else(|e| e.into_inner());
+        let left = deadline.remaining();
+        if left.is_zero() {
+            return Err(StoreError::Timeout);
+        }
+        free = gate
+            .freed
+            .wait_timeout(free, left)
+            .unwrap_or_else(|e| e.into_inner())
+            .0;
     }
     *free -= 1;
-    Turn(gate)
+    Ok(Turn(gate))
 }
 
 impl Drop for Turn {
@@ -57,6 +70,8 @@ impl Drop for Turn {
 #[cfg(test)]
 mod tests {
     use super::turn;
+    use crate::error::StoreError;
+    use crate::object::Deadline;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
 
@@ -69,7 +84,7 @@ mod tests {
                 let (inside, most) = (inside.clone(), most.clone());
                 std::thread::spawn(move || {
                     for _ in 0..200 {
-                        let _turn = turn();
+                        let _turn = turn(Deadline::far()).unwrap();
                         let now = inside.fetch_add(1, Ordering::SeqCst) + 1;
                         most.fetch_max(now, Ordering::SeqCst);
                         std::thread::yield_now();
@@ -81,5 +96,18 @@ mod tests {
         threads.into_iter().for_each(|t| t.join().unwrap());
         assert!(most.load(Ordering::SeqCst) <= limit);
         assert_eq!(inside.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn a_writer_waiting_past_its_deadline_times_out() {
+        let held: Vec<_> = (0..super::turns())
+            .map(|_| turn(Deadline::far()).unwrap())
+            .collect();
+        let waited = std::time::Instant::now();
+        let late = turn(Deadline::after(std::time::Duration::from_millis(50)));
+        assert!(matches!(late, Err(StoreError::Timeout)));
+        assert!(waited.elapsed() >= std::time::Duration::from_millis(50));
+        drop(held);
+        assert!(turn(Deadline::after(std::time::Duration::from_millis(50))).is_ok());
     }
 }
