@@ -34,7 +34,6 @@ defmodule Micelio.Storage.Resolved do
   @app {__MODULE__, :app}
   # {generation, handle, env snapshot, next check}
   @plain {__MODULE__, :plain}
-  @generations {__MODULE__, :generations}
   @env_check_ms 250
   # The same in native time units: the clock is read raw on every call.
   @env_check System.convert_time_unit(@env_check_ms, :millisecond, :native)
@@ -73,26 +72,11 @@ defmodule Micelio.Storage.Resolved do
         {generation, micelio, micelio_storage}
 
       _ ->
-        generation = next_generation()
+        # Unique in the VM, so two racing configs never share a number.
+        generation = :erlang.unique_integer([:positive])
         :persistent_term.put(@app, {micelio, micelio_storage, generation})
         {generation, micelio, micelio_storage}
     end
-  end
-
-  # Unique across racing callers, so two configs never share a number.
-  defp next_generation do
-    counter =
-      case :persistent_term.get(@generations, nil) do
-        nil ->
-          counter = :atomics.new(1, signed: false)
-          :persistent_term.put(@generations, counter)
-          counter
-
-        counter ->
-          counter
-      end
-
-    :atomics.add_get(counter, 1, 1)
   end
 
   @doc "`{:ok, handle}` for a call without options, under the app config."
