@@ -223,3 +223,23 @@ fn relative_roots_are_rejected() {
         Err(StoreError::InvalidConfig("local_path", _))
     ));
 }
+
+#[test]
+fn a_fifo_under_the_root_is_no_object_and_does_not_block_a_head() {
+    let (d, s) = store();
+    put(&s, "pipes/real.txt", b"x");
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        d.path().join("pipes/fifo"),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o644),
+        0,
+    )
+    .unwrap();
+    // A blocking open of a FIFO with no writer would never return.
+    assert!(matches!(
+        s.stat(&k("pipes/fifo"), later()),
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(s.stat(&k("pipes/real.txt"), later()).unwrap().size, 1);
+}
