@@ -29,8 +29,7 @@ defmodule Micelio.Storage.Resolved do
 
   @table __MODULE__
   @max_entries 1024
-  @key Micelio.Storage
-  # {app config of :micelio, of :micelio_storage, generation}
+  # {Config.raw_app_env(), generation}
   @app {__MODULE__, :app}
   # {generation, handle, env snapshot, next check}
   @plain {__MODULE__, :plain}
@@ -64,38 +63,35 @@ defmodule Micelio.Storage.Resolved do
   # are keyed by it, so a change makes them unreachable at once without
   # keeping the config (which may hold secrets) in the table.
   defp app_generation do
-    micelio = Application.get_env(:micelio, @key)
-    micelio_storage = Application.get_env(:micelio_storage, @key)
+    raw = Config.raw_app_env()
 
     case :persistent_term.get(@app, nil) do
-      {^micelio, ^micelio_storage, generation} ->
-        {generation, micelio, micelio_storage}
+      {^raw, generation} ->
+        {generation, raw}
 
       _ ->
         # Unique in the VM, so two racing configs never share a number.
         generation = :erlang.unique_integer([:positive])
-        :persistent_term.put(@app, {micelio, micelio_storage, generation})
-        {generation, micelio, micelio_storage}
+        :persistent_term.put(@app, {raw, generation})
+        {generation, raw}
     end
   end
 
   @doc "`{:ok, handle}` for a call without options, under the app config."
   def fetch_plain do
-    {generation, micelio, micelio_storage} = app_generation()
+    {generation, raw} = app_generation()
 
     case :persistent_term.get(@plain, nil) do
       {^generation, handle, env, next_check} ->
-        if fresh?(next_check, env),
-          do: {:ok, handle},
-          else: remember_plain(generation, micelio, micelio_storage)
+        if fresh?(next_check, env), do: {:ok, handle}, else: remember_plain(generation, raw)
 
       _ ->
-        remember_plain(generation, micelio, micelio_storage)
+        remember_plain(generation, raw)
     end
   end
 
-  defp remember_plain(generation, micelio, micelio_storage) do
-    with {:ok, handle, env} <- resolve_now([], Config.app_env(micelio, micelio_storage)) do
+  defp remember_plain(generation, raw) do
+    with {:ok, handle, env} <- resolve_now([], Config.app_env(raw)) do
       :persistent_term.put(@plain, {generation, handle, Enum.map(env, &snapshot/1), check()})
       {:ok, handle}
     end
@@ -142,10 +138,8 @@ defmodule Micelio.Storage.Resolved do
     else
       # Options without secrets are their own key, beside the generation of
       # the app config: no digest to compute.
-      {generation, micelio, micelio_storage} = app_generation()
-      key = {opts, generation}
-
-      lookup(key, fn -> resolve_now(opts, Config.app_env(micelio, micelio_storage)) end)
+      {generation, raw} = app_generation()
+      lookup({opts, generation}, fn -> resolve_now(opts, Config.app_env(raw)) end)
     end
   end
 

@@ -794,10 +794,12 @@ fn replace(
 }
 
 fn write_all(fd: &impl AsFd, content: &[u8], deadline: Deadline) -> Result<(), StoreError> {
+    // Copying into the page cache is CPU work in the kernel: large writes
+    // take turns, a chunk at a time, so the BEAM's own scheduler threads
+    // keep a CPU.
+    let large = content.len() > CHUNK;
     for chunk in content.chunks(CHUNK) {
-        // Copying into the page cache is CPU work in the kernel: a few
-        // chunks at a time keep the BEAM's own scheduler threads on a CPU.
-        let _turn = if content.len() > CHUNK {
+        let _turn = if large {
             Some(crate::write_gate::turn(deadline)?)
         } else {
             None
