@@ -179,6 +179,19 @@ defmodule Micelio.Storage do
              do: Micelio.Storage.presigned_url(key, [{:storage, handle} | presign])
       end
 
+      @doc "See `Micelio.Storage.S3.abort_incomplete_uploads/2`."
+      def abort_incomplete_uploads(prefix \\ "", opts \\ [])
+
+      def abort_incomplete_uploads(prefix, opts) when is_list(opts) do
+        {own, storage} = Keyword.split(opts, [:older_than])
+
+        with {:ok, handle} <- Micelio.Storage.NamedStore.handle(__MODULE__, storage),
+             do: Micelio.Storage.S3.abort_incomplete_uploads(prefix, [{:storage, handle} | own])
+      end
+
+      def abort_incomplete_uploads(prefix, opts),
+        do: Micelio.Storage.S3.abort_incomplete_uploads(prefix, opts)
+
       unquote_splicing(functions)
     end
   end
@@ -640,7 +653,7 @@ defmodule Micelio.Storage do
     with {:ok, method} <- presign_method(Keyword.get(presign, :method, :get)),
          :ok <- check_expiry(expires_in),
          {:ok, handle} <- storage,
-         {:ok, unix} <- Micelio.Storage.S3.unix_time(Keyword.get(presign, :datetime)) do
+         {:ok, unix} <- presign_time(Keyword.get(presign, :datetime)) do
       # Runs on the I/O runtime: temporary credentials may need fetching.
       observed(:presigned_url, key, handle, fn ->
         headers =
@@ -651,6 +664,11 @@ defmodule Micelio.Storage do
       end)
     end
   end
+
+  # No :datetime: the engine signs with now on the server's clock (it
+  # corrects a skew the server told it of).
+  defp presign_time(nil), do: {:ok, nil}
+  defp presign_time(datetime), do: Micelio.Storage.S3.unix_time(datetime)
 
   defp presign_method(m) when m in [:get, :put, :head, :delete],
     do: {:ok, m |> Atom.to_string() |> String.upcase()}

@@ -6,6 +6,7 @@ defmodule Micelio.Storage.ContentAddressed do
   # already holds an object of the same size is not uploaded again.
 
   alias Micelio.Storage
+  alias Micelio.Storage.Chunks
 
   @chunk 1_048_576
 
@@ -55,17 +56,18 @@ defmodule Micelio.Storage.ContentAddressed do
 
     result =
       File.open(spool, [:write, :raw, :binary], fn f ->
-        Enum.reduce(enumerable, {:crypto.hash_init(:sha256), 0}, fn chunk, {h, n} ->
-          IO.binwrite(f, chunk)
-          {:crypto.hash_update(h, chunk), n + IO.iodata_length(chunk)}
-        end)
+        spool_chunks(f, Chunks.open(enumerable), :crypto.hash_init(:sha256), 0)
       end)
 
     case result do
-      {:ok, {h, size}} ->
+      {:ok, {:ok, h, size}} ->
         upload = fn key, opts -> Storage.put_file(key, spool, opts) end
         Process.put({__MODULE__, upload}, spool)
         {:ok, :crypto.hash_final(h), size, upload}
+
+      {:ok, {:error, _} = error} ->
+        File.rm(spool)
+        error
 
       {:error, posix} ->
         File.rm(spool)
@@ -81,6 +83,29 @@ defmodule Micelio.Storage.ContentAddressed do
     ArgumentError ->
       {:error,
        {:invalid_config, :content, "expected iodata, {:file, path} or {:stream, enumerable}"}}
+  end
+
+  # Written a chunk at a time through the same walk as put_stream, so an
+  # enumerable that hands its last element with `:halted` keeps it.
+  defp spool_chunks(f, cursor, h, n) do
+    case Chunks.next(cursor) do
+      {:ok, chunk, cursor} ->
+        case Chunks.to_binary(chunk) do
+          {:ok, bytes} ->
+            :ok = IO.binwrite(f, bytes)
+            spool_chunks(f, cursor, :crypto.hash_update(h, bytes), n + byte_size(bytes))
+
+          :error ->
+            Chunks.close(cursor)
+
+            {:error,
+             {:invalid_config, :content,
+              "the enumerable yielded #{Micelio.Storage.Config.shape(chunk)}, not iodata"}}
+        end
+
+      :done ->
+        {:ok, h, n}
+    end
   end
 
   defp digest_device(f, h \\ :crypto.hash_init(:sha256), n \\ 0) do

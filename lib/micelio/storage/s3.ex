@@ -204,6 +204,8 @@ defmodule Micelio.Storage.S3 do
     )
   end
 
+  @one_day_ms 86_400_000
+
   @doc """
   The multipart uploads under the store's prefix that were started and
   never completed nor aborted: `{:ok, [%{key: key, upload_id: id}]}`.
@@ -221,6 +223,51 @@ defmodule Micelio.Storage.S3 do
       {:ok, for({key, id} <- uploads, do: %{key: key, upload_id: id})}
     end
   end
+
+  @doc """
+  Aborts the multipart uploads under `prefix` (within the store's
+  `s3_prefix`) that were started more than `:older_than` milliseconds ago
+  (default: one day), and returns how many it aborted. This removes what a
+  VM killed mid-upload left behind (`incomplete_uploads/1` lists them); the
+  age keeps it away from uploads still in progress. Other backends have no
+  uploads to abort: `{:ok, 0}`.
+
+      {:ok, 0} = Micelio.Storage.S3.abort_incomplete_uploads("artifacts/", older_than: 3_600_000)
+
+  Named stores have it too: `MyApp.Artifacts.abort_incomplete_uploads("", older_than: 0)`.
+  """
+  @spec abort_incomplete_uploads(String.t(), keyword() | Micelio.Storage.Handle.t()) ::
+          {:ok, non_neg_integer()} | {:error, term()}
+  def abort_incomplete_uploads(prefix, opts \\ [])
+
+  def abort_incomplete_uploads(prefix, %Micelio.Storage.Handle{} = handle),
+    do: abort_incomplete_uploads(prefix, storage: handle)
+
+  def abort_incomplete_uploads(prefix, opts) when is_binary(prefix) and is_list(opts) do
+    {older_than, opts} = Keyword.pop(opts, :older_than, @one_day_ms)
+
+    with :ok <- check_older_than(older_than),
+         {:ok, handle} <- Micelio.Storage.open(opts) do
+      Micelio.Storage.Store.run(handle, {:abort_incomplete_uploads, prefix, older_than})
+    end
+  end
+
+  def abort_incomplete_uploads(prefix, _opts) when not is_binary(prefix),
+    do: {:error, {:invalid_prefix, prefix}}
+
+  def abort_incomplete_uploads(_prefix, opts),
+    do:
+      {:error,
+       {:invalid_config, :options,
+        "expected a keyword list, got #{Micelio.Storage.Config.shape(opts)}"}}
+
+  defp check_older_than(ms) when is_integer(ms) and ms >= 0, do: :ok
+
+  defp check_older_than(other),
+    do:
+      {:error,
+       {:invalid_config, :older_than,
+        "expected milliseconds (a non-negative integer), got #{Micelio.Storage.Config.shape(other)}"}}
 
   @doc false
   def unix_time(nil), do: {:ok, System.os_time(:second)}

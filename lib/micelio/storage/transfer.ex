@@ -8,7 +8,7 @@ defmodule Micelio.Storage.Transfer do
   # retries}`. The engine bounds each step by the call's `:timeout`; the
   # wait here is only a backstop for an engine too busy to answer.
 
-  alias Micelio.Storage.{Error, Handle, Native}
+  alias Micelio.Storage.{Chunks, Error, Handle, Native}
 
   @grace_ms 1_000
 
@@ -42,9 +42,9 @@ defmodule Micelio.Storage.Transfer do
 
     case Native.store_put_stream(h.store, ref, key, attrs, durable, idle, xfer.limit, true) do
       {:ok, guard, feeder} ->
-        source = %{next: first_step(enumerable), failure: nil}
+        source = %{cursor: Chunks.open(enumerable), failure: nil}
         {result, source} = feed_loop(ref, guard, idle, xfer.progress, feeder, source)
-        halt(source.next)
+        Chunks.close(source.cursor)
 
         case source.failure do
           nil -> result
@@ -55,19 +55,6 @@ defmodule Micelio.Storage.Transfer do
         error
     end
   end
-
-  # The enumerable is walked one element at a time, by suspension.
-  defp first_step(enumerable) do
-    fn -> Enumerable.reduce(enumerable, {:cont, nil}, fn x, _ -> {:suspend, x} end) end
-  end
-
-  defp halt({:cont, cont}) when is_function(cont, 1) do
-    cont.({:halt, nil})
-  catch
-    _, _ -> :ok
-  end
-
-  defp halt(_), do: :ok
 
   defp feed_loop(ref, guard, idle, progress, feeder, source) do
     receive do
@@ -88,20 +75,12 @@ defmodule Micelio.Storage.Transfer do
     end
   end
 
-  defp feed(feeder, %{next: :done} = source) do
-    Native.stream_feed(feeder, :eof)
-    source
-  end
-
-  defp feed(feeder, %{next: next} = source) do
-    step = if is_function(next, 0), do: next.(), else: elem(next, 1).({:cont, nil})
-
-    case step do
-      {:suspended, chunk, cont} ->
-        case chunk_bytes(chunk) do
+  defp feed(feeder, source) do
+    case Chunks.next(source.cursor) do
+      {:ok, chunk, cursor} ->
+        case Chunks.to_binary(chunk) do
           {:ok, bytes} ->
             Native.stream_feed(feeder, bytes)
-            %{source | next: {:cont, cont}}
 
           :error ->
             Native.stream_feed(
@@ -109,29 +88,19 @@ defmodule Micelio.Storage.Transfer do
               {:error,
                "the enumerable yielded #{Micelio.Storage.Config.shape(chunk)}, not iodata"}
             )
-
-            %{source | next: {:cont, cont}}
         end
 
-      {done, _} when done in [:done, :halted] ->
+        %{source | cursor: cursor}
+
+      :done ->
         Native.stream_feed(feeder, :eof)
-        %{source | next: :done}
+        %{source | cursor: :done}
     end
   catch
     kind, reason ->
       Native.stream_feed(feeder, {:error, "the enumerable raised"})
-      %{source | next: :done, failure: {kind, reason, __STACKTRACE__}}
+      %{source | cursor: :done, failure: {kind, reason, __STACKTRACE__}}
   end
-
-  defp chunk_bytes(chunk) when is_binary(chunk), do: {:ok, chunk}
-
-  defp chunk_bytes(chunk) when is_list(chunk) do
-    {:ok, IO.iodata_to_binary(chunk)}
-  rescue
-    ArgumentError -> :error
-  end
-
-  defp chunk_bytes(_), do: :error
 
   defp await(ref, guard, idle, progress, _) do
     receive do

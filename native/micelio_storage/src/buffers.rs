@@ -79,6 +79,17 @@ impl BodyBuf for BeamBody {
         }
     }
 
+    fn reserve_total(&mut self, total: usize) {
+        match self {
+            BeamBody::Small(v) => v.reserve_exact(total.saturating_sub(v.len())),
+            BeamBody::Large { bin, .. } => {
+                if total > bin.len() {
+                    bin.realloc_or_copy(total);
+                }
+            }
+        }
+    }
+
     fn resize(&mut self, new_len: usize) {
         match self {
             BeamBody::Small(v) => v.resize(new_len, 0),

@@ -8,7 +8,7 @@
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use futures_util::FutureExt;
@@ -21,21 +21,33 @@ use micelio_storage_core::error::{panic_message, StoreError};
 use micelio_storage_core::observe;
 
 static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+/// Held while the runtime is built, so two first callers build one.
+static BUILDING: Mutex<()> = Mutex::new(());
 
-/// The shared runtime, started on first use.
-pub fn runtime() -> &'static Runtime {
-    RUNTIME.get_or_init(|| {
-        let workers = micelio_storage_core::threads::io_workers(
-            std::env::var("MICELIO_STORAGE_IO_THREADS").ok().as_deref(),
-            std::thread::available_parallelism().map_or(2, |n| n.get()),
-        );
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(workers)
-            .thread_name("micelio-storage-io")
-            .enable_all()
-            .build()
-            .expect("cannot start the micelio_storage tokio runtime")
-    })
+/// The shared runtime, started on first use. Starting it needs descriptors
+/// (epoll, an eventfd) and threads: when the process has run out, the
+/// caller gets `{:io, :emfile}` (or what else ran out) and a later call
+/// tries again, instead of a panic that would leave no runtime for good.
+pub fn runtime() -> Result<&'static Runtime, StoreError> {
+    if let Some(rt) = RUNTIME.get() {
+        return Ok(rt);
+    }
+    let _building = BUILDING
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(rt) = RUNTIME.get() {
+        return Ok(rt);
+    }
+    let workers = micelio_storage_core::threads::io_workers(
+        std::env::var("MICELIO_STORAGE_IO_THREADS").ok().as_deref(),
+        std::thread::available_parallelism().map_or(2, |n| n.get()),
+    );
+    let built = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .thread_name("micelio-storage-io")
+        .enable_all()
+        .build()?;
+    Ok(RUNTIME.get_or_init(|| built))
 }
 
 /// Aborts its task when dropped: held by the caller while it waits.
@@ -66,21 +78,22 @@ pub trait Reply: Send + 'static {
 }
 
 /// Runs `work` on the runtime with a timeout and sends `{ref, result,
-/// retries}` to the caller.
+/// retries}` to the caller; fails only when the runtime cannot be started.
 pub fn spawn_reply<F, T>(
     env: Env,
     reply_ref: Term,
     timeout: Duration,
     work: F,
-) -> ResourceArc<TaskGuard>
+) -> Result<ResourceArc<TaskGuard>, StoreError>
 where
     F: Future<Output = Result<T, StoreError>> + Send + 'static,
     T: Reply,
 {
+    let runtime = runtime()?;
     let pid: LocalPid = env.pid();
     let mut owned = OwnedEnv::new();
     let saved_ref = owned.save(reply_ref);
-    let handle = runtime().spawn(async move {
+    let handle = runtime.spawn(async move {
         let _live = LiveTask::start();
         let guarded = tokio::time::timeout(timeout, AssertUnwindSafe(work).catch_unwind());
         let (outcome, retries) = observe::counting(guarded).await;
@@ -97,9 +110,9 @@ where
             (saved_ref.load(env), reply, retries).encode(env)
         });
     });
-    ResourceArc::new(TaskGuard {
+    Ok(ResourceArc::new(TaskGuard {
         abort: handle.abort_handle(),
-    })
+    }))
 }
 
 static LIVE_TASKS: AtomicUsize = AtomicUsize::new(0);

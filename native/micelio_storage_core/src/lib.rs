@@ -9,6 +9,7 @@
 pub mod attributes;
 pub mod clock;
 pub mod error;
+pub mod http_body;
 pub mod key;
 pub mod local;
 pub mod memory;

@@ -71,6 +71,9 @@ pub fn bare_etag(etag: &str) -> &str {
 pub trait BodyBuf: Send + 'static {
     /// Appends bytes.
     fn push(&mut self, chunk: &[u8]);
+    /// Makes room for `total` bytes in all, so the pushes up to it do not
+    /// regrow. Readers call it as bytes arrive, never from a peer's word.
+    fn reserve_total(&mut self, total: usize);
     /// Resizes to exactly `len` bytes. New bytes may hold anything: the
     /// caller overwrites them (a file read into place).
     fn resize(&mut self, len: usize);
@@ -92,6 +95,9 @@ pub type BodyAlloc = fn(size_hint: usize) -> Box<dyn BodyBuf>;
 impl BodyBuf for Vec<u8> {
     fn push(&mut self, chunk: &[u8]) {
         self.extend_from_slice(chunk);
+    }
+    fn reserve_total(&mut self, total: usize) {
+        self.reserve_exact(total.saturating_sub(self.len()));
     }
     fn resize(&mut self, len: usize) {
         Vec::resize(self, len, 0);

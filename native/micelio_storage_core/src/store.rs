@@ -182,8 +182,9 @@ pub struct PresignOptions {
     pub method: String,
     /// Seconds the URL stays valid.
     pub expires_in: u64,
-    /// When the validity starts, in Unix seconds.
-    pub unix_time: i64,
+    /// When the validity starts, in Unix seconds; `None`: now, on the
+    /// server's clock as far as the store knows it (see clock skew).
+    pub unix_time: Option<i64>,
     /// A PUT URL that only accepts this `Content-Type` (it is signed).
     pub content_type: Option<String>,
     /// A GET URL whose answer carries this `Content-Type`.
@@ -423,6 +424,18 @@ pub trait Store: Send + Sync + 'static {
         _deadline: Deadline,
     ) -> Result<Vec<(String, String)>, StoreError> {
         Ok(Vec::new())
+    }
+
+    /// Aborts the multipart uploads under `prefix` that were started more
+    /// than `older_than` ago; returns how many (S3; other backends have
+    /// none to abort).
+    async fn abort_incomplete_uploads(
+        &self,
+        _prefix: &Prefix,
+        _older_than: std::time::Duration,
+        _deadline: Deadline,
+    ) -> Result<u64, StoreError> {
+        Ok(0)
     }
 
     /// A URL that grants `opts.method` on `key` without credentials.

@@ -374,22 +374,29 @@ pub struct DestFile {
 }
 
 impl DestFile {
-    /// Creates the temp file in `path`'s directory (blocking).
+    /// Creates the temp file in `path`'s directory (blocking). Its name is
+    /// short whatever the destination's (a 250-byte name plus a suffix
+    /// would pass the 255-byte limit), and an existing destination's mode
+    /// is kept: a `0600` file stays `0600` once replaced.
     pub fn create(path: &Path) -> Result<Self, StoreError> {
-        let name = path
-            .file_name()
-            .ok_or(StoreError::Io(rustix::io::Errno::ISDIR.raw_os_error()))?;
+        if path.file_name().is_none() {
+            return Err(StoreError::Io(rustix::io::Errno::ISDIR.raw_os_error()));
+        }
         let dir = path.parent().unwrap_or(Path::new("."));
-        let temp = dir.join(format!(
-            ".{}.micelio-{:016x}.part",
-            name.to_string_lossy(),
-            rand::random::<u64>()
-        ));
+        let temp = dir.join(temp_file_name(rand::random::<u64>()));
         let file = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(&temp)
             .map_err(io_error)?;
+        if let Ok(existing) = std::fs::metadata(path) {
+            if existing.is_file() {
+                if let Err(e) = file.set_permissions(existing.permissions()) {
+                    let _ = std::fs::remove_file(&temp);
+                    return Err(io_error(e));
+                }
+            }
+        }
         Ok(DestFile {
             file: Arc::new(file),
             temp,
@@ -456,6 +463,12 @@ impl DestFile {
         self.committed = true;
         Ok(())
     }
+}
+
+/// The name of a download's temp file: 23 bytes, hidden, never a name a
+/// store or a user would pick.
+pub fn temp_file_name(nonce: u64) -> String {
+    format!(".micelio-{nonce:016x}.part")
 }
 
 impl Drop for DestFile {

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use rustler::{Atom, Env, ResourceArc, Term};
+use rustler::{Atom, Encoder, Env, ResourceArc, Term};
 
 use super::guarded;
 use crate::runtime::{spawn_reply, Reply, TaskGuard};
@@ -27,32 +27,33 @@ fn debug_panic_sync(env: Env) -> Term {
 
 /// Panics inside a task on the async runtime; the caller gets `{ref, {:error, {:panic, _}}}`.
 #[rustler::nif]
-fn debug_panic_async<'a>(env: Env<'a>, reply_ref: Term<'a>) -> ResourceArc<TaskGuard> {
-    spawn_reply(env, reply_ref, Duration::from_secs(5), async {
-        if true {
-            panic!("deliberate panic (async)");
-        }
-        Ok::<Never, StoreError>(Never)
+fn debug_panic_async<'a>(env: Env<'a>, reply_ref: Term<'a>) -> Term<'a> {
+    guarded(env, || {
+        let guard = spawn_reply(env, reply_ref, Duration::from_secs(5), async {
+            if true {
+                panic!("deliberate panic (async)");
+            }
+            Ok::<Never, StoreError>(Never)
+        })?;
+        Ok(guard.encode(env))
     })
 }
 
 /// Sleeps on the runtime, to test timeouts and cancellation.
 #[rustler::nif]
-fn debug_sleep<'a>(
-    env: Env<'a>,
-    reply_ref: Term<'a>,
-    sleep_ms: u64,
-    timeout_ms: u64,
-) -> ResourceArc<TaskGuard> {
-    spawn_reply(
-        env,
-        reply_ref,
-        Duration::from_millis(timeout_ms),
-        async move {
-            tokio::time::sleep(Duration::from_millis(sleep_ms)).await;
-            Ok::<Never, StoreError>(Never)
-        },
-    )
+fn debug_sleep<'a>(env: Env<'a>, reply_ref: Term<'a>, sleep_ms: u64, timeout_ms: u64) -> Term<'a> {
+    guarded(env, || {
+        let guard = spawn_reply(
+            env,
+            reply_ref,
+            Duration::from_millis(timeout_ms),
+            async move {
+                tokio::time::sleep(Duration::from_millis(sleep_ms)).await;
+                Ok::<Never, StoreError>(Never)
+            },
+        )?;
+        Ok(guard.encode(env))
+    })
 }
 
 /// Stops a task whose caller gave up waiting.

@@ -12,6 +12,7 @@
 //! | `{:presigned_url, key, method, expires_in, unix_time, headers}` | `Store::presigned_url` |
 //! | `{:health}` | `Store::health` |
 //! | `{:incomplete_uploads}` | `Store::incomplete_uploads` |
+//! | `{:abort_incomplete_uploads, prefix, older_than_ms}` | `Store::abort_incomplete_uploads` |
 //! | `{:list_page, prefix, start_after, limit}` | `Store::list_page` |
 //! | `{:list_level, prefix}` | `Store::list_level` |
 //! | `{:public_url, key}` | `Store::public_url` |
@@ -37,7 +38,7 @@ use crate::terms::{
 };
 
 mod atoms {
-    rustler::atoms! { get, head, put, delete, list, copy, delete_many, presigned_url, health, incomplete_uploads, list_page, list_level, public_url, error, partial, nil }
+    rustler::atoms! { get, head, put, delete, list, copy, delete_many, presigned_url, health, incomplete_uploads, abort_incomplete_uploads, list_page, list_level, public_url, error, partial, nil }
 }
 
 /// One decoded request.
@@ -77,6 +78,10 @@ pub enum Operation {
     },
     Health,
     IncompleteUploads,
+    AbortIncompleteUploads {
+        prefix: Prefix,
+        older_than_ms: u64,
+    },
     ListPage {
         prefix: Prefix,
         opts: PageOptions,
@@ -98,6 +103,7 @@ pub enum Outcome {
     Text(String),
     Deleted(DeleteManyOutcome),
     Uploads(Vec<(String, String)>),
+    Count(u64),
     Page(Page),
     Level(Level),
 }
@@ -196,6 +202,12 @@ impl Operation {
             }
             [] if tag == atoms::health() => Operation::Health,
             [] if tag == atoms::incomplete_uploads() => Operation::IncompleteUploads,
+            [p, older] if tag == atoms::abort_incomplete_uploads() => {
+                Operation::AbortIncompleteUploads {
+                    prefix: prefix(*p)?,
+                    older_than_ms: older.decode().map_err(|_| bad_request())?,
+                }
+            }
             [p, after, limit] if tag == atoms::list_page() => Operation::ListPage {
                 prefix: prefix(*p)?,
                 opts: PageOptions {
@@ -270,6 +282,18 @@ impl Operation {
             Operation::IncompleteUploads => {
                 Outcome::Uploads(store.incomplete_uploads(deadline).await?)
             }
+            Operation::AbortIncompleteUploads {
+                prefix,
+                older_than_ms,
+            } => Outcome::Count(
+                store
+                    .abort_incomplete_uploads(
+                        &prefix,
+                        std::time::Duration::from_millis(older_than_ms),
+                        deadline,
+                    )
+                    .await?,
+            ),
             Operation::ListPage { prefix, opts } => {
                 Outcome::Page(store.list_page(&prefix, &opts, deadline).await?)
             }
@@ -304,6 +328,7 @@ impl Reply for Outcome {
             Outcome::Keys(keys) => ok(env, keys),
             Outcome::Text(text) => ok(env, text),
             Outcome::Uploads(uploads) => ok(env, uploads),
+            Outcome::Count(count) => ok(env, count),
             Outcome::Page(page) => ok(env, (page.keys, page.next)),
             Outcome::Level(level) => ok(env, (level.keys, level.prefixes)),
             Outcome::Deleted(outcome) => {

@@ -138,7 +138,7 @@ fn store_run<'a>(
         let deadline = deadline(timeout_ms);
         let work = op.run(shared, Operation::network_alloc(), deadline);
         let timeout = Duration::from_millis(timeout_ms);
-        Ok(spawn_reply(env, reply_ref, timeout, work).encode(env))
+        Ok(spawn_reply(env, reply_ref, timeout, work)?.encode(env))
     })
 }
 

@@ -162,7 +162,7 @@ fn store_put_file<'a>(
             shared.put_file(&key, &path, &opts, &xfer).await?;
             Ok(Done)
         };
-        Ok(spawn_reply(env, reply_ref, task_timeout(limit_ms), work).encode(env))
+        Ok(spawn_reply(env, reply_ref, task_timeout(limit_ms), work)?.encode(env))
     })
 }
 
@@ -194,7 +194,7 @@ fn store_get_file<'a>(
         );
         let shared = store.shared();
         let work = async move { Ok(Meta(shared.get_file(&key, &path, &opts, &xfer).await?)) };
-        Ok(spawn_reply(env, reply_ref, task_timeout(limit_ms), work).encode(env))
+        Ok(spawn_reply(env, reply_ref, task_timeout(limit_ms), work)?.encode(env))
     })
 }
 
@@ -240,7 +240,7 @@ fn store_put_stream<'a>(
                 .await?;
             Ok(Done)
         };
-        let guard = spawn_reply(env, reply_ref, task_timeout(limit_ms), work);
+        let guard = spawn_reply(env, reply_ref, task_timeout(limit_ms), work)?;
         let feeder = ResourceArc::new(Feeder { tx });
         Ok((ok_atom(env), guard, feeder).encode(env))
     })
@@ -299,14 +299,15 @@ fn store_get_stream<'a>(
             let head = meta.clone();
             messenger.send(move |env, r| (r, atoms::meta(), meta_term(env, &head)).encode(env));
             loop {
-                let permit = xfer
-                    .within(async {
-                        wanted
-                            .acquire()
-                            .await
-                            .map_err(|_| StoreError::Panic("demand closed".into()))
-                    })
-                    .await?;
+                // The consumer's pace is not a timeout: a Phoenix controller
+                // streaming to a slow client may take minutes between
+                // chunks. Only the transfer's overall limit (the task's
+                // own bound) applies while waiting for demand; `idle`
+                // bounds each wait for the store below.
+                let permit = wanted
+                    .acquire()
+                    .await
+                    .map_err(|_| StoreError::Panic("demand closed".into()))?;
                 permit.forget();
                 let next = tokio::time::timeout(xfer.idle, stream.next())
                     .await
@@ -322,7 +323,7 @@ fn store_get_stream<'a>(
                 }
             }
         };
-        let guard = spawn_reply(env, reply_ref, task_timeout(limit_ms), work);
+        let guard = spawn_reply(env, reply_ref, task_timeout(limit_ms), work)?;
         let reader = ResourceArc::new(Reader { demand });
         Ok((ok_atom(env), guard, reader).encode(env))
     })

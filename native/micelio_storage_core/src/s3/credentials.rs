@@ -11,6 +11,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::error::StoreError;
+use crate::http_body::read_parsed;
 use crate::s3::signer::{Credentials, Signer};
 
 /// Fetched credentials are replaced this long before they expire, like the
@@ -286,10 +287,7 @@ impl Signers {
                 })
             })?;
         let status = resp.status();
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| failed(e.without_url().to_string()))?;
+        let body = read_parsed(resp).await.map_err(|e| failed(e.describe()))?;
         if !status.is_success() {
             let code = crate::s3::xml::parse_sts_error_code(&body);
             return Err(failed(
@@ -353,9 +351,14 @@ impl Signers {
         if !status.is_success() {
             return Err(failed(format!("HTTP {}", status.as_u16())));
         }
-        resp.text()
-            .await
-            .map_err(|e| failed(e.without_url().to_string()))
+        let body = read_parsed(resp).await.map_err(|e| {
+            failed(if e.is_timeout() {
+                "timed out".to_string()
+            } else {
+                e.describe()
+            })
+        })?;
+        Ok(String::from_utf8_lossy(&body).into_owned())
     }
 }
 

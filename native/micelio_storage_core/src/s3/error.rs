@@ -24,7 +24,10 @@ pub fn from_code(status: u16, parsed: ErrorBody, bucket: &str) -> StoreError {
     };
     match (status, code.as_str()) {
         (_, "NoSuchBucket") => StoreError::NoSuchBucket(bucket.to_string()),
-        (404, _) => StoreError::NotFound,
+        // Only a missing key is "not found": a 404 NoSuchUpload (an aborted
+        // multipart upload) or a 404 page from something that is not S3
+        // must not read as "the key does not exist".
+        (_, "NoSuchKey") => StoreError::NotFound,
         (412, _) => StoreError::PreconditionFailed,
         // AWS answers 409 to the losers of a race between conditional writes.
         (409, "ConditionalRequestConflict") => StoreError::PreconditionFailed,
@@ -84,7 +87,7 @@ pub fn redirect(status: u16, headers: &reqwest::header::HeaderMap, body: &[u8]) 
 fn status_of_code(code: &str) -> u16 {
     match code {
         "AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch" => 403,
-        "NoSuchKey" | "NoSuchBucket" => 404,
+        "NoSuchKey" | "NoSuchBucket" | "NoSuchUpload" => 404,
         "PreconditionFailed" => 412,
         "InternalError" => 500,
         "SlowDown" | "ServiceUnavailable" => 503,
@@ -136,7 +139,22 @@ mod tests {
 
     #[test]
     fn maps_status_and_code() {
-        assert_eq!(from_response(404, b"", "b"), StoreError::NotFound);
+        let no_key = b"<Error><Code>NoSuchKey</Code><Message>gone</Message></Error>";
+        assert_eq!(from_response(404, no_key, "b"), StoreError::NotFound);
+        let no_upload = b"<Error><Code>NoSuchUpload</Code><Message>aborted</Message></Error>";
+        assert_eq!(
+            from_response(404, no_upload, "b"),
+            StoreError::S3 {
+                status: 404,
+                code: "NoSuchUpload".into(),
+                message: "aborted".into()
+            }
+        );
+        // A 404 page with no S3 code is not a missing key either.
+        assert!(matches!(
+            from_response(404, b"<html>not here</html>", "b"),
+            StoreError::S3 { status: 404, .. }
+        ));
         assert_eq!(from_response(412, b"", "b"), StoreError::PreconditionFailed);
         let denied = b"<Error><Code>SignatureDoesNotMatch</Code><Message>no</Message></Error>";
         assert_eq!(

@@ -19,6 +19,7 @@ use reqwest::{Method, StatusCode};
 
 use crate::attributes::Attributes;
 use crate::error::StoreError;
+use crate::http_body::{read_body, BodyError, MAX_PARSED_BODY};
 use crate::key::{Key, Prefix};
 use crate::object::{bare_etag, vec_body, Body, BodyAlloc, BodyBuf, Deadline, Object, ObjectMeta};
 use crate::observe;
@@ -108,6 +109,11 @@ pub struct S3Inner {
     endpoint: String,
     /// Set once the bucket is known to exist (see `head`).
     bucket_seen: std::sync::atomic::AtomicBool,
+    /// How far the server's clock is ahead of ours, in seconds (negative:
+    /// behind), learned from a skew answer; added to every signing time.
+    clock_offset: std::sync::atomic::AtomicI64,
+    /// Whether the skew was logged (once per store).
+    skew_logged: std::sync::atomic::AtomicBool,
     scheme: String,
     host: String,
     bucket_path: String,
@@ -192,7 +198,7 @@ impl S3Store {
             .pool_idle_timeout(Duration::from_secs(60))
             .tcp_nodelay(true)
             .build()
-            .map_err(|e| invalid("s3_endpoint", format!("cannot build the HTTP client: {e}")))?;
+            .map_err(|e| client_build_error("s3_endpoint", e))?;
         // Credential endpoints are on the local link or loopback: a short
         // bound, so a missing one fails fast instead of holding every call.
         let credentials_client = reqwest::Client::builder()
@@ -201,12 +207,7 @@ impl S3Store {
             .timeout(Duration::from_secs(5))
             .no_proxy()
             .build()
-            .map_err(|e| {
-                invalid(
-                    "s3_credentials",
-                    format!("cannot build the HTTP client: {e}"),
-                )
-            })?;
+            .map_err(|e| client_build_error("s3_credentials", e))?;
         if cfg.part_size < MIN_PART || cfg.part_size > (5 << 30) {
             return Err(invalid(
                 "s3_part_size",
@@ -220,6 +221,8 @@ impl S3Store {
             bucket: cfg.bucket.clone(),
             endpoint: format!("{scheme}://{host}"),
             bucket_seen: std::sync::atomic::AtomicBool::new(false),
+            clock_offset: std::sync::atomic::AtomicI64::new(0),
+            skew_logged: std::sync::atomic::AtomicBool::new(false),
             scheme,
             host,
             bucket_path,
@@ -281,10 +284,16 @@ impl S3Store {
     }
 
     fn object_path(&self, key: &Key) -> String {
+        self.object_path_of(key.as_str())
+    }
+
+    /// The path of a key given as text (one a listing returned, which may
+    /// not pass our key rules), under the store's prefix.
+    fn object_path_of(&self, key: &str) -> String {
         format!(
             "{}/{}",
             self.bucket_path,
-            uri_encode(&self.full_key(key), true)
+            uri_encode(&format!("{}{}", self.prefix, key), true)
         )
     }
 
@@ -337,6 +346,7 @@ impl S3Store {
                 None,
                 true,
                 alloc,
+                true,
                 deadline,
             )
             .await
@@ -512,24 +522,21 @@ impl S3Store {
             uri_encode(&self.full_key(from), true)
         );
         let headers = vec![("x-amz-copy-source".to_string(), source)];
-        let ans = self
-            .send(
-                Method::PUT,
-                &self.object_path(to),
-                vec![],
-                headers,
-                None,
-                true,
-                deadline,
-            )
-            .await?;
-        // A copy can fail after the 200 is sent: the error is then in the body.
-        let failed = xml::parse_error(&ans.body);
-        if failed.code.is_empty() {
-            Ok(())
-        } else {
-            Err(error::from_code(ans.status.as_u16(), failed, &self.bucket))
-        }
+        // A copy can fail after the 200 is sent: the error is then in the
+        // body, and a body that is not a CopyObjectResult copied nothing
+        // we can vouch for.
+        self.send_document(
+            Method::PUT,
+            &self.object_path(to),
+            vec![],
+            headers,
+            None,
+            true,
+            "CopyObjectResult",
+            deadline,
+        )
+        .await
+        .map(|_| ())
     }
 
     /// A presigned URL for `method` on `key`, valid for `expires_in` seconds
@@ -537,7 +544,7 @@ impl S3Store {
     /// that are current.
     pub async fn presign(&self, key: &Key, opts: &PresignOptions) -> Result<String, StoreError> {
         let path = self.object_path(key);
-        let date = AmzDate::from_unix(opts.unix_time);
+        let date = AmzDate::from_unix(opts.unix_time.unwrap_or_else(|| self.now_unix()));
         let signer = self.signers.current().await?;
         let mut query = Vec::new();
         if let Some(v) = &opts.response_content_type {
@@ -660,7 +667,7 @@ impl S3Store {
     ) -> Result<Answer, StoreError> {
         let ans = self
             .send_into(
-                method, path, query, headers, body, idempotent, vec_body, deadline,
+                method, path, query, headers, body, idempotent, vec_body, false, deadline,
             )
             .await?;
         Ok(Answer {
@@ -670,7 +677,48 @@ impl S3Store {
         })
     }
 
-    /// Like `send`, reading the body into a buffer from `alloc`. Retries
+    /// Like `send`, for requests whose success answer must be one whole
+    /// `<root>` document (CopyObject, CompleteMultipartUpload). A 200 that
+    /// carries an `<Error>` is that error, retried as its code would be
+    /// with its own status (InternalError as a 500, SlowDown as a 503); a
+    /// 200 with anything else is `MalformedXML`.
+    #[allow(clippy::too_many_arguments)]
+    async fn send_document(
+        &self,
+        method: Method,
+        path: &str,
+        query: Vec<(String, String)>,
+        headers: Vec<(String, String)>,
+        body: Option<Bytes>,
+        idempotent: bool,
+        root: &'static str,
+        deadline: Deadline,
+    ) -> Result<Answer, StoreError> {
+        let request = Request::new(self, method, path, query, headers, body).await;
+        let ans = self
+            .retrying(&request, idempotent, deadline, || async {
+                let resp = self.start_attempt(&request, deadline).await?;
+                let ans = self.finish_attempt(&request, resp, vec_body, false).await?;
+                match xml::expect_document(ans.body.as_slice(), root) {
+                    Ok(()) => Ok(ans),
+                    Err(e) if e.code == "MalformedXML" => {
+                        Err(Attempt::Failed(malformed(ans.status, e.message)))
+                    }
+                    // Status 0: the status is the one S3 gives the code.
+                    Err(e) => Err(Attempt::Failed(error::from_code(0, e, &self.bucket))),
+                }
+            })
+            .await?;
+        Ok(Answer {
+            status: ans.status,
+            headers: ans.headers,
+            body: ans.body.into_bytes(),
+        })
+    }
+
+    /// Like `send`, reading the body into a buffer from `alloc`; a
+    /// `whole_body` (an object's content) is not held to the cap on parsed
+    /// answers when it is a success. Retries
     /// stop at the deadline: no backoff sleeps past it.
     #[allow(clippy::too_many_arguments)]
     async fn send_into(
@@ -682,12 +730,13 @@ impl S3Store {
         body: Option<Bytes>,
         idempotent: bool,
         alloc: BodyAlloc,
+        whole_body: bool,
         deadline: Deadline,
     ) -> Result<Answer<Box<dyn BodyBuf>>, StoreError> {
         let request = Request::new(self, method, path, query, headers, body).await;
         self.retrying(&request, idempotent, deadline, || async {
             let resp = self.start_attempt(&request, deadline).await?;
-            self.finish_attempt(resp, alloc).await
+            self.finish_attempt(&request, resp, alloc, whole_body).await
         })
         .await
     }
@@ -707,7 +756,7 @@ impl S3Store {
             if resp.status().is_success() {
                 Ok(resp)
             } else {
-                self.finish_attempt(resp, vec_body)
+                self.finish_attempt(&request, resp, vec_body, false)
                     .await
                     .map(|_| unreachable!("finish_attempt fails on a status that is not a success"))
             }
@@ -729,10 +778,19 @@ impl S3Store {
     {
         let method = &request.method;
         let mut attempt = 0;
+        let mut skew_retried = false;
         loop {
             let result = attempt_once().await;
+            if let Err(Attempt::Skewed(_)) = &result {
+                if !skew_retried {
+                    // Signed again with the corrected clock, at once: the
+                    // server refused the time, not the request.
+                    skew_retried = true;
+                    continue;
+                }
+            }
             let retry = match &result {
-                Ok(_) => false,
+                Ok(_) | Err(Attempt::Skewed(_)) => false,
                 // Nothing reached the server: always safe to try again.
                 Err(Attempt::Connect(_)) => true,
                 // A 503 or 429 was not applied: safe to send again even
@@ -762,7 +820,7 @@ impl S3Store {
     /// but keys are the app's data.
     fn log_retry(&self, method: &Method, attempt: u32, failed: &Attempt) {
         let why = match failed {
-            Attempt::Connect(e) | Attempt::Failed(e) => error_kind(e),
+            Attempt::Connect(e) | Attempt::Failed(e) | Attempt::Skewed(e) => error_kind(e),
         };
         observe::log(
             observe::Level::Debug,
@@ -806,8 +864,9 @@ impl S3Store {
         // Nothing was sent yet when credentials cannot be had: retried like
         // a failed connection.
         let signer = self.signers.current().await.map_err(Attempt::Connect)?;
-        // One clock reading per attempt, for x-amz-date and the scope alike.
-        let date = AmzDate::now();
+        // One clock reading per attempt, for x-amz-date and the scope alike,
+        // corrected by what the server told us of its clock.
+        let date = AmzDate::from_unix(self.now_unix());
         signer.sign_headers(
             request.method.as_str(),
             &request.path,
@@ -836,22 +895,29 @@ impl S3Store {
     /// Reads a response's body into a buffer from `alloc` and checks its status.
     async fn finish_attempt(
         &self,
+        request: &Request,
         mut resp: reqwest::Response,
         alloc: BodyAlloc,
+        whole_body: bool,
     ) -> Result<Answer<Box<dyn BodyBuf>>, Attempt> {
         let status = resp.status();
         let resp_headers = resp.headers().clone();
-        // Read into one buffer sized from Content-Length: no regrowth, and
-        // `freeze` hands it on without another copy.
-        let expected = resp.content_length().unwrap_or(0).min(1 << 30) as usize;
-        let mut body = alloc(expected);
-        while let Some(chunk) = resp
-            .chunk()
+        // Only an object's content may be larger than what a parser takes.
+        let cap = if whole_body && status.is_success() {
+            None
+        } else {
+            Some(MAX_PARSED_BODY)
+        };
+        let body = read_body(&mut resp, alloc, cap)
             .await
-            .map_err(|e| Attempt::Failed(network_error(e, &self.endpoint)))?
-        {
-            body.push(&chunk);
-        }
+            .map_err(|e| match e {
+                BodyError::Network(e) => Attempt::Failed(network_error(e, &self.endpoint)),
+                BodyError::TooLarge(cap) => Attempt::Failed(StoreError::Network(format!(
+                    "{}: the answer's body is larger than the {} MiB a parsed answer may be",
+                    self.endpoint,
+                    cap >> 20
+                ))),
+            })?;
         if status.is_success() {
             Ok(Answer {
                 status,
@@ -866,6 +932,12 @@ impl S3Store {
                 &resp_headers,
                 body.as_slice(),
             )))
+        } else if let Some(err) = self.learn_skew(request, status, &resp_headers, body.as_slice()) {
+            Err(Attempt::Skewed(err))
+        } else if status == StatusCode::NOT_FOUND && request.method == Method::HEAD {
+            // A HEAD answer has no body to name a code: its 404 is the
+            // object's (or the bucket's, which callers check apart).
+            Err(Attempt::Failed(StoreError::NotFound))
         } else {
             Err(Attempt::Failed(error::from_response(
                 status.as_u16(),
@@ -873,6 +945,78 @@ impl S3Store {
                 &self.bucket,
             )))
         }
+    }
+}
+
+/// A server clock further than this from ours, told by a 403 to a HEAD
+/// (which has no body to say RequestTimeTooSkewed), is taken for skew.
+const SKEW_TOLERANCE_SECS: i64 = 300;
+
+impl S3Inner {
+    /// Now in unix seconds, on the server's clock as far as we know it.
+    fn now_unix(&self) -> i64 {
+        let ours = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        ours + self.clock_offset.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// When an answer says our clock is off (403 RequestTimeTooSkewed, or a
+    /// 403 to a HEAD whose `Date` is more than 5 minutes away), learns the
+    /// offset from its `Date` and returns the error to retry once with.
+    /// The AWS SDKs correct skew the same way.
+    fn learn_skew(
+        &self,
+        request: &Request,
+        status: StatusCode,
+        headers: &reqwest::header::HeaderMap,
+        body: &[u8],
+    ) -> Option<StoreError> {
+        if status != StatusCode::FORBIDDEN {
+            return None;
+        }
+        let server = headers
+            .get("date")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| httpdate::parse_http_date(v).ok())
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map(|d| d.as_secs() as i64)?;
+        let ours = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        let offset = server - ours;
+        let code = xml::parse_error(body).code;
+        let skewed = code == "RequestTimeTooSkewed"
+            || (request.method == Method::HEAD && offset.abs() > SKEW_TOLERANCE_SECS);
+        if !skewed {
+            return None;
+        }
+        self.clock_offset
+            .store(offset, std::sync::atomic::Ordering::Relaxed);
+        if !self
+            .skew_logged
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            observe::log(
+                observe::Level::Warning,
+                format!(
+                    "the clock of the S3 server at {} is {offset} s from ours; requests and presigned URLs are now signed with its time",
+                    self.endpoint
+                ),
+                vec![
+                    ("endpoint", self.endpoint.clone()),
+                    ("skew_seconds", offset.to_string()),
+                ],
+            );
+        }
+        let code = if code.is_empty() {
+            "RequestTimeTooSkewed".to_string()
+        } else {
+            code
+        };
+        Some(StoreError::Forbidden(code))
     }
 }
 
@@ -945,6 +1089,33 @@ fn error_kind(e: &StoreError) -> &'static str {
 }
 
 /// A 200 whose body is not the document the request calls for.
+/// Why an HTTP client could not be built. Running out of descriptors or
+/// memory is what it is (`{:io, :emfile}`), not a configuration error: the
+/// store is built again on a later call, when the load has dropped.
+pub(crate) fn client_build_error(setting: &'static str, e: reqwest::Error) -> StoreError {
+    if let Some(code) = exhaustion_errno(&e) {
+        return StoreError::Io(code);
+    }
+    StoreError::InvalidConfig(setting, format!("cannot build the HTTP client: {e}"))
+}
+
+/// The errno of a resource exhaustion (EMFILE, ENFILE, ENOMEM) anywhere in
+/// an error's chain of sources.
+pub(crate) fn exhaustion_errno(e: &(dyn std::error::Error + 'static)) -> Option<i32> {
+    use rustix::io::Errno;
+    let exhausted = [Errno::MFILE, Errno::NFILE, Errno::NOMEM].map(|e| e.raw_os_error());
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cause {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if let Some(code) = io.raw_os_error().filter(|c| exhausted.contains(c)) {
+                return Some(code);
+            }
+        }
+        cause = err.source();
+    }
+    None
+}
+
 fn malformed(status: StatusCode, message: String) -> StoreError {
     StoreError::S3 {
         status: status.as_u16(),
@@ -1060,6 +1231,16 @@ impl Store for S3Store {
         self.list_uploads(deadline).await
     }
 
+    async fn abort_incomplete_uploads(
+        &self,
+        prefix: &Prefix,
+        older_than: Duration,
+        deadline: Deadline,
+    ) -> Result<u64, StoreError> {
+        self.abort_uploads_older_than(prefix.as_str(), older_than, deadline)
+            .await
+    }
+
     async fn put_stream(
         &self,
         key: &Key,
@@ -1166,6 +1347,9 @@ enum Attempt {
     Connect(StoreError),
     /// The request may have reached the server.
     Failed(StoreError),
+    /// The server refused our clock (RequestTimeTooSkewed, or a 403 to a
+    /// HEAD with its `Date` far from ours); the offset is learned already.
+    Skewed(StoreError),
 }
 
 impl Attempt {
@@ -1179,7 +1363,7 @@ impl Attempt {
 
     fn into_error(self) -> StoreError {
         match self {
-            Attempt::Connect(e) | Attempt::Failed(e) => e,
+            Attempt::Connect(e) | Attempt::Failed(e) | Attempt::Skewed(e) => e,
         }
     }
 }

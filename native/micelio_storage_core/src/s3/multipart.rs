@@ -17,6 +17,7 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -331,13 +332,14 @@ impl S3Store {
         }
         let query = vec![("uploadId".to_string(), id.to_string())];
         let ans = self
-            .send(
+            .send_document(
                 Method::POST,
                 path,
                 query,
                 headers,
                 Some(body),
                 opts.condition == PutCondition::Always,
+                "CompleteMultipartUploadResult",
                 xfer.step(),
             )
             .await?;
@@ -373,26 +375,90 @@ impl S3Store {
         &self,
         deadline: Deadline,
     ) -> Result<Vec<(String, String)>, StoreError> {
-        let query = vec![
-            ("uploads".to_string(), String::new()),
-            ("prefix".to_string(), self.prefix.clone()),
-        ];
-        let ans = self
-            .send(
-                Method::GET,
-                &self.bucket_root(),
-                query,
-                vec![],
-                None,
-                true,
-                deadline,
-            )
-            .await?;
-        let uploads = xml::parse_uploads(&ans.body).map_err(|e| malformed(ans.status, e))?;
-        Ok(uploads
+        Ok(self
+            .uploads_under("", deadline)
+            .await?
             .into_iter()
-            .filter_map(|(k, id)| Some((k.strip_prefix(&self.prefix)?.to_string(), id)))
+            .map(|u| (u.key, u.id))
             .collect())
+    }
+
+    /// Every upload in progress under the store's prefix and `prefix`, page
+    /// after page; keys without the store's prefix.
+    async fn uploads_under(
+        &self,
+        prefix: &str,
+        deadline: Deadline,
+    ) -> Result<Vec<xml::Upload>, StoreError> {
+        let full = format!("{}{}", self.prefix, prefix);
+        let mut uploads = Vec::new();
+        let mut markers: Option<(String, String)> = None;
+        loop {
+            let mut query = vec![
+                ("uploads".to_string(), String::new()),
+                ("prefix".to_string(), full.clone()),
+            ];
+            if let Some((key, id)) = markers.take() {
+                query.push(("key-marker".to_string(), key));
+                query.push(("upload-id-marker".to_string(), id));
+            }
+            let ans = self
+                .send(
+                    Method::GET,
+                    &self.bucket_root(),
+                    query,
+                    vec![],
+                    None,
+                    true,
+                    deadline,
+                )
+                .await?;
+            let page = xml::parse_uploads(&ans.body).map_err(|e| malformed(ans.status, e))?;
+            uploads.extend(page.uploads.into_iter().filter_map(|mut u| {
+                u.key = u.key.strip_prefix(&self.prefix)?.to_string();
+                Some(u)
+            }));
+            match page.next {
+                Some(next) => markers = Some(next),
+                None => return Ok(uploads),
+            }
+        }
+    }
+
+    /// Aborts the uploads under `prefix` started more than `older_than`
+    /// ago (by the server's `Initiated`, against our clock corrected for
+    /// skew); returns how many were aborted. An upload whose start cannot
+    /// be read is left alone: it may be in progress.
+    pub async fn abort_uploads_older_than(
+        &self,
+        prefix: &str,
+        older_than: Duration,
+        deadline: Deadline,
+    ) -> Result<u64, StoreError> {
+        let now_ms = self.now_unix() as i128 * 1000;
+        let cutoff = now_ms - older_than.as_millis() as i128;
+        let mut aborted = 0;
+        for upload in self.uploads_under(prefix, deadline).await? {
+            let started = super::credentials::parse_rfc3339(&upload.initiated)
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_millis() as i128);
+            let Some(started) = started else { continue };
+            if started > cutoff {
+                continue;
+            }
+            let path = self.object_path_of(&upload.key);
+            let query = vec![("uploadId".to_string(), upload.id.clone())];
+            match self
+                .send(Method::DELETE, &path, query, vec![], None, true, deadline)
+                .await
+            {
+                Ok(_) => aborted += 1,
+                // Completed or aborted by someone else meanwhile.
+                Err(StoreError::S3 { code, .. }) if code == "NoSuchUpload" => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(aborted)
     }
 
     /// Metadata and the server's whole-object CRC-32 (when it keeps one).
@@ -440,6 +506,7 @@ impl S3Store {
         let (mut flushed, mut received) = (start, start);
         let mut attempt = 0;
         while received < end {
+            let before = received;
             let headers = vec![
                 (
                     "range".to_string(),
@@ -474,7 +541,14 @@ impl S3Store {
                 }
                 Ok::<(), StoreError>(())
             };
-            match read.await {
+            let outcome = read.await;
+            // A connection that made progress before it broke (a server
+            // that closed it while a slow consumer held the stream) starts
+            // the count of retries afresh: only failures in a row give up.
+            if received > before {
+                attempt = 0;
+            }
+            match outcome {
                 Ok(()) if received < end => {
                     // The body ended early: ask for the rest.
                     attempt += 1;

@@ -161,18 +161,100 @@ pub fn parse_complete(xml: &[u8]) -> Result<CompleteResult, ErrorBody> {
     }
 }
 
-/// The upload ids under a prefix, from ListMultipartUploads.
-pub fn parse_uploads(xml: &[u8]) -> Result<Vec<(String, String)>, String> {
-    let mut uploads = Vec::new();
-    let mut key = String::new();
-    walk(xml, |path, text| match path {
-        ["ListMultipartUploadsResult", "Upload", "Key"] => key = text,
-        ["ListMultipartUploadsResult", "Upload", "UploadId"] => {
-            uploads.push((std::mem::take(&mut key), text))
+/// Checks that a success answer is one whole `<root>` document. S3 sends
+/// an `<Error>` with a 200 when a copy or a completion fails after the
+/// status went out: that is `Err` with its code. Anything else (HTML from a
+/// proxy, an empty or cut body, another document) is `MalformedXML`.
+pub fn expect_document(xml: &[u8], root: &str) -> Result<(), ErrorBody> {
+    let mut found = None;
+    let walked = walk(xml, |path, _| {
+        if path.len() == 1 {
+            found = Some(path[0].to_string());
         }
-        _ => {}
+    });
+    match (walked, found.as_deref()) {
+        (Ok(()), Some(r)) if r == root => Ok(()),
+        (Ok(()), Some("Error")) => {
+            let error = parse_error(xml);
+            if error.code.is_empty() {
+                Err(ErrorBody {
+                    code: "MalformedXML".into(),
+                    message: "the answer is an <Error> without a <Code>".into(),
+                })
+            } else {
+                Err(error)
+            }
+        }
+        (Ok(()), Some(other)) => Err(ErrorBody {
+            code: "MalformedXML".into(),
+            message: format!("expected a {root} document, got <{other}>"),
+        }),
+        (Ok(()), None) => Err(ErrorBody {
+            code: "MalformedXML".into(),
+            message: format!("expected a {root} document, got no XML element"),
+        }),
+        (Err(e), _) => Err(ErrorBody {
+            code: "MalformedXML".into(),
+            message: format!("expected a {root} document: {e}"),
+        }),
+    }
+}
+
+/// One multipart upload in progress, from ListMultipartUploads.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Upload {
+    /// The object key (the store's prefix included).
+    pub key: String,
+    /// The upload id.
+    pub id: String,
+    /// `<Initiated>` (ISO 8601), as the server wrote it.
+    pub initiated: String,
+}
+
+/// One page of a ListMultipartUploads answer.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct UploadsPage {
+    /// The uploads of this page.
+    pub uploads: Vec<Upload>,
+    /// `(NextKeyMarker, NextUploadIdMarker)` when the listing is truncated.
+    pub next: Option<(String, String)>,
+}
+
+/// Parses a ListMultipartUploads page. Anything that is not one whole
+/// `<ListMultipartUploadsResult>` is an error; a truncated page without
+/// markers is an error too (it would list the same page for ever).
+pub fn parse_uploads(xml: &[u8]) -> Result<UploadsPage, String> {
+    let mut page = UploadsPage::default();
+    let mut upload = Upload::default();
+    let (mut truncated, mut next_key, mut next_id) = (false, String::new(), String::new());
+    let mut root = None;
+    walk(xml, |path, text| {
+        if path.len() == 1 {
+            root = Some(path[0].to_string());
+        }
+        match path {
+            ["ListMultipartUploadsResult", "Upload", "Key"] => upload.key = text,
+            ["ListMultipartUploadsResult", "Upload", "UploadId"] => upload.id = text,
+            ["ListMultipartUploadsResult", "Upload", "Initiated"] => upload.initiated = text,
+            ["ListMultipartUploadsResult", "Upload"] => {
+                page.uploads.push(std::mem::take(&mut upload))
+            }
+            ["ListMultipartUploadsResult", "IsTruncated"] => truncated = text == "true",
+            ["ListMultipartUploadsResult", "NextKeyMarker"] => next_key = text,
+            ["ListMultipartUploadsResult", "NextUploadIdMarker"] => next_id = text,
+            _ => {}
+        }
     })?;
-    Ok(uploads)
+    if root.as_deref() != Some("ListMultipartUploadsResult") {
+        return Err("expected a ListMultipartUploadsResult document".into());
+    }
+    if truncated {
+        if next_key.is_empty() && next_id.is_empty() {
+            return Err("the upload listing is truncated but gives no markers".into());
+        }
+        page.next = Some((next_key, next_id));
+    }
+    Ok(page)
 }
 
 /// The credentials and expiration of an AssumeRoleWithWebIdentity answer.

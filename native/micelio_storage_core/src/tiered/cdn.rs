@@ -7,11 +7,12 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use super::memory::Counters;
 use crate::error::StoreError;
-use crate::object::ObjectMeta;
+use crate::http_body::{read_body, BodyError};
+use crate::object::{vec_body, ObjectMeta};
 use crate::s3::meta_from_headers;
 use crate::s3::signer::uri_encode;
 
@@ -79,13 +80,14 @@ impl Cdn {
                 return Ok::<_, reqwest::Error>(Err(resp.status()));
             }
             let mut meta = meta_from_headers(resp.headers());
-            let expected = resp.content_length().unwrap_or(0).min(1 << 30) as usize;
-            let mut buf = BytesMut::with_capacity(expected);
-            while let Some(chunk) = resp.chunk().await? {
-                buf.extend_from_slice(&chunk);
-            }
-            meta.size = buf.len() as u64;
-            Ok(Ok((buf.freeze(), meta)))
+            // Grown with the bytes received, never sized from the CDN's word.
+            let body = match read_body(&mut resp, vec_body, None).await {
+                Ok(body) => body.into_bytes(),
+                Err(BodyError::Network(e)) => return Err(e),
+                Err(BodyError::TooLarge(_)) => unreachable!("no cap was given"),
+            };
+            meta.size = body.len() as u64;
+            Ok(Ok((body, meta)))
         }
         .await;
         self.outcome(result)

@@ -883,6 +883,17 @@ impl<V: Value> Store for TieredStore<V> {
         self.origin.incomplete_uploads(deadline).await
     }
 
+    async fn abort_incomplete_uploads(
+        &self,
+        prefix: &Prefix,
+        older_than: std::time::Duration,
+        deadline: Deadline,
+    ) -> Result<u64, StoreError> {
+        self.origin
+            .abort_incomplete_uploads(prefix, older_than, deadline)
+            .await
+    }
+
     async fn put_stream(
         &self,
         key: &Key,
