@@ -1093,10 +1093,27 @@ fn error_kind(e: &StoreError) -> &'static str {
 /// memory is what it is (`{:io, :emfile}`), not a configuration error: the
 /// store is built again on a later call, when the load has dropped.
 pub(crate) fn client_build_error(setting: &'static str, e: reqwest::Error) -> StoreError {
-    if let Some(code) = exhaustion_errno(&e) {
+    if let Some(code) = exhaustion_errno(&e).or_else(descriptors_exhausted) {
         return StoreError::Io(code);
     }
     StoreError::InvalidConfig(setting, format!("cannot build the HTTP client: {e}"))
+}
+
+/// EMFILE or ENFILE when the process cannot open one more descriptor now.
+/// The TLS setup behind reqwest's builder reads certificate files and
+/// reports a failure without its I/O cause ("builder error"); asking the
+/// kernel tells whether running out of descriptors is why.
+fn descriptors_exhausted() -> Option<i32> {
+    use rustix::io::Errno;
+    match rustix::fs::open(
+        "/dev/null",
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    ) {
+        Ok(_fd) => None,
+        Err(e) if e == Errno::MFILE || e == Errno::NFILE => Some(e.raw_os_error()),
+        Err(_) => None,
+    }
 }
 
 /// The errno of a resource exhaustion (EMFILE, ENFILE, ENOMEM) anywhere in

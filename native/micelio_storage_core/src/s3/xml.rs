@@ -419,6 +419,46 @@ fn resolve_entity(name: &str) -> Result<String, String> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_success_answer_must_be_its_document() {
+        let ok = b"<?xml version=\"1.0\"?><CopyObjectResult><ETag>\"a\"</ETag></CopyObjectResult>";
+        assert_eq!(expect_document(ok, "CopyObjectResult"), Ok(()));
+        let error = b"<Error><Code>InternalError</Code><Message>retry</Message></Error>";
+        assert_eq!(
+            expect_document(error, "CopyObjectResult").unwrap_err().code,
+            "InternalError"
+        );
+        for bad in [
+            &b""[..],
+            b"<html><body>proxy</body></html>",
+            b"<CopyObjectResult><ETag>cut",
+            b"<Error><Message>no code</Message></Error>",
+        ] {
+            assert_eq!(
+                expect_document(bad, "CopyObjectResult").unwrap_err().code,
+                "MalformedXML",
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn upload_pages_carry_their_markers() {
+        let page = b"<ListMultipartUploadsResult><IsTruncated>true</IsTruncated>\
+            <NextKeyMarker>k2</NextKeyMarker><NextUploadIdMarker>u2</NextUploadIdMarker>\
+            <Upload><Key>k1</Key><UploadId>u1</UploadId><Initiated>2026-12-01T00:00:00.000Z</Initiated></Upload>\
+            </ListMultipartUploadsResult>";
+        let parsed = parse_uploads(page).unwrap();
+        assert_eq!(parsed.uploads.len(), 1);
+        assert_eq!(parsed.uploads[0].initiated, "2026-12-01T00:00:00.000Z");
+        assert_eq!(parsed.next, Some(("k2".into(), "u2".into())));
+        let endless = b"<ListMultipartUploadsResult><IsTruncated>true</IsTruncated></ListMultipartUploadsResult>";
+        assert!(parse_uploads(endless).is_err());
+        assert!(parse_uploads(b"<html/>").is_err());
+    }
+
     use super::*;
 
     #[test]
