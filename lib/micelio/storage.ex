@@ -937,6 +937,11 @@ defmodule Micelio.Storage do
   holding only the parts in flight and the chunk being read: a
   `File.stream!/3`, a `Stream` of generated rows, a Plug upload's body.
 
+  Stores exactly `IO.iodata_to_binary(Enum.to_list(enumerable))`, for any
+  `Enumerable`: also those that hand their last element as they halt
+  (`Stream.take/2`, a `File.stream!/3` cut short, hand-written ones). A
+  chunk that is not iodata is `{:error, {:invalid_config, :content, _}}`.
+
   Takes the same options as `put_file/3`. If the enumerable raises, the
   upload is aborted and the exception re-raised.
 
@@ -993,6 +998,12 @@ defmodule Micelio.Storage do
   Like `File.stream!/3`, a failure (a missing key, a network error part-way,
   the object replaced during the read: `:changed`) raises
   `Micelio.Storage.Error`.
+
+  `:timeout` bounds each wait for the store, not the time the consumer
+  takes between chunks: a Phoenix controller may stream to a slow client
+  for as long as it needs (`:transfer_timeout` bounds the whole when set).
+  On S3, a connection the server closed while the consumer was away is
+  resumed with a Range request from the next byte.
 
       iex> Micelio.Storage.put!("logs/app.log", "line 1\nline 2\n")
       iex> Micelio.Storage.stream("logs/app.log") |> Enum.join()
