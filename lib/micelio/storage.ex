@@ -831,10 +831,13 @@ defmodule Micelio.Storage do
 
       iex> {:ok, storage} = Micelio.Storage.open(backend: :local)
       iex> {:ok, _} = Micelio.Storage.put("h.txt", "via a handle", storage)
+      iex> {:ok, _app_config} = Micelio.Storage.open()
       iex> Micelio.Storage.get("h.txt", storage)
       {:ok, "via a handle"}
   """
   @spec open(keyword() | Handle.t()) :: {:ok, Handle.t()} | {:error, reason}
+  def open(opts \\ [])
+
   def open(%Handle{} = handle), do: {:ok, handle}
 
   def open(opts), do: resolve(opts)

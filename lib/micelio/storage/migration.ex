@@ -38,10 +38,8 @@ defmodule Micelio.Storage.Migration do
     report = Keyword.get(opts, :report, fn _ -> :ok end)
 
     with {:ok, from} <- Storage.open(from),
-         {:ok, to} <- Storage.open(to) do
-      tmp = Path.join(System.tmp_dir!(), "micelio-migrate-#{System.unique_integer([:positive])}")
-      File.mkdir_p!(tmp)
-
+         {:ok, to} <- Storage.open(to),
+         {:ok, tmp} <- private_temp_dir() do
       try do
         summary =
           Storage.stream_keys(prefix, from)
@@ -63,6 +61,33 @@ defmodule Micelio.Storage.Migration do
       after
         File.rm_rf(tmp)
       end
+    end
+  end
+
+  # Objects in transit go through a directory only we can enter: a random
+  # name, created with mkdir (which fails on anything already there, a
+  # planted symlink included, and never follows one), then mode 0700 before
+  # anything is written in it.
+  defp private_temp_dir(attempts \\ 5) do
+    name = "micelio-migrate-" <> Base.url_encode64(:crypto.strong_rand_bytes(12), padding: false)
+    dir = Path.join(System.tmp_dir!(), name)
+
+    case :file.make_dir(dir) do
+      :ok ->
+        case File.chmod(dir, 0o700) do
+          :ok ->
+            {:ok, dir}
+
+          {:error, posix} ->
+            File.rmdir(dir)
+            {:error, {:io, posix}}
+        end
+
+      {:error, :eexist} when attempts > 1 ->
+        private_temp_dir(attempts - 1)
+
+      {:error, posix} ->
+        {:error, {:io, posix}}
     end
   end
 

@@ -93,7 +93,11 @@ defmodule Micelio.Storage.ObjectOptions do
        {:invalid_config, :metadata,
         "expected a map of string names to strings, got #{shape(other)}"}}
 
-  @doc "The `:range` as the engine takes it: `nil` or `{offset, length | nil}`."
+  @doc """
+  The `:range` as the engine takes it: `nil` or `{offset, length | nil}`.
+  Also takes an Elixir `Range` of byte positions (`0..4`: the first five
+  bytes).
+  """
   @spec range(keyword()) ::
           {:ok, nil | {non_neg_integer(), non_neg_integer() | nil}} | {:error, term()}
   def range(opts) do
@@ -106,10 +110,20 @@ defmodule Micelio.Storage.ObjectOptions do
              (is_nil(length) or (is_integer(length) and length >= 0)) ->
         {:ok, range}
 
+      # An Elixir range of byte positions, both ends included, as
+      # `binary_part/3` users write it: `0..4` is the first five bytes.
+      %Range{first: first, last: last, step: 1} when first >= 0 and last >= first ->
+        {:ok, {first, last - first + 1}}
+
+      %Range{} = other ->
+        {:error,
+         {:invalid_config, :range,
+          "expected an increasing range of byte positions with step 1, such as 0..4, got #{inspect(other)}"}}
+
       other ->
         {:error,
          {:invalid_config, :range,
-          "expected {offset, length} with non-negative integers (length may be nil), got #{shape(other)}"}}
+          "expected {offset, length} with non-negative integers (length may be nil) or a range of byte positions such as 0..4, got #{shape(other)}"}}
     end
   end
 

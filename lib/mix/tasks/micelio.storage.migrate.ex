@@ -80,9 +80,14 @@ defmodule Mix.Tasks.Micelio.Storage.Migrate do
   defp label(""), do: "every object"
   defp label(prefix), do: prefix
 
+  # User input maps to backends through this table, never through the atom
+  # table: `String.to_existing_atom("s3")` fails in a VM that has not yet
+  # loaded the code naming `:s3`.
+  @backends %{"local" => :local, "s3" => :s3, "tiered" => :tiered, "memory" => :memory}
+
   # A backend name, or a store module.
-  defp side(name) when name in ["local", "s3", "tiered", "memory"],
-    do: Micelio.Storage.open(backend: String.to_existing_atom(name))
+  defp side(name) when is_map_key(@backends, name),
+    do: Micelio.Storage.open(backend: Map.fetch!(@backends, name))
 
   defp side(name) do
     module = Module.concat([name])
