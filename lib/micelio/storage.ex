@@ -183,7 +183,8 @@ defmodule Micelio.Storage do
       def abort_incomplete_uploads(prefix \\ "", opts \\ [])
 
       def abort_incomplete_uploads(prefix, opts) when is_list(opts) do
-        {own, storage} = Keyword.split(opts, [:older_than])
+        {own, storage} =
+          if Keyword.keyword?(opts), do: Keyword.split(opts, [:older_than]), else: {[], opts}
 
         with {:ok, handle} <- Micelio.Storage.NamedStore.handle(__MODULE__, storage),
              do: Micelio.Storage.S3.abort_incomplete_uploads(prefix, [{:storage, handle} | own])
@@ -610,7 +611,7 @@ defmodule Micelio.Storage do
   def presigned_url(key, opts \\ [])
 
   def presigned_url(key, opts) when is_binary(key) and is_list(opts) do
-    if Keyword.keyword?(opts), do: presign(key, opts), else: {:error, not_keyword()}
+    if Keyword.keyword?(opts), do: presign(key, opts), else: {:error, not_keyword(opts)}
   end
 
   def presigned_url(key, opts) when is_binary(key),
@@ -621,12 +622,24 @@ defmodule Micelio.Storage do
 
   def presigned_url(key, _opts), do: {:error, {:invalid_key, key}}
 
-  defp not_keyword,
-    do: {:invalid_config, :options, "expected a keyword list, got a list with other entries"}
+  defp not_keyword(opts) do
+    got =
+      if Micelio.Storage.Config.proper_list?(opts),
+        do: "a list with other entries",
+        else: "an improper list"
+
+    {:invalid_config, :options, "expected a keyword list, got #{got}"}
+  end
 
   @doc false
   # Splits presigning options from storage options (for store modules).
-  def split_presign_options(opts) when is_list(opts),
+  def split_presign_options(opts) when is_list(opts) do
+    if Keyword.keyword?(opts), do: split_presign_keyword(opts), else: {[], opts}
+  end
+
+  def split_presign_options(opts), do: {[], opts}
+
+  defp split_presign_keyword(opts),
     do:
       Keyword.split(opts, [
         :method,
@@ -636,8 +649,6 @@ defmodule Micelio.Storage do
         :response_content_type,
         :response_content_disposition
       ])
-
-  def split_presign_options(opts), do: {[], opts}
 
   defp presign(key, opts) do
     {presign, storage_opts} = split_presign_options(opts)
@@ -799,14 +810,18 @@ defmodule Micelio.Storage do
   # A handle given as `storage:` (named stores pass one beside per-call
   # options) is used as is.
   defp resolve(opts) when is_list(opts) do
+    with :ok <- Micelio.Storage.Config.check_proper(opts), do: resolve_proper(opts)
+  end
+
+  defp resolve(opts), do: Resolved.fetch(opts)
+
+  defp resolve_proper(opts) do
     case Keyword.pop(opts, :storage) do
       {nil, opts} -> Resolved.fetch(opts)
       {%Handle{} = handle, []} -> {:ok, handle}
       {other, rest} -> storage([storage: other], rest)
     end
   end
-
-  defp resolve(opts), do: Resolved.fetch(opts)
 
   @doc """
   Makes the next call of every configuration read the environment again.
@@ -1093,7 +1108,7 @@ defmodule Micelio.Storage do
   @spec stream_keys(String.t(), opts) :: Enumerable.t()
   def stream_keys(prefix \\ "", opts \\ []) do
     {page_size, opts} =
-      if is_list(opts), do: Keyword.pop(opts, :page_size, 1000), else: {1000, opts}
+      if Keyword.keyword?(opts), do: Keyword.pop(opts, :page_size, 1000), else: {1000, opts}
 
     unless is_integer(page_size) and page_size > 0,
       do:
@@ -1155,7 +1170,9 @@ defmodule Micelio.Storage do
   @spec put_content_addressed(iodata | {:file, Path.t()} | {:stream, Enumerable.t()}, opts) ::
           {:ok, key} | {:error, reason}
   def put_content_addressed(content, opts \\ []) do
-    {prefix, opts} = if is_list(opts), do: Keyword.pop(opts, :prefix, ""), else: {"", opts}
+    {prefix, opts} =
+      if Keyword.keyword?(opts), do: Keyword.pop(opts, :prefix, ""), else: {"", opts}
+
     Micelio.Storage.ContentAddressed.put(content, prefix, opts)
   end
 

@@ -96,7 +96,8 @@ defmodule Micelio.Storage.Config do
   @spec resolve_tracked(term(), term()) ::
           {:ok, t(), [{charlist(), charlist() | false, boolean()}]} | {:error, term()}
   def resolve_tracked(opts, app_env) when is_list(opts) do
-    with {:ok, app, where} <- pick_app(app_env),
+    with :ok <- check_proper(opts),
+         {:ok, app, where} <- pick_app(app_env),
          ctx = %{opts: opts, app: app, where: where, env: []},
          :ok <- check_known(opts, "the call's options"),
          :ok <- check_known(app, where),
@@ -112,6 +113,24 @@ defmodule Micelio.Storage.Config do
 
   def resolve_tracked(other, _app),
     do: {:error, {:invalid_config, :options, "expected a keyword list, got #{shape(other)}"}}
+
+  @doc false
+  # Whether `term` is a proper list. Options are checked with it before any
+  # list function touches them: `:lists.keyfind/3` on an improper list
+  # raises, and the stack trace would print the list, secrets included.
+  @spec proper_list?(term()) :: boolean()
+  def proper_list?([]), do: true
+  def proper_list?([_ | tail]), do: proper_list?(tail)
+  def proper_list?(_), do: false
+
+  @doc false
+  # `:ok` for a proper list, else the error every entry point gives.
+  @spec check_proper(term()) :: :ok | {:error, term()}
+  def check_proper(opts) do
+    if proper_list?(opts),
+      do: :ok,
+      else: {:error, {:invalid_config, :options, "expected a keyword list, got #{shape(opts)}"}}
+  end
 
   # One source of app config; both set is a mistake worth stopping for.
   defp pick_app(app_env) do
@@ -156,7 +175,10 @@ defmodule Micelio.Storage.Config do
   def shape(term) when is_map(term), do: "a map"
   def shape(term) when is_tuple(term), do: "a tuple of #{tuple_size(term)} elements"
   def shape(term) when is_binary(term), do: "a string"
-  def shape(term) when is_list(term), do: "a list"
+
+  def shape(term) when is_list(term),
+    do: if(proper_list?(term), do: "a list", else: "an improper list")
+
   def shape(term) when is_atom(term), do: "the atom #{inspect(term)}"
   def shape(term) when is_integer(term), do: "an integer"
   def shape(term) when is_float(term), do: "a float"

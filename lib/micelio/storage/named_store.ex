@@ -13,7 +13,9 @@ defmodule Micelio.Storage.NamedStore do
 
   use GenServer
 
-  alias Micelio.Storage.{Config, Handle, Resolved, Sandbox, Store}
+  alias Micelio.Storage.{Config, Handle, Resolved, Sandbox, Settings, Store}
+
+  @secrets Settings.secrets()
 
   @doc """
   Adjusts the configuration when the store starts (`:supervisor`, with the
@@ -30,12 +32,46 @@ defmodule Micelio.Storage.NamedStore do
   @doc "The child spec of `module` with start options `opts`."
   @spec child_spec(module(), keyword()) :: Supervisor.child_spec()
   def child_spec(module, opts) do
-    %{id: module, start: {__MODULE__, :start_link, [module, opts]}, type: :worker}
+    %{id: module, start: {__MODULE__, :start_link, [module, seal(opts)]}, type: :worker}
   end
 
   @doc "Builds the store of `module` and keeps it for every call."
   @spec start_link(module(), keyword()) :: GenServer.on_start()
-  def start_link(module, opts), do: GenServer.start_link(__MODULE__, {module, opts}, name: module)
+  def start_link(module, opts),
+    do: GenServer.start_link(__MODULE__, {module, seal(opts)}, name: module)
+
+  # A child spec's start arguments reach every :logger handler in the
+  # supervisor's progress and start-error reports, and Logger prints them
+  # with `handle_sasl_reports: true`. Secret settings ride there sealed in a
+  # closure: reports print a fun as `#Fun<...>`, never what it closes over.
+  # `config/3` opens them.
+  defp seal(opts) when is_list(opts) do
+    if Config.proper_list?(opts) do
+      Enum.map(opts, fn
+        {key, value} when key in @secrets and not is_function(value, 0) -> {key, sealed(value)}
+        other -> other
+      end)
+    else
+      opts
+    end
+  end
+
+  defp seal(opts), do: opts
+
+  defp sealed(value), do: fn -> value end
+
+  defp unseal(opts) when is_list(opts) do
+    if Config.proper_list?(opts) do
+      Enum.map(opts, fn
+        {key, value} when key in @secrets and is_function(value, 0) -> {key, value.()}
+        other -> other
+      end)
+    else
+      opts
+    end
+  end
+
+  defp unseal(opts), do: opts
 
   @doc "The configuration of `module` as its app config and `init/2` give it."
   @spec config(module(), keyword(), :supervisor | :runtime) :: {:ok, keyword()} | :ignore
@@ -48,7 +84,7 @@ defmodule Micelio.Storage.NamedStore do
         do: Keyword.put_new(base, :memory_name, inspect(module)),
         else: base
 
-    module.init(context, Keyword.merge(base, extra))
+    module.init(context, Keyword.merge(base, unseal(extra)))
   end
 
   @doc false

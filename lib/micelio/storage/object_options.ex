@@ -43,9 +43,12 @@ defmodule Micelio.Storage.ObjectOptions do
   """
   @spec split(keyword() | Micelio.Storage.Handle.t() | term()) :: {keyword(), term()}
   def split(opts) when is_list(opts) do
-    if Enum.any?(opts, &match?({k, _} when k in @keys, &1)),
-      do: Keyword.split(opts, @keys),
-      else: {[], opts}
+    # An improper list passes on whole, to be refused by the resolution
+    # without a list function raising on it first.
+    if Micelio.Storage.Config.proper_list?(opts) and
+         Enum.any?(opts, &match?({k, _} when k in @keys, &1)),
+       do: Keyword.split(opts, @keys),
+       else: {[], opts}
   end
 
   def split(other), do: {[], other}

@@ -11,15 +11,17 @@ defmodule Micelio.Storage.Resolved do
   # `@env_check_ms` (re-reading twenty variables was most of a cache hit's
   # cost), or on the next call after `Micelio.Storage.reload/0`.
   #
-  # The app config is compared in place with the one in a persistent term,
-  # which gives its generation. Calls without options (the documented
+  # The app config is compared by its fingerprint (two 32-bit hashes of
+  # the term) with the one in a persistent term, which gives its
+  # generation. The fingerprint, not the config: persistent terms are
+  # written to crash dumps (`=literals`), and the config may hold a secret. Calls without options (the documented
   # `Micelio.Storage.get(key)`) keep their handle in a persistent term of
   # that generation; calls with options find theirs in an ETS table under
   # `{opts, generation}`, or under a digest when the options hold a secret.
-  # The persistent term holds the app config, secrets included, as the
-  # application controller's own table already does; this module's ETS
-  # table holds none (a secret variable is kept as its digest), so it can
-  # be dumped (observer, crash dumps) without leaking credentials.
+  # Neither the persistent terms nor this module's ETS table hold a secret
+  # (a secret variable is kept as its digest, the app config as its
+  # fingerprint), so they can be dumped (observer, crash dumps) without
+  # leaking credentials.
   #
   # Reading the app config of the two apps is most of what a remembered
   # call costs (about 0.4 µs, measured in bench/fast_paths.exs), but it is
@@ -29,7 +31,7 @@ defmodule Micelio.Storage.Resolved do
 
   @table __MODULE__
   @max_entries 1024
-  # {Config.raw_app_env(), generation}
+  # {fingerprint of Config.raw_app_env(), generation}
   @app {__MODULE__, :app}
   # {generation, handle, env snapshot, next check}
   @plain {__MODULE__, :plain}
@@ -64,18 +66,23 @@ defmodule Micelio.Storage.Resolved do
   # keeping the config (which may hold secrets) in the table.
   defp app_generation do
     raw = Config.raw_app_env()
+    print = fingerprint(raw)
 
     case :persistent_term.get(@app, nil) do
-      {^raw, generation} ->
+      {^print, generation} ->
         {generation, raw}
 
       _ ->
         # Unique in the VM, so two racing configs never share a number.
         generation = :erlang.unique_integer([:positive])
-        :persistent_term.put(@app, {raw, generation})
+        :persistent_term.put(@app, {print, generation})
         {generation, raw}
     end
   end
+
+  # 64 bits: two configs that differ collide once in 2^64 changes.
+  defp fingerprint(raw),
+    do: {:erlang.phash2(raw, 4_294_967_296), :erlang.phash2({:salt, raw}, 4_294_967_296)}
 
   @doc "`{:ok, handle}` for a call without options, under the app config."
   def fetch_plain do

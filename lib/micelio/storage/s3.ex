@@ -244,7 +244,8 @@ defmodule Micelio.Storage.S3 do
     do: abort_incomplete_uploads(prefix, storage: handle)
 
   def abort_incomplete_uploads(prefix, opts) when is_binary(prefix) and is_list(opts) do
-    {older_than, opts} = Keyword.pop(opts, :older_than, @one_day_ms)
+    {older_than, opts} =
+      if Keyword.keyword?(opts), do: Keyword.pop(opts, :older_than, @one_day_ms), else: {0, opts}
 
     with :ok <- check_older_than(older_than),
          {:ok, handle} <- Micelio.Storage.open(opts) do
