@@ -175,7 +175,12 @@ defmodule Micelio.Storage do
       def presigned_url(key, opts \\ []) do
         {presign, storage} = Micelio.Storage.split_presign_options(opts)
 
-        with {:ok, handle} <- Micelio.Storage.NamedStore.handle(__MODULE__, storage),
+        with {:ok, handle} <-
+               Micelio.Storage.presign_handle(
+                 __MODULE__,
+                 storage,
+                 &Micelio.Storage.NamedStore.handle(__MODULE__, &1)
+               ),
              do: Micelio.Storage.presigned_url(key, [{:storage, handle} | presign])
       end
 
@@ -656,9 +661,14 @@ defmodule Micelio.Storage do
 
     storage =
       case Keyword.pop(storage_opts, :storage) do
-        {%Handle{} = handle, _} -> {:ok, handle}
-        {nil, storage_opts} -> resolve(Keyword.put(storage_opts, :backend, :s3))
-        {_other, _} -> {:error, {:invalid_config, :storage, "expected a handle"}}
+        {%Handle{} = handle, _} ->
+          {:ok, handle}
+
+        {nil, storage_opts} ->
+          presign_handle(Micelio.Storage, storage_opts, &resolve(Keyword.put(&1, :backend, :s3)))
+
+        {_other, _} ->
+          {:error, {:invalid_config, :storage, "expected a handle"}}
       end
 
     with {:ok, method} <- presign_method(Keyword.get(presign, :method, :get)),
@@ -817,9 +827,33 @@ defmodule Micelio.Storage do
 
   defp resolve_proper(opts) do
     case Keyword.pop(opts, :storage) do
-      {nil, opts} -> Resolved.fetch(opts)
+      {nil, opts} -> sandboxed_or_resolved(Micelio.Storage, opts)
       {%Handle{} = handle, []} -> {:ok, handle}
       {other, rest} -> storage([storage: other], rest)
+    end
+  end
+
+  # Under the sandbox, options that only shape the call (timeout, durable)
+  # keep it in the test's store; any other setting picks a store.
+  defp sandboxed_or_resolved(name, opts) do
+    case Sandbox.lookup_with(name, opts) do
+      :off -> Resolved.fetch(opts)
+      sandboxed -> sandboxed
+    end
+  end
+
+  @doc false
+  # The handle a presigned URL of store `name` is signed with: under the
+  # sandbox, its presigning configuration (no server needed) unless the
+  # options pick a store.
+  def presign_handle(name, storage_opts, resolve) do
+    only_call_settings? =
+      Enum.all?(storage_opts, &match?({key, _} when key in [:timeout, :durable], &1))
+
+    case only_call_settings? and Sandbox.presign_handle() do
+      {:ok, handle} -> {:ok, %{handle | name: name}}
+      {:error, _} = error -> error
+      _off -> resolve.(storage_opts)
     end
   end
 

@@ -115,6 +115,32 @@ defmodule Micelio.Storage.Config do
     do: {:error, {:invalid_config, :options, "expected a keyword list, got #{shape(other)}"}}
 
   @doc false
+  # The per-call settings `timeout` and `durable` of `opts`, checked, as a
+  # map to lay over a handle's config (the sandbox keeps calls that give
+  # only these in the test's store).
+  @spec call_settings(keyword()) :: {:ok, map()} | {:error, term()}
+  def call_settings(opts) do
+    Enum.reduce_while(opts, {:ok, %{}}, fn
+      {:timeout, t}, {:ok, acc} when is_integer(t) and t > 0 ->
+        {:cont, {:ok, Map.put(acc, :timeout, t)}}
+
+      {:durable, d}, {:ok, acc} when is_boolean(d) ->
+        {:cont, {:ok, Map.put(acc, :durable, d)}}
+
+      {:timeout, other}, _ ->
+        {:halt,
+         {:error,
+          {:invalid_config, :timeout,
+           "expected a positive integer (ms) in the call's options, got #{shape(other)}"}}}
+
+      {key, other}, _ ->
+        {:halt,
+         {:error,
+          {:invalid_config, key, "expected a boolean in the call's options, got #{shape(other)}"}}}
+    end)
+  end
+
+  @doc false
   # Whether `term` is a proper list. Options are checked with it before any
   # list function touches them: `:lists.keyfind/3` on an improper list
   # raises, and the stack trace would print the list, secrets included.

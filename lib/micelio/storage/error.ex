@@ -72,6 +72,16 @@ defmodule Micelio.Storage.Error do
       "no Micelio.Storage.Sandbox checkout owns this process: call " <>
         "Micelio.Storage.Sandbox.checkout/1 in the test's setup, or Micelio.Storage.Sandbox.allow/2 it"
 
+  def describe({:sandbox, :already_checked_out}),
+    do:
+      "Micelio.Storage.Sandbox.allow/2: that process checked out its own store (it is another " <>
+        "test); a test's store is never replaced"
+
+  def describe({:sandbox, :already_allowed}),
+    do:
+      "Micelio.Storage.Sandbox.allow/2: that process is already allowed into another test's " <>
+        "store; it cannot belong to two tests"
+
   def describe({:sandbox, :not_started}),
     do:
       "Micelio.Storage.Sandbox is not started: call Micelio.Storage.Sandbox.start/1 in test_helper.exs"

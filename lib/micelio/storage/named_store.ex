@@ -105,7 +105,15 @@ defmodule Micelio.Storage.NamedStore do
   end
 
   def handle(_module, %Handle{} = handle), do: {:ok, handle}
-  def handle(module, opts) when is_list(opts), do: resolve(module, opts)
+
+  def handle(module, opts) when is_list(opts) do
+    # Options that only shape the call keep a sandboxed test in its store.
+    case Config.proper_list?(opts) and Sandbox.lookup_with(module, opts) do
+      {:ok, _} = sandboxed -> named(sandboxed, module)
+      {:error, _} = error -> error
+      _off -> resolve(module, opts)
+    end
+  end
 
   def handle(_module, other),
     do:

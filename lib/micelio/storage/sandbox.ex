@@ -11,7 +11,23 @@ defmodule Micelio.Storage.Sandbox do
   `allow/2`s, and the Tasks it starts (through `$callers`), as Ecto's SQL
   sandbox does. A process that belongs to no test gets
   `{:error, {:sandbox, :not_checked_out}}` (bang functions raise), never
-  another test's data. Calls that pass explicit options are not sandboxed.
+  another test's data.
+
+  ## Which options leave the sandbox
+
+  Options that only shape the call keep it in the test's store:
+  `:timeout` and `:durable` (applied to the test's store for that call),
+  object options (`:content_type`, `:metadata`, `:range`, `:progress`,
+  `:transfer_timeout`, ...), `:page_size` and `:prefix`. Options that pick
+  a store leave the sandbox, because the call asks for that store: any
+  other storage setting (`:backend`, `:local_path`, `:s3_bucket`,
+  `:memory_name`, `:cache_*`, ...) and `storage: handle`.
+
+  `presigned_url/2` works under the sandbox without a server: it signs with
+  fixed test credentials for a bucket on an endpoint that does not exist
+  (`http://sandbox.micelio.invalid`, bucket `sandbox`; `start/1` takes
+  `presign:` settings to change them). The URL has the real shape, so code
+  that builds it (a LiveView that presigns) can be tested.
 
   ## Recipe
 
@@ -36,6 +52,20 @@ defmodule Micelio.Storage.Sandbox do
   @table __MODULE__
   @state {__MODULE__, :config}
 
+  # Settings a call may give without leaving the test's store.
+  @call_settings [:timeout, :durable]
+
+  # Not secrets: they sign URLs for an endpoint that does not exist.
+  @presign_defaults [
+    backend: :s3,
+    s3_endpoint: "http://sandbox.micelio.invalid",
+    s3_bucket: "sandbox",
+    s3_region: "us-east-1",
+    s3_access_key_id: "MICELIOSANDBOXKEY",
+    s3_secret_access_key: "micelio-sandbox-not-a-secret",
+    s3_session_token: nil
+  ]
+
   @doc """
   Starts the sandbox; call it once, in `test/test_helper.exs`.
 
@@ -44,6 +74,9 @@ defmodule Micelio.Storage.Sandbox do
     * `:backend` - `:memory` (default) or `:local`;
     * `:root` - the base directory of `:local` checkouts (default: the
       system temp dir);
+    * `:presign` - S3 settings of the presigning configuration (defaults:
+      `s3_endpoint: "http://sandbox.micelio.invalid"`, `s3_bucket:
+      "sandbox"`, `s3_region: "us-east-1"` and fixed test credentials);
     * any other storage setting, applied to every checkout (for example
       `memory_max_bytes:`).
 
@@ -54,10 +87,13 @@ defmodule Micelio.Storage.Sandbox do
   def start(opts \\ []) do
     {backend, opts} = Keyword.pop(opts, :backend, :memory)
     {root, opts} = Keyword.pop(opts, :root, Path.join(System.tmp_dir!(), "micelio_sandbox"))
+    {presign, opts} = Keyword.pop(opts, :presign, [])
 
     if backend in [:memory, :local] do
       ensure_table()
-      :persistent_term.put(@state, %{backend: backend, root: root, opts: opts})
+      :ets.delete(@table, :presign)
+      presign = Keyword.merge(@presign_defaults, presign)
+      :persistent_term.put(@state, %{backend: backend, root: root, opts: opts, presign: presign})
       :ok
     else
       {:error, {:invalid_config, :backend, "the sandbox runs on :memory or :local"}}
@@ -97,14 +133,74 @@ defmodule Micelio.Storage.Sandbox do
   def allow(owner_pid, pid) when is_pid(owner_pid) and is_pid(pid) do
     case :ets.lookup(@table, owner_pid) do
       [{_, {:owner, _}}] ->
-        :ets.insert(@table, {pid, {:allowed, owner_pid}})
-        :ok
+        # Never replaces what `pid` has (as Ecto's sandbox): a test that
+        # checked out keeps its own store, and a process allowed by one
+        # test is not handed to another.
+        case :ets.lookup(@table, pid) do
+          [] ->
+            :ets.insert(@table, {pid, {:allowed, owner_pid}})
+            :ok
+
+          [{_, {:allowed, ^owner_pid}}] ->
+            :ok
+
+          [{_, {:owner, _}}] when pid == owner_pid ->
+            :ok
+
+          [{_, {:owner, _}}] ->
+            {:error, {:sandbox, :already_checked_out}}
+
+          [{_, {:allowed, _other}}] ->
+            {:error, {:sandbox, :already_allowed}}
+        end
 
       [{_, {:allowed, real_owner}}] ->
         allow(real_owner, pid)
 
       [] ->
         {:error, {:sandbox, :not_checked_out}}
+    end
+  end
+
+  @doc false
+  # For a call with options: the test's store when the sandbox runs and no
+  # option picks a store, with the call's `timeout`/`durable` applied;
+  # `:off` otherwise (the options then pick the store).
+  @spec lookup_with(module(), keyword()) ::
+          :off | {:ok, Handle.t()} | {:error, term()}
+  def lookup_with(name, opts) do
+    with true <- :persistent_term.get(@state, nil) != nil,
+         true <- Enum.all?(opts, &match?({key, _} when key in @call_settings, &1)),
+         {:ok, call} <- Config.call_settings(opts),
+         {:ok, handle} <- lookup(name) do
+      {:ok, %{handle | config: Map.merge(handle.config, call)}}
+    else
+      false -> :off
+      {:error, _} = error -> error
+    end
+  end
+
+  @doc false
+  # The handle presigned URLs are signed with under the sandbox, or `:off`.
+  @spec presign_handle() :: :off | {:ok, Handle.t()} | {:error, term()}
+  def presign_handle do
+    case :persistent_term.get(@state, nil) do
+      nil ->
+        :off
+
+      %{presign: presign} ->
+        with {:ok, _} <- lookup() do
+          case :ets.lookup(@table, :presign) do
+            [{_, handle}] ->
+              {:ok, handle}
+
+            [] ->
+              with {:ok, handle} <- open_uncached(presign) do
+                :ets.insert_new(@table, {:presign, handle})
+                {:ok, handle}
+              end
+          end
+        end
     end
   end
 
