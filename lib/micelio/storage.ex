@@ -539,7 +539,7 @@ defmodule Micelio.Storage do
     with {:ok, handle} <- resolve(opts) do
       observed(:copy, source, handle, fn ->
         case Store.run(handle, {:copy, source, destination, handle.config.durable}) do
-          :ok -> {:ok, destination}
+          :ok -> {:moved, copied_bytes(handle, destination), {:ok, destination}}
           error -> error
         end
       end)
@@ -549,6 +549,18 @@ defmodule Micelio.Storage do
   def copy(source, destination, _opts) do
     bad = if is_binary(source), do: destination, else: source
     {:error, {:invalid_key, bad}}
+  end
+
+  # The size of a copy, for telemetry's `bytes`: the engine's copy does not
+  # report it (S3's CopyObject answer has no size), so the destination is
+  # asked, only when events are sent.
+  defp copied_bytes(handle, destination) do
+    with true <- Telemetry.enabled?(),
+         {:ok, meta} <- Store.run(handle, {:head, destination}) do
+      metadata(meta).size
+    else
+      _ -> 0
+    end
   end
 
   @doc """
@@ -804,7 +816,9 @@ defmodule Micelio.Storage do
   end
 
   defp observed(op, key, handle, fun, bytes \\ fn _ -> 0 end) do
-    if Telemetry.enabled?(), do: Telemetry.span(op, handle, key, fun, bytes), else: fun.()
+    if Telemetry.enabled?(),
+      do: Telemetry.span(op, handle, key, fun, bytes),
+      else: Telemetry.unwrap(fun.())
   end
 
   defp resolve(%Handle{} = handle), do: {:ok, handle}
@@ -974,8 +988,10 @@ defmodule Micelio.Storage do
 
   def put_file(key, path, opts) when is_binary(path) do
     transfer(:put_file, key, opts, fn handle, attrs, xfer ->
-      with :ok <- Micelio.Storage.Transfer.put_file(handle, key, path, attrs, xfer),
-           do: {:ok, key}
+      case Micelio.Storage.Transfer.put_file(handle, key, path, attrs, xfer) do
+        {:ok, bytes} -> {:moved, bytes, {:ok, key}}
+        error -> error
+      end
     end)
   end
 
@@ -1006,8 +1022,10 @@ defmodule Micelio.Storage do
   @spec put_stream(key, Enumerable.t(), opts) :: {:ok, key} | {:error, reason}
   def put_stream(key, enumerable, opts \\ []) do
     transfer(:put_stream, key, opts, fn handle, attrs, xfer ->
-      with :ok <- Micelio.Storage.Transfer.put_stream(handle, key, enumerable, attrs, xfer),
-           do: {:ok, key}
+      case Micelio.Storage.Transfer.put_stream(handle, key, enumerable, attrs, xfer) do
+        {:ok, bytes} -> {:moved, bytes, {:ok, key}}
+        error -> error
+      end
     end)
   end
 
@@ -1033,8 +1051,12 @@ defmodule Micelio.Storage do
   def get_file(key, path, opts) when is_binary(path) do
     transfer(:get_file, key, opts, fn handle, _attrs, xfer ->
       case Micelio.Storage.Transfer.get_file(handle, key, path, xfer) do
-        {:ok, meta} -> {:ok, metadata(meta)}
-        error -> error
+        {:ok, meta} ->
+          meta = metadata(meta)
+          {:moved, meta.size, {:ok, meta}}
+
+        error ->
+          error
       end
     end)
   end
@@ -1156,22 +1178,47 @@ defmodule Micelio.Storage do
       do: raise(Error, reason: {:invalid_prefix, prefix}, operation: :stream_keys, key: prefix)
 
     Stream.resource(
-      fn -> {:start, nil} end,
+      fn -> open_key_stream(prefix, opts) end,
       fn
-        :done ->
-          {:halt, :done}
+        %{cursor: :done} = state ->
+          {:halt, state}
 
-        {_, after_key} ->
-          with {:ok, handle} <- resolve(opts),
-               {:ok, {keys, cursor}} <-
-                 Store.run(handle, {:list_page, prefix, after_key, page_size}) do
-            {keys, if(cursor, do: {:more, cursor}, else: :done)}
-          else
-            {:error, reason} -> raise Error, reason: reason, operation: :stream_keys, key: prefix
+        %{cursor: {_, after_key}} = state ->
+          case Store.run(state.handle, {:list_page, prefix, after_key, page_size}) do
+            {:ok, {keys, cursor}} ->
+              next = if cursor, do: {:more, cursor}, else: :done
+              {keys, %{state | cursor: next, keys: state.keys + length(keys)}}
+
+            {:error, reason} ->
+              key_stream_fail!(state.span, reason, prefix, true)
           end
       end,
-      fn _ -> :ok end
+      fn state -> Telemetry.stream_stop(state.span, :keys, state.keys) end
     )
+  end
+
+  # The handle is resolved once, when enumeration begins, and serves every
+  # page.
+  defp open_key_stream(prefix, opts) do
+    case resolve(opts) do
+      {:ok, handle} ->
+        %{
+          handle: handle,
+          cursor: {:start, nil},
+          keys: 0,
+          span: Telemetry.stream_start(:stream_keys, handle, prefix)
+        }
+
+      {:error, reason} ->
+        raise Error, reason: reason, operation: :stream_keys, key: prefix
+    end
+  end
+
+  defp key_stream_fail!(span, reason, prefix, stop_follows?) do
+    error = Error.exception(reason: reason, operation: :stream_keys, key: prefix)
+    {:current_stacktrace, [_ | stack]} = Process.info(self(), :current_stacktrace)
+    Telemetry.stream_raised(span, :error, error, stack, stop_follows?)
+    raise error
   end
 
   @doc """

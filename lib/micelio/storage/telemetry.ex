@@ -9,8 +9,9 @@ defmodule Micelio.Storage.Telemetry do
     * `[:micelio, :storage, operation, :start]` - measurements
       `%{system_time: native, monotonic_time: native}`;
     * `[:micelio, :storage, operation, :stop]` - measurements
-      `%{duration: native, bytes: non_neg_integer}` (the content written or
-      read, `0` otherwise);
+      `%{duration: native, bytes: non_neg_integer}`: the object bytes the
+      operation moved (written, read, uploaded, downloaded or copied,
+      transfers included), `0` for operations that move none;
     * `[:micelio, :storage, operation, :exception]` - measurements
       `%{duration: native}`, and `kind`, `reason` and `stacktrace` in the
       metadata, when the call raised.
@@ -21,11 +22,23 @@ defmodule Micelio.Storage.Telemetry do
   `:delete_many`, `:presigned_url`, `:health`, `:put_file`, `:put_stream`,
   `:get_file`, `:list_with_delimiter`, `:public_url`.
 
+  The lazy streams send their events as they are enumerated: `:stream`
+  sends `:start` when enumeration begins, and `:stop` with `bytes` (the
+  content read) and `duration` when it ends or is halted; `:stream_keys`
+  the same with `keys` (the keys listed) in place of `bytes`. Either sends
+  `:exception` instead of `:stop` when it raises.
+
   Metadata: `backend`, `store` (`Micelio.Storage` or the store module),
   `key` (the prefix for `list`, `nil` for `delete_many` and `health`),
-  `result` (`:ok` or the error reason) on `:stop`, `retries` (S3 attempts
-  after the first), and `tier` for tiered reads: `:disk`, `:origin`, or
-  `:remote` (the CDN or the origin) when a CDN is configured.
+  `result` on `:stop`, `retries` (S3 attempts after the first), and `tier`
+  for tiered reads: `:disk`, `:origin`, or `:remote` (the CDN or the
+  origin) when a CDN is configured.
+
+  `result` is a bounded atom, safe as a metric tag: `:ok`, or the kind of
+  the error (`:not_found`, `:timeout`, `:invalid_key`, `:s3_error`,
+  `:network`, ...: the reason itself when it is an atom, else its first
+  element). The whole reason is under `reason`, on errors only; it may
+  hold a key, so do not tag metrics with it.
 
   RAM-tier hits send no event: they are counted by `Micelio.Storage.stats/1`
   (`memory.hits`) instead, which keeps a hit at the speed of an ETS lookup.
@@ -73,14 +86,20 @@ defmodule Micelio.Storage.Telemetry do
             result -> {result, nil}
           end
 
+        {result, moved} =
+          case result do
+            {:moved, n, result} -> {result, n}
+            result -> {result, bytes.(result)}
+          end
+
         meta =
           meta
-          |> Map.put(:result, outcome(result))
+          |> result_meta(result)
           |> Map.put(:retries, Micelio.Storage.Async.take_retries())
 
         meta = if tier, do: Map.put(meta, :tier, tier), else: meta
         duration = System.monotonic_time() - start
-        emit(operation, :stop, %{duration: duration, bytes: bytes.(result)}, meta)
+        emit(operation, :stop, %{duration: duration, bytes: moved}, meta)
         result
     end
   end
@@ -136,8 +155,76 @@ defmodule Micelio.Storage.Telemetry do
     emit(operation, :exception, %{duration: System.monotonic_time() - start}, meta)
   end
 
-  defp outcome({:error, reason}), do: reason
-  defp outcome(_ok), do: :ok
+  @doc false
+  # A result without the byte count a transfer wraps it in (for calls made
+  # while :telemetry is not loaded).
+  def unwrap({:moved, _bytes, result}), do: result
+  def unwrap(result), do: result
+
+  # `result` is bounded (a metric tag); the reason goes whole under `reason`.
+  defp result_meta(meta, {:error, reason}),
+    do: Map.merge(meta, %{result: kind(reason), reason: reason})
+
+  defp result_meta(meta, _ok), do: Map.put(meta, :result, :ok)
+
+  @doc false
+  # The kind of an error reason: the atom, or a tagged tuple's tag.
+  def kind(reason) when is_atom(reason), do: reason
+  def kind(reason) when is_tuple(reason) and is_atom(elem(reason, 0)), do: elem(reason, 0)
+  def kind(_reason), do: :error
+
+  @doc false
+  # Events of a lazy stream (`stream/2`, `stream_keys/2`): `start/3` when
+  # enumeration begins, `raised/4` before the stream raises, `stop/3` when
+  # it ends or is halted (after a raise it sends nothing more).
+  def stream_start(operation, handle, key) do
+    span = %{
+      operation: operation,
+      meta: %{backend: handle.backend, store: handle.name, key: key},
+      start: System.monotonic_time(),
+      id: make_ref()
+    }
+
+    if enabled?(),
+      do:
+        emit(
+          operation,
+          :start,
+          %{system_time: System.system_time(), monotonic_time: span.start},
+          span.meta
+        )
+
+    span
+  end
+
+  @doc false
+  def stream_raised(span, kind, reason, stacktrace, stop_follows? \\ true) do
+    if stop_follows?, do: Process.put({__MODULE__, span.id}, :raised)
+    if enabled?(), do: exception(span.operation, span.start, span.meta, kind, reason, stacktrace)
+    :ok
+  end
+
+  @doc false
+  def stream_stop(span, measurement, count) do
+    case Process.delete({__MODULE__, span.id}) do
+      :raised ->
+        :ok
+
+      nil ->
+        if enabled?() do
+          duration = System.monotonic_time() - span.start
+
+          emit(
+            span.operation,
+            :stop,
+            %{:duration => duration, measurement => count},
+            Map.put(span.meta, :result, :ok)
+          )
+        end
+
+        :ok
+    end
+  end
 
   defp emit(operation, phase, measurements, meta),
     do: apply(:telemetry, :execute, [[:micelio, :storage, operation, phase], measurements, meta])

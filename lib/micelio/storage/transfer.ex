@@ -8,11 +8,11 @@ defmodule Micelio.Storage.Transfer do
   # retries}`. The engine bounds each step by the call's `:timeout`; the
   # wait here is only a backstop for an engine too busy to answer.
 
-  alias Micelio.Storage.{Chunks, Error, Handle, Native}
+  alias Micelio.Storage.{Chunks, Error, Handle, Native, Telemetry}
 
   @grace_ms 1_000
 
-  @doc "Uploads the file at `path` under `key`."
+  @doc "Uploads the file at `path` under `key`: `{:ok, bytes uploaded}`."
   def put_file(%Handle{} = h, key, path, attrs, xfer) do
     ref = make_ref()
     %{timeout: idle, durable: durable} = h.config
@@ -20,7 +20,11 @@ defmodule Micelio.Storage.Transfer do
     start = Native.store_put_file(h.store, ref, key, path, attrs, durable, idle, xfer.limit, true)
 
     with guard when not is_tuple(guard) <- start do
-      await(ref, guard, idle, xfer.progress, nil)
+      # The engine's last progress message counts every byte sent.
+      case await(ref, guard, idle, xfer.progress, 0) do
+        {:ok, bytes} -> {:ok, bytes}
+        {:error, _} = error -> error
+      end
     end
   end
 
@@ -31,24 +35,31 @@ defmodule Micelio.Storage.Transfer do
     start = Native.store_get_file(h.store, ref, key, path, nil, idle, xfer.limit, true)
 
     with guard when not is_tuple(guard) <- start do
-      await(ref, guard, idle, xfer.progress, nil)
+      case await(ref, guard, idle, xfer.progress, 0) do
+        {:ok, {:ok, meta}, _bytes} -> {:ok, meta}
+        other -> other
+      end
     end
   end
 
-  @doc "Uploads what `enumerable` yields under `key`, one chunk per request."
+  @doc """
+  Uploads what `enumerable` yields under `key`, one chunk per request:
+  `{:ok, bytes uploaded}`.
+  """
   def put_stream(%Handle{} = h, key, enumerable, attrs, xfer) do
     ref = make_ref()
     %{timeout: idle, durable: durable} = h.config
 
     case Native.store_put_stream(h.store, ref, key, attrs, durable, idle, xfer.limit, true) do
       {:ok, guard, feeder} ->
-        source = %{cursor: Chunks.open(enumerable), failure: nil}
+        source = %{cursor: Chunks.open(enumerable), failure: nil, fed: 0}
         {result, source} = feed_loop(ref, guard, idle, xfer.progress, feeder, source)
         Chunks.close(source.cursor)
 
-        case source.failure do
-          nil -> result
-          {kind, reason, stack} -> :erlang.raise(kind, reason, stack)
+        case {source.failure, result} do
+          {nil, :ok} -> {:ok, source.fed}
+          {nil, result} -> result
+          {{kind, reason, stack}, _} -> :erlang.raise(kind, reason, stack)
         end
 
       error ->
@@ -81,6 +92,7 @@ defmodule Micelio.Storage.Transfer do
         case Chunks.to_binary(chunk) do
           {:ok, bytes} ->
             Native.stream_feed(feeder, bytes)
+            %{source | cursor: cursor, fed: source.fed + byte_size(bytes)}
 
           :error ->
             Native.stream_feed(
@@ -88,9 +100,9 @@ defmodule Micelio.Storage.Transfer do
               {:error,
                "the enumerable yielded #{Micelio.Storage.Config.shape(chunk)}, not iodata"}
             )
-        end
 
-        %{source | cursor: cursor}
+            %{source | cursor: cursor}
+        end
 
       :done ->
         Native.stream_feed(feeder, :eof)
@@ -102,11 +114,20 @@ defmodule Micelio.Storage.Transfer do
       %{source | cursor: :done, failure: {kind, reason, __STACKTRACE__}}
   end
 
-  defp await(ref, guard, idle, progress, _) do
+  # The result; a success comes with the bytes the last progress message
+  # counted (`{:ok, bytes}`, or `{:ok, value, bytes}` when the engine
+  # answered a value).
+  defp await(ref, guard, idle, progress, done) do
     receive do
       {^ref, :progress, done, total} ->
         report(progress, done, total)
-        await(ref, guard, idle, progress, nil)
+        await(ref, guard, idle, progress, done)
+
+      {^ref, :ok, _retries} ->
+        {:ok, done}
+
+      {^ref, {:ok, value}, _retries} ->
+        {:ok, {:ok, value}, done}
 
       {^ref, result, _retries} ->
         result
@@ -133,6 +154,7 @@ defmodule Micelio.Storage.Transfer do
   end
 
   defp open_stream(h, key, range, xfer, _to_meta) do
+    span = Telemetry.stream_start(:stream, h, key)
     ref = make_ref()
     idle = h.config.timeout
 
@@ -140,19 +162,32 @@ defmodule Micelio.Storage.Transfer do
       {:ok, guard, reader} ->
         # One chunk in the mailbox ahead of the consumer.
         Native.stream_demand(reader, 2)
-        state = %{ref: ref, guard: guard, reader: reader, idle: idle, key: key, done: false}
+
+        state = %{
+          ref: ref,
+          guard: guard,
+          reader: reader,
+          idle: idle,
+          key: key,
+          done: false,
+          span: span,
+          bytes: 0
+        }
 
         receive do
-          {^ref, :meta, _meta} -> state
-          {^ref, {:error, reason}, _} -> raise Error, reason: reason, operation: :stream, key: key
+          {^ref, :meta, _meta} ->
+            state
+
+          {^ref, {:error, reason}, _} ->
+            fail!(span, reason, key, false)
         after
           2 * idle + @grace_ms ->
             Native.task_cancel(guard)
-            raise Error, reason: :timeout, operation: :stream, key: key
+            fail!(span, :timeout, key, false)
         end
 
       {:error, reason} ->
-        raise Error, reason: reason, operation: :stream, key: key
+        fail!(span, reason, key, false)
     end
   end
 
@@ -162,23 +197,33 @@ defmodule Micelio.Storage.Transfer do
     receive do
       {^ref, :chunk, bin} ->
         Native.stream_demand(state.reader, 1)
-        {[bin], state}
+        {[bin], %{state | bytes: state.bytes + byte_size(bin)}}
 
       {^ref, :ok, _retries} ->
         {:halt, %{state | done: true}}
 
       {^ref, {:error, reason}, _retries} ->
-        raise Error, reason: reason, operation: :stream, key: state.key
+        fail!(state.span, reason, state.key, true)
     after
       2 * state.idle + @grace_ms ->
         Native.task_cancel(state.guard)
-        raise Error, reason: :timeout, operation: :stream, key: state.key
+        fail!(state.span, :timeout, state.key, true)
     end
   end
 
-  defp close_stream(%{ref: ref, guard: guard}) do
+  defp close_stream(%{ref: ref, guard: guard} = state) do
     Native.task_cancel(guard)
     flush(ref)
+    Telemetry.stream_stop(state.span, :bytes, state.bytes)
+  end
+
+  # Raises the stream's error after its :exception event. `stop_follows?`:
+  # the stream is open, so its close runs next and must send no :stop.
+  defp fail!(span, reason, key, stop_follows?) do
+    error = Error.exception(reason: reason, operation: :stream, key: key)
+    {:current_stacktrace, [_ | stack]} = Process.info(self(), :current_stacktrace)
+    Telemetry.stream_raised(span, :error, error, stack, stop_follows?)
+    raise error
   end
 
   defp flush(ref) do

@@ -127,6 +127,104 @@ defmodule Micelio.Storage.TelemetryAndLogsTest do
                        %{retries: 2, backend: :s3, result: :ok}}
     end
 
+    test "transfers report the bytes they moved, on local and S3" do
+      for {name, o} <- [
+            local: [local_path: Tmp.dir!("telemetry-transfers")],
+            s3: Seaweed.opts(s3_multipart_threshold: 5_242_880, s3_part_size: 5_242_880)
+          ] do
+        src = Path.join(Tmp.dir!("telemetry-src"), "six")
+        content = :binary.copy("t", 6_000_000)
+        File.write!(src, content)
+        _ = events()
+
+        {:ok, _} = Storage.put_file("big", src, o)
+
+        assert_received {:telemetry, [:micelio, :storage, :put_file, :stop], %{bytes: 6_000_000},
+                         %{result: :ok}},
+                        "#{name} put_file"
+
+        {:ok, _} = Storage.put_stream("streamed", Stream.take(Stream.cycle(["abc"]), 4), o)
+
+        assert_received {:telemetry, [:micelio, :storage, :put_stream, :stop], %{bytes: 12},
+                         %{result: :ok}},
+                        "#{name} put_stream"
+
+        dest = Path.join(Tmp.dir!("telemetry-dest"), "out")
+        {:ok, _} = Storage.get_file("big", dest, o)
+
+        assert_received {:telemetry, [:micelio, :storage, :get_file, :stop], %{bytes: 6_000_000},
+                         %{result: :ok}},
+                        "#{name} get_file"
+
+        {:ok, _} = Storage.copy("streamed", "copied", o)
+
+        assert_received {:telemetry, [:micelio, :storage, :copy, :stop], %{bytes: 12},
+                         %{result: :ok}},
+                        "#{name} copy"
+      end
+    end
+
+    test "stream/2 and stream_keys/2 send :start, then :stop with bytes or keys" do
+      o = [local_path: Tmp.dir!("telemetry-streams")]
+      Storage.put!("s/a", "0123456789", o)
+      Storage.put!("s/b", "x", o)
+      _ = events()
+
+      stream = Storage.stream("s/a", o)
+      # Nothing happens until enumeration begins.
+      assert events() == []
+      assert Enum.join(stream) == "0123456789"
+
+      assert [
+               {[:micelio, :storage, :stream, :start], %{system_time: _},
+                %{key: "s/a", backend: :local}},
+               {[:micelio, :storage, :stream, :stop], %{bytes: 10, duration: d}, %{result: :ok}}
+             ] = events()
+
+      assert d > 0
+
+      assert ["s/a", "s/b"] = Storage.stream_keys("s/", o) |> Enum.to_list()
+
+      assert [
+               {[:micelio, :storage, :stream_keys, :start], _, %{key: "s/"}},
+               {[:micelio, :storage, :stream_keys, :stop], %{keys: 2}, %{result: :ok}}
+             ] = events()
+
+      # Halted early: :stop with what was read.
+      assert ["s/a"] = Storage.stream_keys("s/", [page_size: 1] ++ o) |> Enum.take(1)
+
+      assert [_, {[:micelio, :storage, :stream_keys, :stop], %{keys: 1}, _}] = events()
+    end
+
+    test "a stream that raises sends :exception, not :stop" do
+      o = [local_path: Tmp.dir!("telemetry-stream-raise")]
+      assert_raise Micelio.Storage.Error, fn -> Storage.stream("missing", o) |> Enum.to_list() end
+
+      assert [
+               {[:micelio, :storage, :stream, :start], _, _},
+               {[:micelio, :storage, :stream, :exception], %{duration: _},
+                %{kind: :error, reason: %Micelio.Storage.Error{reason: :not_found}}}
+             ] = events()
+    end
+
+    test "result is a bounded atom; the whole reason is under :reason" do
+      o = [local_path: Tmp.dir!("telemetry-result")]
+      assert {:error, {:invalid_key, _}} = Storage.get("../escape", o)
+
+      assert_received {:telemetry, [:micelio, :storage, :get, :stop], _,
+                       %{result: :invalid_key, reason: {:invalid_key, "../escape"}}}
+
+      assert {:error, :not_found} = Storage.get("absent", o)
+
+      assert_received {:telemetry, [:micelio, :storage, :get, :stop], _,
+                       %{result: :not_found, reason: :not_found}}
+
+      {:ok, _} = Storage.put("p", "v", o)
+      assert_received {:telemetry, [:micelio, :storage, :put, :stop], _, meta}
+      assert meta.result == :ok
+      refute Map.has_key?(meta, :reason)
+    end
+
     test "a call that raises sends :exception" do
       {:ok, h} = Storage.open(local_path: Tmp.dir!("telemetry-raise"))
       broken = %{h | store: make_ref()}
