@@ -1285,7 +1285,8 @@ defmodule Micelio.Storage do
 
   @doc "Like `put_file/3`, but returns the key or raises `Micelio.Storage.Error`."
   @spec put_file!(key, Path.t(), opts) :: key
-  def put_file!(key, path, opts \\ []), do: bang(put_file(key, path, opts), :put_file, key, opts)
+  def put_file!(key, path, opts \\ []),
+    do: bang_file(put_file(key, path, opts), :put_file, key, opts, path)
 
   @doc "Like `put_stream/3`, but returns the key or raises `Micelio.Storage.Error`."
   @spec put_stream!(key, Enumerable.t(), opts) :: key
@@ -1294,7 +1295,28 @@ defmodule Micelio.Storage do
 
   @doc "Like `get_file/3`, but returns the metadata or raises `Micelio.Storage.Error`."
   @spec get_file!(key, Path.t(), opts) :: metadata
-  def get_file!(key, path, opts \\ []), do: bang(get_file(key, path, opts), :get_file, key, opts)
+  def get_file!(key, path, opts \\ []),
+    do: bang_file(get_file(key, path, opts), :get_file, key, opts, path)
+
+  # An I/O error of a transfer names the caller's file when that file is
+  # the cause: a put_file source that cannot be read, a get_file
+  # destination whose directory cannot be written. Otherwise the store's.
+  defp bang_file({:error, {:io, _} = reason}, op, key, opts, path) when is_binary(path) do
+    if file_at_fault?(op, path),
+      do: raise(%Error{reason: reason, operation: op, key: key, path: path}),
+      else: bang({:error, reason}, op, key, opts)
+  end
+
+  defp bang_file(result, op, key, opts, _path), do: bang(result, op, key, opts)
+
+  defp file_at_fault?(:put_file, path), do: match?({:error, _}, File.open(path, [:read], & &1))
+
+  defp file_at_fault?(:get_file, path) do
+    dir = Path.dirname(path)
+
+    not File.dir?(dir) or
+      match?({:ok, %{access: access}} when access in [:read, :none], File.stat(dir))
+  end
 
   # A transfer: object options split off, the handle resolved, inside the
   # operation's telemetry span.

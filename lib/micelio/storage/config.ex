@@ -236,7 +236,7 @@ defmodule Micelio.Storage.Config do
       {key, _} when is_atom(key) ->
         if Settings.known?(key),
           do: nil,
-          else: {:error, {:invalid_config, key, "unknown setting in #{where}"}}
+          else: {:error, {:invalid_config, key, "unknown setting in #{where}#{suggest(key)}"}}
 
       other ->
         {:error,
@@ -249,6 +249,18 @@ defmodule Micelio.Storage.Config do
     do:
       {:error,
        {:invalid_config, :options, "expected a keyword list in #{where}, got #{shape(other)}"}}
+
+  # The known setting closest to a misspelled one, when one is close.
+  defp suggest(key) do
+    typed = Atom.to_string(key)
+
+    {best, score} =
+      Settings.names()
+      |> Enum.map(&{&1, String.jaro_distance(typed, Atom.to_string(&1))})
+      |> Enum.max_by(&elem(&1, 1))
+
+    if score >= 0.8, do: "; did you mean #{inspect(best)}?", else: ""
+  end
 
   # One setting: call options, then app config, then environment, then
   # default. `nil` is unset at every level, as an unset variable read with

@@ -14,13 +14,14 @@ defmodule Micelio.Storage.Error do
       #=> :not_found
   """
 
-  defexception [:reason, :operation, :key, :root]
+  defexception [:reason, :operation, :key, :root, :path]
 
   @type t :: %__MODULE__{
           reason: term(),
           operation: atom() | nil,
           key: String.t() | nil,
-          root: String.t() | nil
+          root: String.t() | nil,
+          path: String.t() | nil
         }
 
   @doc """
@@ -32,6 +33,16 @@ defmodule Micelio.Storage.Error do
       ~s[put "a/b.txt" under /var/micelio/storage: permission denied (eacces)]
   """
   @impl true
+  def message(%__MODULE__{reason: {:io, _} = reason, operation: op, key: key, path: path})
+      when is_binary(path) do
+    file =
+      if op == :get_file,
+        do: "cannot write the destination file #{path}",
+        else: "cannot read the source file #{path}"
+
+    "#{op} #{inspect(key)}: #{file}: #{describe(reason)}"
+  end
+
   def message(%__MODULE__{reason: reason, operation: op, key: key, root: root}) do
     under = if root && match?({:io, _}, reason), do: " under #{root}", else: ""
 
@@ -57,7 +68,19 @@ defmodule Micelio.Storage.Error do
         "an AWS profile with keys, AWS_WEB_IDENTITY_TOKEN_FILE with AWS_ROLE_ARN, " <>
         "a container credentials URI, or s3_credentials: :instance)"
 
-  def describe({:invalid_key, key}), do: "invalid key #{inspect(key)}"
+  def describe({:invalid_key, key}) when is_binary(key) do
+    rule =
+      case Micelio.Storage.Native.key_rule(key) do
+        nil -> "with the store's s3_prefix it passes S3's 1024-byte key limit"
+        rule -> rule
+      end
+
+    "invalid key #{inspect(key)}: #{rule}"
+  end
+
+  def describe({:invalid_key, key}),
+    do: "invalid key #{inspect(key)}: a key must be a string"
+
   def describe({:invalid_prefix, p}), do: "invalid prefix #{inspect(p)}"
 
   def describe({:unsafe_path, key}),

@@ -172,11 +172,11 @@ defmodule Micelio.Storage.NamedStore do
     case config(module, opts, :supervisor) do
       {:ok, config} ->
         with {:ok, resolved, _env} <- Config.resolve_tracked([], [{source(module), config}]),
-             {:ok, handle} <- Store.open(resolved) do
+             {:ok, handle} <- open_at_boot(resolved) do
           :persistent_term.put({__MODULE__, module}, %{handle | name: module})
           {:ok, module}
         else
-          {:error, reason} -> {:stop, reason}
+          {:error, reason} -> {:stop, boot_error(module, reason)}
         end
 
       :ignore ->
@@ -186,6 +186,50 @@ defmodule Micelio.Storage.NamedStore do
         {:stop, {:invalid_config, :init, "expected {:ok, config}, got #{Config.shape(other)}"}}
     end
   end
+
+  defp open_at_boot(resolved) do
+    case Store.open(resolved) do
+      {:error, {:io, posix}} -> {:error, {:io, posix, roots(resolved)}}
+      other -> other
+    end
+  end
+
+  defp roots(config),
+    do: for(key <- [:local_path, :cache_disk_path], path = config[key], is_binary(path), do: path)
+
+  # A boot failure is `{:invalid_config, setting, message}` whose message
+  # names the store, the setting and where it was looked for, so the
+  # supervisor's report says what to fix.
+  defp boot_error(module, :missing_s3_bucket) do
+    {:invalid_config, :s3_bucket,
+     "#{inspect(module)} has no S3 bucket: looked in its start options, #{source(module)} " <>
+       "and the S3_BUCKET environment variable"}
+  end
+
+  defp boot_error(module, :missing_s3_credentials) do
+    {:invalid_config, :s3_credentials,
+     "#{inspect(module)} found no S3 credentials: looked in its start options and " <>
+       "#{source(module)} (s3_access_key_id/s3_secret_access_key, s3_credentials), " <>
+       "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE with the shared credentials and " <>
+       "config files, AWS_WEB_IDENTITY_TOKEN_FILE with AWS_ROLE_ARN and the container " <>
+       "credentials URI (AWS_CONTAINER_CREDENTIALS_FULL_URI or _RELATIVE_URI); set one, " <>
+       "or s3_credentials: :instance on EC2"}
+  end
+
+  defp boot_error(module, {:io, posix, roots}) do
+    {:invalid_config, :local_path,
+     "#{inspect(module)} cannot use its directory #{Enum.join(roots, " or ")}: " <>
+       "#{:file.format_error(posix)} (#{posix}); check that it can be created and written " <>
+       "(set in #{source(module)})"}
+  end
+
+  defp boot_error(module, {:invalid_config, setting, message}) do
+    if message =~ inspect(module),
+      do: {:invalid_config, setting, message},
+      else: {:invalid_config, setting, "#{inspect(module)}: #{message}"}
+  end
+
+  defp boot_error(_module, reason), do: reason
 
   @impl true
   def terminate(_reason, module) do

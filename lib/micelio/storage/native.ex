@@ -38,6 +38,9 @@ defmodule Micelio.Storage.Native do
   def stream_feed(_feeder, _data), do: nif_error()
   def store_get_stream(_store, _ref, _key, _range, _idle, _limit), do: nif_error()
   def stream_demand(_reader, _n), do: nif_error()
+
+  # The key rule a key breaks, in words (nil: none on its own).
+  def key_rule(_key), do: nif_error()
   def store_memory_charged(_store), do: nif_error()
 
   # Cache coherence across nodes (tiered stores).

@@ -35,15 +35,11 @@ impl fmt::Debug for Key {
 impl Key {
     /// Validates raw key bytes.
     pub fn parse(raw: &[u8]) -> Result<Self, StoreError> {
-        let invalid = || StoreError::InvalidKey(raw.to_vec());
-        let key = std::str::from_utf8(raw).map_err(|_| invalid())?;
-        if key.is_empty() || key.len() > MAX_KEY_BYTES {
-            return Err(invalid());
-        }
-        if key.split('/').all(valid_segment) {
-            Ok(Key(Arc::from(key)))
-        } else {
-            Err(invalid())
+        match broken_rule(raw) {
+            None => Ok(Key(Arc::from(
+                std::str::from_utf8(raw).expect("checked by broken_rule"),
+            ))),
+            Some(_) => Err(StoreError::InvalidKey(raw.to_vec())),
         }
     }
 
@@ -61,13 +57,40 @@ impl Key {
     }
 }
 
+/// The key rule `raw` breaks, in words (the README's table says the same),
+/// or `None` for a valid key. The one place the rules are written: `parse`
+/// and the error messages both read it.
+pub fn broken_rule(raw: &[u8]) -> Option<&'static str> {
+    let Ok(key) = std::str::from_utf8(raw) else {
+        return Some("a key must be valid UTF-8");
+    };
+    if key.is_empty() {
+        return Some("a key must not be empty");
+    }
+    if key.len() > MAX_KEY_BYTES {
+        return Some("a key is at most 1024 bytes (S3's limit)");
+    }
+    key.split('/').find_map(segment_rule)
+}
+
+fn segment_rule(seg: &str) -> Option<&'static str> {
+    if seg.is_empty() {
+        Some("a key has no empty segment (no leading, trailing or doubled /)")
+    } else if seg == "." || seg == ".." {
+        Some("a key has no . or .. segment")
+    } else if seg.len() > MAX_SEGMENT_BYTES {
+        Some("a segment (the text between two /) is at most 255 bytes")
+    } else if seg.starts_with(TEMP_PREFIX) {
+        Some("a segment must not start with .micelio-tmp- (reserved for temp files)")
+    } else if seg.chars().any(|c| c.is_control() || c == '\\') {
+        Some("a key has no control characters and no backslash")
+    } else {
+        None
+    }
+}
+
 fn valid_segment(seg: &str) -> bool {
-    !seg.is_empty()
-        && seg != "."
-        && seg != ".."
-        && seg.len() <= MAX_SEGMENT_BYTES
-        && !seg.starts_with(TEMP_PREFIX)
-        && !seg.chars().any(|c| c.is_control() || c == '\\')
+    segment_rule(seg).is_none()
 }
 
 /// A validated list prefix: a plain string prefix of keys, possibly empty,

@@ -426,6 +426,12 @@ pub trait Store: Send + Sync + 'static {
         Ok(Vec::new())
     }
 
+    /// Checks what only this store knows about a key, before any request
+    /// (S3: its `s3_prefix` counts against the 1024-byte key limit).
+    fn check_key(&self, _key: &Key) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// Aborts the multipart uploads under `prefix` that were started more
     /// than `older_than` ago; returns how many (S3; other backends have
     /// none to abort).

@@ -129,7 +129,12 @@ defmodule Micelio.Storage.NamedStoreTest do
     assert message =~ "config :micelio_named_test, Micelio.Storage.NamedStoreTest.Sessions"
 
     Application.put_env(:micelio_named_test, Sessions, backend: :s3)
-    assert {:error, {:missing_s3_bucket, _}} = start_supervised({Sessions, []})
+
+    assert {:error, {{:invalid_config, :s3_bucket, message}, _}} =
+             start_supervised({Sessions, []})
+
+    assert message =~ "Micelio.Storage.NamedStoreTest.Sessions has no S3 bucket"
+    assert message =~ "S3_BUCKET"
   end
 
   test "start options are merged into the config at boot" do

@@ -6,9 +6,11 @@
 //! - `transfer`: files and streams larger than memory, with progress;
 //! - `signing`: the SigV4 signer on its own (`Micelio.Storage.S3.sign_headers/4`);
 //! - `logging`: the engine's log events, sent to `Logger`;
+//! - `keys`: the key rules in words, for error messages;
 //! - `debug`: hooks for the test suite.
 
 pub mod debug;
+pub mod keys;
 pub mod logging;
 pub mod operation;
 pub mod signing;

@@ -236,6 +236,9 @@ impl Operation {
         alloc: BodyAlloc,
         deadline: Deadline,
     ) -> Result<Outcome, StoreError> {
+        for key in self.keys() {
+            store.check_key(key)?;
+        }
         Ok(match self {
             Operation::Get {
                 key,
@@ -302,6 +305,21 @@ impl Operation {
             }
             Operation::PublicUrl { key } => Outcome::Text(store.public_url(&key)?),
         })
+    }
+
+    /// The keys the operation names, for the store's own key checks.
+    fn keys(&self) -> Vec<&Key> {
+        match self {
+            Operation::Get { key, .. }
+            | Operation::Head { key }
+            | Operation::Put { key, .. }
+            | Operation::Delete { key, .. }
+            | Operation::Presign { key, .. }
+            | Operation::PublicUrl { key } => vec![key],
+            Operation::Copy { from, to, .. } => vec![from, to],
+            Operation::DeleteMany { keys, .. } => keys.iter().collect(),
+            _ => vec![],
+        }
     }
 
     /// A GET body read on a dirty scheduler: always a binary.

@@ -150,6 +150,7 @@ fn store_put_file<'a>(
 ) -> Term<'a> {
     guarded(env, || {
         let (key, path) = (key(key_term)?, path(path_term)?);
+        store.shared().check_key(&key)?;
         let opts = put_options(attributes, durable)?;
         let messenger = Messenger::new(env, reply_ref);
         let xfer = transfer(
@@ -182,6 +183,7 @@ fn store_get_file<'a>(
 ) -> Term<'a> {
     guarded(env, || {
         let (key, path) = (key(key_term)?, path(path_term)?);
+        store.shared().check_key(&key)?;
         let opts = GetOptions {
             range: decode_range(range)?,
             ..GetOptions::default()
@@ -222,6 +224,7 @@ fn store_put_stream<'a>(
 ) -> Term<'a> {
     guarded(env, || {
         let key = key(key_term)?;
+        store.shared().check_key(&key)?;
         let opts = put_options(attributes, durable)?;
         let messenger = Messenger::new(env, reply_ref);
         let xfer = transfer(
@@ -285,6 +288,7 @@ fn store_get_stream<'a>(
 ) -> Term<'a> {
     guarded(env, || {
         let key = key(key_term)?;
+        store.shared().check_key(&key)?;
         let opts = GetOptions {
             range: decode_range(range)?,
             ..GetOptions::default()

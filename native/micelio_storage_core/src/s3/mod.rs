@@ -1248,6 +1248,13 @@ impl Store for S3Store {
         self.list_uploads(deadline).await
     }
 
+    fn check_key(&self, key: &Key) -> Result<(), StoreError> {
+        if self.prefix.len() + key.as_str().len() > crate::key::MAX_KEY_BYTES {
+            return Err(StoreError::InvalidKey(key.as_str().as_bytes().to_vec()));
+        }
+        Ok(())
+    }
+
     async fn abort_incomplete_uploads(
         &self,
         prefix: &Prefix,

@@ -883,6 +883,10 @@ impl<V: Value> Store for TieredStore<V> {
         self.origin.incomplete_uploads(deadline).await
     }
 
+    fn check_key(&self, key: &Key) -> Result<(), StoreError> {
+        self.origin.check_key(key)
+    }
+
     async fn abort_incomplete_uploads(
         &self,
         prefix: &Prefix,
