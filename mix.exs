@@ -12,6 +12,7 @@ defmodule MicelioStorage.MixProject do
       compilers: [:micelio_cargo] ++ Mix.compilers(),
       elixirc_paths: elixirc_paths(Mix.env()),
       deps: [],
+      aliases: aliases(),
       description:
         "One storage API for Elixir apps (local, S3, tiered cache) with a Rust engine.",
       docs: [main: "Micelio.Storage"]
@@ -27,6 +28,31 @@ defmodule MicelioStorage.MixProject do
 
   defp elixirc_paths(:test), do: ["lib", "test/support"]
   defp elixirc_paths(_), do: ["lib"]
+
+  # `mix bench` is this project's own: an alias, so it does not appear in
+  # the apps that depend on the library (a task defined in this file would).
+  defp aliases, do: [bench: &bench/1]
+
+  # Runs benchmarks: `mix bench` runs every `bench/*.exs`, `mix bench local`
+  # runs `bench/local.exs`. Each prints our figures beside a baseline
+  # measured in the same VM, with the ratio.
+  defp bench(names) do
+    Mix.Task.run("app.start")
+
+    files =
+      case names do
+        [] -> Path.wildcard("bench/*.exs") |> Enum.sort()
+        names -> Enum.map(names, &"bench/#{Path.basename(&1, ".exs")}.exs")
+      end
+
+    for file <- files do
+      File.exists?(file) || Mix.raise("no such bench: #{file}")
+      Mix.shell().info("==> #{file}")
+      # Like `mix run`: `require_file` compiles the script's closures, where
+      # `eval_file` interprets them (about 1 µs per call, more than a cache hit).
+      Code.require_file(file)
+    end
+  end
 end
 
 defmodule Mix.Tasks.Compile.MicelioCargo do
@@ -63,9 +89,41 @@ defmodule Mix.Tasks.Compile.MicelioCargo do
       target_dir
     ]
 
-    case System.cmd(cargo, args, stderr_to_stdout: true, into: IO.stream(:stdio, :line)) do
-      {_, 0} -> install(Path.join([target_dir, "release", "lib#{@crate}.so"]), project_dir)
-      {_, code} -> Mix.raise("cargo build of #{@crate} failed (exit #{code})")
+    case run_cargo(cargo, args) do
+      0 -> install(Path.join([target_dir, "release", "lib#{@crate}.so"]), project_dir)
+      code -> Mix.raise("cargo build of #{@crate} failed (exit #{code})")
+    end
+  end
+
+  # Cargo's output, line by line as it comes, except its "Finished" line
+  # when nothing was compiled: every mix command of a host app runs this
+  # compiler, and a line saying nothing happened is noise.
+  defp run_cargo(cargo, args) do
+    port =
+      Port.open({:spawn_executable, cargo}, [
+        :binary,
+        :exit_status,
+        :stderr_to_stdout,
+        {:line, 8192},
+        args: args
+      ])
+
+    relay(port, false, "")
+  end
+
+  defp relay(port, compiled?, partial) do
+    receive do
+      {^port, {:data, {:noeol, part}}} ->
+        relay(port, compiled?, partial <> part)
+
+      {^port, {:data, {:eol, rest}}} ->
+        line = partial <> rest
+        compiled? = compiled? or line =~ ~r/^\s*Compiling\b/
+        unless not compiled? and line =~ ~r/^\s*Finished\b/, do: IO.puts(line)
+        relay(port, compiled?, "")
+
+      {^port, {:exit_status, code}} ->
+        code
     end
   end
 
@@ -99,34 +157,5 @@ defmodule Mix.Tasks.Compile.MicelioCargo do
   defp missing_cargo do
     "cargo was not found on PATH. micelio_storage builds a Rust NIF: install the Rust " <>
       "toolchain (https://rustup.rs, rustc 1.91 or later) and run mix compile again."
-  end
-end
-
-defmodule Mix.Tasks.Bench do
-  @shortdoc "Runs the benchmarks in bench/ (all, or the ones named)"
-  @moduledoc """
-  Runs benchmarks: `mix bench` runs every `bench/*.exs`, `mix bench local`
-  runs `bench/local.exs`. Each prints our figures beside a baseline measured
-  in the same VM, with the ratio.
-  """
-  use Mix.Task
-
-  @impl true
-  def run(names) do
-    Mix.Task.run("app.start")
-
-    files =
-      case names do
-        [] -> Path.wildcard("bench/*.exs") |> Enum.sort()
-        names -> Enum.map(names, &"bench/#{Path.basename(&1, ".exs")}.exs")
-      end
-
-    for file <- files do
-      File.exists?(file) || Mix.raise("no such bench: #{file}")
-      Mix.shell().info("==> #{file}")
-      # Like `mix run`: `require_file` compiles the script's closures, where
-      # `eval_file` interprets them (about 1 µs per call, more than a cache hit).
-      Code.require_file(file)
-    end
   end
 end

@@ -612,6 +612,14 @@ defmodule Micelio.Storage do
       for reproducible URLs;
     * any storage setting (`s3_bucket`, `s3_endpoint`, ...).
 
+  A URL signed with temporary credentials (a session token: web identity,
+  a container or instance role, `s3_session_token`) carries the token in
+  its `X-Amz-Security-Token` query parameter, as SigV4 requires: whoever
+  holds the URL holds that token until the URL expires, and the URL stops
+  working when the credentials do, whatever `:expires_in` says. Under
+  `Micelio.Storage.Sandbox` the URL is signed with the sandbox's test
+  credentials, without a server.
+
   ## Examples
 
       iex> {:ok, url} =
@@ -1239,7 +1247,10 @@ defmodule Micelio.Storage do
 
   `content` is iodata, `{:file, path}` (hashed while it is read, then
   uploaded with `put_file/3`) or `{:stream, enumerable}` (hashed while it
-  is spooled to a temp file, then uploaded). Nothing is uploaded when the
+  is spooled to a temp file, then uploaded). The spool is a file of the
+  whole content's size in `System.tmp_dir!/0` (`TMPDIR`), made with a
+  random name that no other file has (mode 0600), and removed afterwards:
+  put `TMPDIR` on a disk with room for your largest stream. Nothing is uploaded when the
   key already holds an object of the same size; many processes putting the
   same content at once are safe (each write is atomic and writes the same
   bytes). Takes the object options of `put/3`.

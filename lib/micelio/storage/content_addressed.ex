@@ -52,10 +52,17 @@ defmodule Micelio.Storage.ContentAddressed do
   end
 
   defp hash({:stream, enumerable}) do
-    spool = Path.join(System.tmp_dir!(), "micelio-cas-#{System.unique_integer([:positive])}")
+    # A random name, opened exclusively (never through a planted file or
+    # symlink), readable by us alone.
+    spool =
+      Path.join(
+        System.tmp_dir!(),
+        "micelio-cas-" <> Base.url_encode64(:crypto.strong_rand_bytes(12), padding: false)
+      )
 
     result =
-      File.open(spool, [:write, :raw, :binary], fn f ->
+      File.open(spool, [:write, :raw, :binary, :exclusive], fn f ->
+        File.chmod(spool, 0o600)
         spool_chunks(f, Chunks.open(enumerable), :crypto.hash_init(:sha256), 0)
       end)
 

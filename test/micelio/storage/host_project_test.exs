@@ -48,6 +48,19 @@ defmodule Micelio.Storage.HostProjectTest do
     assert status == 0, out
     assert out =~ ~s(HOST-RESULT {["sessions/1/files/a.txt"], "from host"})
     assert File.read!(Path.join(data, "sessions/1/files/a.txt")) == "from host"
+
+    # Once built, the library's cargo step says nothing on every mix command.
+    {out, 0} =
+      System.cmd("mix", ["run", "-e", "HostApp.run()"], cd: host, env: env, stderr_to_stdout: true)
+
+    refute out =~ "Finished"
+    refute out =~ "Compiling"
+    assert out =~ "HOST-RESULT"
+
+    # The library's bench task is its own, not the host app's.
+    {out, status} = System.cmd("mix", ["bench"], cd: host, env: env, stderr_to_stdout: true)
+    assert status != 0
+    assert out =~ ~s(The task "bench" could not be found)
   end
 
   defp cargo_target_dir(lib_root) do

@@ -102,6 +102,8 @@ defmodule Micelio.Storage.TruthfulLimitsTest do
           end)
 
         assert IO.iodata_to_binary(chunks) == content, "#{name}"
+        # Chunks are at most 1 MiB, as the docs say.
+        assert Enum.all?(chunks, &(byte_size(&1) <= 1_048_576)), "#{name}"
       end
     end
   end

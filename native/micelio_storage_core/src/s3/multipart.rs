@@ -76,15 +76,22 @@ struct ChannelSink(tokio::sync::mpsc::Sender<Result<Bytes, StoreError>>);
 #[async_trait]
 impl Sink for ChannelSink {
     async fn put(&mut self, _offset: u64, chunks: Vec<Bytes>) -> Result<(), StoreError> {
-        let chunk = match <[Bytes; 1]>::try_from(chunks) {
+        let mut chunk = match <[Bytes; 1]>::try_from(chunks) {
             Ok([one]) => one,
             Err(many) => Bytes::from(many.concat()),
         };
-        // A dropped stream ends the download.
-        self.0
-            .send(Ok(chunk))
-            .await
-            .map_err(|_| StoreError::Timeout)
+        // At most `CHUNK` (1 MiB) per item, as the docs promise: what is
+        // buffered can pass it by the connection's last read. Slices of one
+        // buffer, no copy.
+        while !chunk.is_empty() {
+            let piece = chunk.split_to(chunk.len().min(CHUNK));
+            // A dropped stream ends the download.
+            self.0
+                .send(Ok(piece))
+                .await
+                .map_err(|_| StoreError::Timeout)?;
+        }
+        Ok(())
     }
 }
 
