@@ -11,7 +11,7 @@ defmodule MicelioStorage.MixProject do
       start_permanent: Mix.env() == :prod,
       compilers: [:micelio_cargo] ++ Mix.compilers(),
       elixirc_paths: elixirc_paths(Mix.env()),
-      deps: [],
+      deps: deps(),
       aliases: aliases(),
       description:
         "One storage API for Elixir apps (local, S3, tiered cache) with a Rust engine.",
@@ -28,6 +28,24 @@ defmodule MicelioStorage.MixProject do
 
   defp elixirc_paths(:test), do: ["lib", "test/support"]
   defp elixirc_paths(_), do: ["lib"]
+
+  # Hex packages, declared as a Hex user declares them. Where hex.pm cannot
+  # be reached (`HEX_OFFLINE=1`, which bin/test sets when it does not
+  # answer), each comes from the offline mirror of unpacked releases
+  # (`MICELIO_HEX_MIRROR`, default `../shared/vendor`) as a path dependency;
+  # anywhere else Mix fetches it from Hex as usual.
+  defp deps do
+    Enum.map([{:stream_data, "~> 1.1", only: :test, runtime: false}], &from_mirror_when_offline/1)
+  end
+
+  defp from_mirror_when_offline({name, requirement, opts}) do
+    mirror = System.get_env("MICELIO_HEX_MIRROR") || Path.expand("../shared/vendor", __DIR__)
+    dir = Path.join(mirror, Atom.to_string(name))
+
+    if System.get_env("HEX_OFFLINE") in ["1", "true"] and File.dir?(dir),
+      do: {name, Keyword.merge(opts, path: dir, override: true)},
+      else: {name, requirement, opts}
+  end
 
   # `mix bench` is this project's own: an alias, so it does not appear in
   # the apps that depend on the library (a task defined in this file would).

@@ -14,7 +14,11 @@ defmodule Micelio.Storage.Test.HostileServer do
   #   {:lie, status, headers, length, body} - `content-length: length`,
   #                                         then only `body`, then close;
   #   {:stall, ms}                        - read, say nothing for `ms`, close;
-  #   {:raw, iodata}                      - these bytes, then close.
+  #   {:raw, iodata}                      - these bytes, then close;
+  #   :drop                               - read, close without a word;
+  #   {:truncate, n}                      - sent on, only the first `n`
+  #                                         bytes of the answer relayed;
+  #   {:slow, ms}                         - sent on after `ms`.
   # Clients set `s3_pool_size: 0`, so every request comes on its own
   # connection and meets the rule. Requests are recorded for assertions.
   use GenServer
@@ -127,6 +131,19 @@ defmodule Micelio.Storage.Test.HostileServer do
     :gen_tcp.close(client)
   end
 
+  defp act(:drop, client, _raw, _up), do: :gen_tcp.close(client)
+
+  defp act({:slow, ms}, client, raw, upstream) do
+    Process.sleep(ms)
+    act(:pass, client, raw, upstream)
+  end
+
+  defp act({:truncate, n}, client, raw, upstream) do
+    {:ok, up} = :gen_tcp.connect({127, 0, 0, 1}, upstream, [:binary, active: false])
+    :ok = :gen_tcp.send(up, raw)
+    relay_at_most(up, client, n)
+  end
+
   defp act({:raw, bytes}, client, _raw, _up) do
     :gen_tcp.send(client, bytes)
     :gen_tcp.close(client)
@@ -141,6 +158,23 @@ defmodule Micelio.Storage.Test.HostileServer do
     # Let the client read what was sent before the close.
     Process.sleep(20)
     :gen_tcp.close(client)
+  end
+
+  defp relay_at_most(from, to, left) do
+    case :gen_tcp.recv(from, 0, 10_000) do
+      {:ok, data} when byte_size(data) < left ->
+        :gen_tcp.send(to, data)
+        relay_at_most(from, to, left - byte_size(data))
+
+      {:ok, data} ->
+        :gen_tcp.send(to, binary_part(data, 0, left))
+        :gen_tcp.close(to)
+        :gen_tcp.close(from)
+
+      {:error, _} ->
+        :gen_tcp.close(to)
+        :gen_tcp.close(from)
+    end
   end
 
   defp pipe(from, to) do

@@ -97,6 +97,17 @@ impl Attributes {
                     format!("the value of {name:?} must be printable ASCII"),
                 ));
             }
+            // S3 carries metadata in headers: servers drop an empty value
+            // and trim spaces at the ends, so every backend refuses them
+            // rather than store what S3 would not give back.
+            if value.is_empty() || value.starts_with(' ') || value.ends_with(' ') {
+                return Err(StoreError::InvalidConfig(
+                    "metadata",
+                    format!(
+                        "the value of {name:?} must not be empty nor start or end with a space (S3 headers lose them)"
+                    ),
+                ));
+            }
             total += name.len() + value.len();
         }
         if total > MAX_METADATA_BYTES {

@@ -305,7 +305,17 @@ impl LocalStore {
         fill: &mut dyn FnMut(&OwnedFd) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         deadline.check()?;
-        let staged = self.stage(key)?;
+        let staged = match self.stage(key) {
+            // A parent of the key is a file ("a" for "a/b"): the key cannot
+            // exist, so a put that needs it to exist with some ETag lost.
+            Err(StoreError::Io(code))
+                if code == Errno::NOTDIR.raw_os_error()
+                    && matches!(opts.condition, PutCondition::IfMatch(_)) =>
+            {
+                return Err(StoreError::PreconditionFailed)
+            }
+            other => other?,
+        };
         fill(&staged.file)?;
         staged.commit(opts)
     }
@@ -331,6 +341,8 @@ impl LocalStore {
                         name: name.to_string(),
                         file,
                         done: false,
+                        store: self.clone(),
+                        dir: dir.map(str::to_string),
                     })
                 }
                 // The directory was pruned by a concurrent delete: make it again.
@@ -571,6 +583,11 @@ pub struct Staged {
     name: String,
     file: OwnedFd,
     done: bool,
+    /// The store and the key's directory, pruned if the write fails: a
+    /// failed put leaves no directory behind (one left would make the
+    /// key `"a"` unwritable after a failed put of `"a/b"`).
+    store: LocalStore,
+    dir: Option<String>,
 }
 
 impl Staged {
@@ -601,6 +618,9 @@ impl Drop for Staged {
     fn drop(&mut self) {
         if !self.done {
             let _ = rfs::unlinkat(&self.dir_fd, self.temp.as_str(), AtFlags::empty());
+            if let Some(dir) = &self.dir {
+                self.store.prune_empty_dirs(dir);
+            }
         }
     }
 }

@@ -502,7 +502,14 @@ impl S3Store {
                 .filter_map(|k| k.strip_prefix(&self.prefix).map(str::to_string))
                 .collect()
         };
-        page.keys = strip(std::mem::take(&mut page.keys));
+        // Only keys this library can name: a folder marker (`dir/`, or the
+        // store's prefix itself, which SeaweedFS lists as an empty key once
+        // the folder's last object is deleted) is no object, and handing
+        // it out would give callers a key every call rejects.
+        page.keys = strip(std::mem::take(&mut page.keys))
+            .into_iter()
+            .filter(|k| Key::parse(k.as_bytes()).is_ok())
+            .collect();
         page.prefixes = strip(std::mem::take(&mut page.prefixes));
         Ok(page)
     }
@@ -514,6 +521,16 @@ impl S3Store {
         to: &Key,
         deadline: Deadline,
     ) -> Result<(), StoreError> {
+        // S3 refuses to copy an object onto itself unchanged (400
+        // InvalidRequest); every other backend answers with the object as
+        // it was. The object is already where it should be: check that it
+        // exists, as a copy would.
+        if from == to {
+            return self
+                .head(from, &HeadOptions::default(), deadline)
+                .await
+                .map(|_| ());
+        }
         // `x-amz-copy-source` is `/bucket/key`, each part URL-encoded (AWS
         // S3 API reference, CopyObject).
         let source = format!(
