@@ -9,6 +9,8 @@
 pub mod attributes;
 pub mod clock;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http_body;
 pub mod key;
 pub mod local;

@@ -1474,14 +1474,14 @@ fn range_header(r: ByteRange) -> String {
 }
 
 /// The object size a 206 names in `Content-Range: bytes a-b/size`.
-fn content_range_total(headers: &reqwest::header::HeaderMap) -> Option<u64> {
+pub(crate) fn content_range_total(headers: &reqwest::header::HeaderMap) -> Option<u64> {
     let v = headers.get("content-range")?.to_str().ok()?;
     v.rsplit_once('/')?.1.parse().ok()
 }
 
 /// The whole-object CRC-32 the server holds, when it gives one: composite
 /// checksums of multipart uploads (`...-N`) cover parts, not the content.
-fn full_object_crc32(headers: &reqwest::header::HeaderMap) -> Option<String> {
+pub(crate) fn full_object_crc32(headers: &reqwest::header::HeaderMap) -> Option<String> {
     let v = headers.get("x-amz-checksum-crc32")?.to_str().ok()?;
     let composite = v.contains('-')
         || headers

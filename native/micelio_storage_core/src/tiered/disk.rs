@@ -289,13 +289,7 @@ impl DiskTier {
             return None;
         }
         let file_len = f.metadata().ok()?.len();
-        let mut fixed = [0u8; HEADER_LEN];
-        let parsed = f.read_exact(&mut fixed).ok().and_then(|()| {
-            let h = Header::parse(&fixed)?;
-            let mut rest = vec![0u8; h.key_len + h.etag_len];
-            f.read_exact(&mut rest).ok()?;
-            h.check(&fixed, &rest, key, file_len)
-        });
+        let parsed = read_header(&mut f, file_len, key).map(|(_, meta)| meta);
         if parsed.is_none() {
             self.drop_corrupt(&name);
         }
@@ -312,14 +306,8 @@ impl DiskTier {
             return None;
         }
         let file_len = f.metadata().ok()?.len();
-        let mut fixed = [0u8; HEADER_LEN];
-        let parsed = f.read_exact(&mut fixed).ok().and_then(|()| {
-            let h = Header::parse(&fixed)?;
-            let mut rest = vec![0u8; h.key_len + h.etag_len];
-            f.read_exact(&mut rest).ok()?;
-            let meta = h.check(&fixed, &rest, key, file_len)?;
-            Some((HEADER_LEN + h.key_len + h.etag_len, meta, h.body_crc))
-        });
+        let parsed = read_header(&mut f, file_len, key)
+            .map(|(h, meta)| (HEADER_LEN + h.key_len + h.etag_len, meta, h.body_crc));
         match parsed {
             Some((offset, meta, crc)) => {
                 self.touch(&name);
@@ -629,15 +617,53 @@ fn encode_header(key: &str, body_crc: u32, body_len: u64, meta: &ObjectMeta) -> 
 /// Reads a cache file into `buf`, checking length, key and both CRCs.
 fn read_checked<B: BodyBuf + ?Sized>(f: &mut File, key: &str, buf: &mut B) -> Option<ObjectMeta> {
     let file_len = f.metadata().ok()?.len();
-    let mut fixed = [0u8; HEADER_LEN];
-    f.read_exact(&mut fixed).ok()?;
-    let h = Header::parse(&fixed)?;
-    let mut rest = vec![0u8; h.key_len + h.etag_len];
-    f.read_exact(&mut rest).ok()?;
-    let meta = h.check(&fixed, &rest, key, file_len)?;
+    read_checked_from(f, file_len, key, buf)
+}
+
+/// `read_checked` of any reader of `file_len` bytes.
+fn read_checked_from<R: Read, B: BodyBuf + ?Sized>(
+    f: &mut R,
+    file_len: u64,
+    key: &str,
+    buf: &mut B,
+) -> Option<ObjectMeta> {
+    let (h, meta) = read_header(f, file_len, key)?;
     buf.resize(h.body_len as usize);
     f.read_exact(buf.bytes_mut()).ok()?;
     (crc32fast::hash(buf.bytes_mut()) == h.body_crc).then_some(meta)
+}
+
+/// Reads and checks a cache file's header (for `key`, in a file of
+/// `file_len` bytes). The lengths it names size a buffer only once they are
+/// known to add up to the file's length: a damaged header naming a 4 GiB
+/// key allocates nothing.
+fn read_header<R: Read>(f: &mut R, file_len: u64, key: &str) -> Option<(Header, ObjectMeta)> {
+    let mut fixed = [0u8; HEADER_LEN];
+    f.read_exact(&mut fixed).ok()?;
+    let h = Header::parse(&fixed)?;
+    let declared = (HEADER_LEN as u64)
+        .checked_add(h.key_len as u64)?
+        .checked_add(h.etag_len as u64)?
+        .checked_add(h.body_len)?;
+    if declared != file_len {
+        return None;
+    }
+    let mut rest = vec![0u8; h.key_len + h.etag_len];
+    f.read_exact(&mut rest).ok()?;
+    let meta = h.check(&fixed, &rest, key, file_len)?;
+    Some((h, meta))
+}
+
+/// Parses a whole cache file held in memory (for the fuzz target): the
+/// metadata when it is a sound file for `key`.
+pub fn parse_cache_file(bytes: &[u8], key: &str) -> Option<ObjectMeta> {
+    let mut body: Vec<u8> = Vec::new();
+    read_checked_from(
+        &mut std::io::Cursor::new(bytes),
+        bytes.len() as u64,
+        key,
+        &mut body,
+    )
 }
 
 #[cfg(test)]
@@ -651,6 +677,19 @@ mod tests {
             last_modified_ns: 42,
             attributes: Default::default(),
         }
+    }
+
+    #[test]
+    fn a_damaged_header_sizes_nothing_from_its_lengths() {
+        let mut file = encode_header("k", crc32fast::hash(b"z"), 1, &meta(1));
+        file.extend_from_slice(b"z");
+        assert!(parse_cache_file(&file, "k").is_some());
+        // A key length of 4 GiB: refused before any buffer is made for it.
+        file[12..16].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(parse_cache_file(&file, "k").is_none());
+        file[12..16].copy_from_slice(&1u32.to_le_bytes());
+        file[20..28].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert!(parse_cache_file(&file, "k").is_none());
     }
 
     fn put(tier: &DiskTier, key: &str, body: &[u8]) {
