@@ -83,10 +83,10 @@ defmodule Micelio.Storage do
     {:get_file!, [:key, :path], true},
     {:stream, [:key], true},
     {:stream!, [:key], true},
-    {:list_with_delimiter, [:prefix], false},
-    {:list_with_delimiter!, [:prefix], true},
-    {:stream_keys, [:prefix], true},
-    {:stream_keys!, [:prefix], true},
+    {:list_with_delimiter, [prefix: ""], false},
+    {:list_with_delimiter!, [prefix: ""], true},
+    {:stream_keys, [prefix: ""], true},
+    {:stream_keys!, [prefix: ""], true},
     {:put_content_addressed, [:content], false},
     {:put_content_addressed!, [:content], true},
     {:public_url, [:key], false},
@@ -127,11 +127,22 @@ defmodule Micelio.Storage do
 
     functions =
       for {name, args, raising?} <- @named_api do
-        vars = Enum.map(args, &Macro.var(&1, nil))
+        # An argument is a name, or `{name, default}` (the facade's default).
+        vars =
+          Enum.map(args, fn
+            {arg, _} -> Macro.var(arg, nil)
+            arg -> Macro.var(arg, nil)
+          end)
+
+        params =
+          Enum.map(args, fn
+            {arg, default} -> quote(do: unquote(Macro.var(arg, nil)) \\ unquote(default))
+            arg -> Macro.var(arg, nil)
+          end)
 
         quote do
           @doc "See `Micelio.Storage.#{unquote(name)}/#{unquote(length(args) + 1)}`."
-          def unquote(name)(unquote_splicing(vars), opts \\ []) do
+          def unquote(name)(unquote_splicing(params), opts \\ []) do
             Micelio.Storage.NamedStore.call(
               __MODULE__,
               unquote(name),
@@ -226,11 +237,23 @@ defmodule Micelio.Storage do
           | {:credentials, String.t()}
           | {:no_such_bucket, String.t()}
           | {:partial, [key], [{key, term()}]}
-          | {:sandbox, :not_checked_out | :not_started}
+          | {:sandbox, :not_checked_out | :not_started | :already_checked_out | :already_allowed}
+          | :changed
+          | :corrupt
+          | {:checksum_mismatch, String.t(), String.t()}
           | {:panic, String.t()}
 
-  @typedoc "Object metadata returned by `head/2`."
-  @type metadata :: %{size: non_neg_integer(), etag: String.t(), last_modified: DateTime.t()}
+  @typedoc "Object metadata returned by `head/2` (and with the content by `get_with_metadata/2`)."
+  @type metadata :: %{
+          size: non_neg_integer(),
+          etag: String.t(),
+          last_modified: DateTime.t(),
+          content_type: String.t() | nil,
+          cache_control: String.t() | nil,
+          content_disposition: String.t() | nil,
+          content_encoding: String.t() | nil,
+          metadata: %{optional(String.t()) => String.t()}
+        }
 
   @doc """
   Stores `content` (any iodata) under `key`, replacing what was there.

@@ -9,6 +9,7 @@ defmodule Micelio.Storage.Application do
     warn_misplaced_store_config()
 
     children = [
+      {Task.Supervisor, name: Micelio.Storage.Builds},
       Micelio.Storage.Stores,
       Micelio.Storage.Log,
       %{id: :pg, start: {:pg, :start_link, [Micelio.Storage.Coherence.scope()]}},

@@ -82,7 +82,16 @@ impl LocalStore {
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )?;
-        sweep_stale_temps(&root_fd, SystemTime::now(), 0);
+        // The sweep walks the whole tree: it runs in the background, so
+        // opening a store costs no walk (a deep root held every caller
+        // waiting for its store). Temp names are reserved, so nothing a
+        // caller does races with it.
+        if let Ok(fd) = rustix::io::fcntl_dupfd_cloexec(&root_fd, 0) {
+            let now = SystemTime::now();
+            let _ = std::thread::Builder::new()
+                .name("micelio-sweep".into())
+                .spawn(move || sweep_stale_temps(&fd, now, 0));
+        }
         Ok(LocalStore(Arc::new(Root {
             root: root.to_path_buf(),
             root_fd,
@@ -782,7 +791,7 @@ fn replace(
         PutCondition::IfNoneMatch => {
             match rfs::renameat_with(dir_fd, temp, dir_fd, name, rfs::RenameFlags::NOREPLACE) {
                 Ok(()) => Ok(()),
-                Err(Errno::EXIST) => Err(StoreError::PreconditionFailed),
+                Err(Errno::EXIST) => Err(taken(dir_fd, name)),
                 // Filesystems without RENAME_NOREPLACE: link() also refuses to replace.
                 Err(Errno::INVAL) | Err(Errno::NOSYS) => {
                     match rfs::linkat(dir_fd, temp, dir_fd, name, AtFlags::empty()) {
@@ -790,7 +799,7 @@ fn replace(
                             let _ = rfs::unlinkat(dir_fd, temp, AtFlags::empty());
                             Ok(())
                         }
-                        Err(Errno::EXIST) => Err(StoreError::PreconditionFailed),
+                        Err(Errno::EXIST) => Err(taken(dir_fd, name)),
                         Err(e) => Err(e.into()),
                     }
                 }
@@ -810,6 +819,18 @@ fn replace(
             }
             Ok(rfs::renameat(dir_fd, temp, dir_fd, name)?)
         }
+    }
+}
+
+/// Why a name a conditional put wanted is taken: by an object (the
+/// condition failed), or by a directory of other keys (no object is there,
+/// and none can be: the same `{:io, :eisdir}` a plain put gives).
+fn taken(dir_fd: &OwnedFd, name: &str) -> StoreError {
+    match rfs::statat(dir_fd, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {
+            StoreError::Io(Errno::ISDIR.raw_os_error())
+        }
+        _ => StoreError::PreconditionFailed,
     }
 }
 

@@ -143,4 +143,17 @@ defmodule Micelio.Storage.NamedStoreTest do
     Sessions.put!("s", "v")
     assert File.exists?(Path.join(dir, "s"))
   end
+
+  test "every documented facade function exists on a store module, with the same arities" do
+    {:docs_v1, _, _, _, _, _, docs} = Code.fetch_docs(Micelio.Storage)
+
+    documented =
+      for {{:function, name, arity}, _, _, doc, _} <- docs, doc != :hidden, do: {name, arity}
+
+    # Global to the library, not to a store.
+    documented = documented -- [reload: 0]
+    exported = Sessions.__info__(:functions)
+    missing = Enum.reject(documented, &(&1 in exported))
+    assert missing == [], "store modules lack #{inspect(missing)}"
+  end
 end

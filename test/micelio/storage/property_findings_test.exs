@@ -79,4 +79,16 @@ defmodule Micelio.Storage.PropertyFindingsTest do
     assert {:ok, "a"} = Storage.put("a", "x", o)
     assert {:ok, "b"} = Storage.put("b", "x", o)
   end
+
+  # [{:put_stream, "*/h", ...}, {:put_if_none_match, "*", ...}]: local said
+  # :precondition_failed ("the key exists") for a name held by a directory,
+  # where get says :not_found and put says {:io, :eisdir}.
+  test "put_if_none_match on a name held by a directory is {:io, :eisdir} on local, like put" do
+    o = [local_path: Tmp.dir!("findings-dir-name")]
+    {:ok, _} = Storage.put("d/h", "x", o)
+    assert Storage.put("d", "y", o) == {:error, {:io, :eisdir}}
+    assert Storage.put_if_none_match("d", "y", o) == {:error, {:io, :eisdir}}
+    {:ok, _} = Storage.put("f", "x", o)
+    assert Storage.put_if_none_match("f", "y", o) == {:error, :precondition_failed}
+  end
 end
