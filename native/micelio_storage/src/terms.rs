@@ -80,6 +80,12 @@ pub fn error_reason<'a>(env: Env<'a>, err: &StoreError) -> Term<'a> {
         StoreError::Network(reason) => (atoms::network(), string(env, reason)).encode(env),
         StoreError::Credentials(msg) => (atoms::credentials(), string(env, msg)).encode(env),
         StoreError::Panic(msg) => (atoms::panic(), string(env, msg)).encode(env),
+        StoreError::Unsupported(msg) => (
+            atoms::invalid_config(),
+            rustler::Atom::from_str(env, "backend").unwrap(),
+            string(env, msg),
+        )
+            .encode(env),
         StoreError::InvalidConfig(setting, msg) => (
             atoms::invalid_config(),
             rustler::Atom::from_str(env, setting).unwrap(),

@@ -56,6 +56,12 @@ pub enum StoreError {
     /// A bug: Rust code panicked. The VM keeps running.
     #[error("panic: {0}")]
     Panic(String),
+    /// The backend has no such operation (presigned URLs on local, stats
+    /// on a store without a cache). Reaches Elixir as
+    /// `{:invalid_config, :backend, message}`: the backend setting is what
+    /// to change.
+    #[error("unsupported: {0}")]
+    Unsupported(String),
     /// A store could not be built from its configuration.
     #[error("invalid config {0}: {1}")]
     InvalidConfig(&'static str, String),

@@ -41,7 +41,7 @@ pub fn header_values(data: &[u8]) {
             headers.insert(HeaderName::from_static(name), value);
         }
     }
-    let _ = crate::s3::meta_from_headers(&headers);
+    let _ = crate::http::headers::meta_from_headers(&headers);
     let _ = crate::s3::content_range_total(&headers);
     let _ = crate::s3::full_object_crc32(&headers);
     if let Some(date) = headers.get("date").and_then(|v| v.to_str().ok()) {

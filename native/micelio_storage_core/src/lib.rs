@@ -7,11 +7,12 @@
 //! - `settings`, `registry`: building a backend from its resolved settings.
 
 pub mod attributes;
+pub mod blocking;
 pub mod clock;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod http_body;
+pub mod http;
 pub mod key;
 pub mod local;
 pub mod memory;

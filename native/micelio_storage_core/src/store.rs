@@ -12,10 +12,7 @@
 //! cheaper than a trip through the async runtime), and async callers such
 //! as the tiered store move them to the blocking pool with `offload`.
 
-use std::future::Future;
-use std::pin::pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Wake, Waker};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -25,6 +22,8 @@ use crate::error::StoreError;
 use crate::key::{Key, Prefix};
 use crate::object::{vec_body, BodyAlloc, Deadline, Object, ObjectMeta};
 use crate::transfer::{self, ByteSource, ByteStream, FileSource, Transfer};
+// Where blocking work runs; re-exported for the backends that call it.
+pub use crate::blocking::{block_on, offload};
 
 /// The key health checks write, read and delete (a reserved prefix).
 pub const HEALTH_PROBE: &str = ".micelio-health/probe";
@@ -355,13 +354,10 @@ pub trait Store: Send + Sync + 'static {
     /// The URL a browser can fetch `key` at without credentials (a public
     /// bucket, a CDN); backends that have none say so.
     fn public_url(&self, _key: &Key) -> Result<String, StoreError> {
-        Err(StoreError::InvalidConfig(
-            "backend",
-            format!(
-                "public URLs need the s3 backend or a cdn_base_url, not {}",
-                self.backend()
-            ),
-        ))
+        Err(StoreError::Unsupported(format!(
+            "public URLs need the s3 backend or a cdn_base_url, not {}",
+            self.backend()
+        )))
     }
 
     /// Copies `from` to `to`: the destination appears whole or not at all.
@@ -451,44 +447,10 @@ pub trait Store: Send + Sync + 'static {
         _opts: &PresignOptions,
         _deadline: Deadline,
     ) -> Result<String, StoreError> {
-        Err(StoreError::InvalidConfig(
-            "backend",
-            format!("presigned URLs need the s3 backend, not {}", self.backend()),
-        ))
-    }
-}
-
-/// Runs `work` for a blocking store: on the blocking pool when called from
-/// the async runtime, in place otherwise (a dirty scheduler, a test).
-pub async fn offload<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, StoreError> {
-    if tokio::runtime::Handle::try_current().is_ok() {
-        tokio::task::spawn_blocking(work)
-            .await
-            .map_err(|e| StoreError::Panic(e.to_string()))?
-    } else {
-        work()
-    }
-}
-
-/// Drives a future to completion on this thread. For blocking stores, whose
-/// futures finish on the first poll; anything else parks until woken.
-pub fn block_on<F: Future>(future: F) -> F::Output {
-    struct Unpark(std::thread::Thread);
-    impl Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    let mut future = pin!(future);
-    loop {
-        match future.as_mut().poll(&mut cx) {
-            Poll::Ready(out) => return out,
-            Poll::Pending => std::thread::park(),
-        }
+        Err(StoreError::Unsupported(format!(
+            "presigned URLs need the s3 backend, not {}",
+            self.backend()
+        )))
     }
 }
 

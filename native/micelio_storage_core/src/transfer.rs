@@ -19,9 +19,9 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
 
+use crate::blocking::offload;
 use crate::error::StoreError;
 use crate::object::Deadline;
-use crate::store::offload;
 
 /// The size of the chunks downloads are handed out in.
 pub const CHUNK: usize = 1 << 20;

@@ -137,7 +137,9 @@ defmodule Micelio.Storage.FaultAndRacePropertiesTest do
         results =
           1..racers
           |> Task.async_stream(&{&1, Storage.put_if_none_match(key, "racer #{&1}", opts)},
-            max_concurrency: racers
+            max_concurrency: racers,
+            # Losers of a race on S3 may be told to slow down and retry.
+            timeout: 60_000
           )
           |> Enum.map(fn {:ok, r} -> r end)
 

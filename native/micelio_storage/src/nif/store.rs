@@ -152,8 +152,7 @@ fn store_run_dirty<'a>(
 ) -> Term<'a> {
     guarded(env, || {
         if !store.0.store.blocking() {
-            return Err(StoreError::InvalidConfig(
-                "backend",
+            return Err(StoreError::Unsupported(
                 "this store answers by message: use store_run".into(),
             ));
         }
@@ -225,13 +224,10 @@ fn store_get_disk<'a>(
 fn store_stats(env: Env, store: ResourceArc<StoreResource>) -> Term {
     guarded(env, || match &store.0.cache {
         Some(cache) => Ok(ok(env, cache.stats())),
-        None => Err(StoreError::InvalidConfig(
-            "backend",
-            format!(
-                "stats are kept by the :tiered backend, not :{}",
-                store.0.store.backend()
-            ),
-        )),
+        None => Err(StoreError::Unsupported(format!(
+            "stats are kept by the :tiered backend, not :{}",
+            store.0.store.backend()
+        ))),
     })
 }
 

@@ -11,7 +11,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::error::StoreError;
-use crate::http_body::read_parsed;
+use crate::http::body::read_parsed;
 use crate::s3::signer::{Credentials, Signer};
 
 /// Fetched credentials are replaced this long before they expire, like the

@@ -19,7 +19,8 @@ use reqwest::{Method, StatusCode};
 
 use crate::attributes::Attributes;
 use crate::error::StoreError;
-use crate::http_body::{read_body, BodyError, MAX_PARSED_BODY};
+use crate::http::body::{read_body, BodyError, MAX_PARSED_BODY};
+pub(crate) use crate::http::headers::meta_from_headers;
 use crate::key::{Key, Prefix};
 use crate::object::{bare_etag, vec_body, Body, BodyAlloc, BodyBuf, Deadline, Object, ObjectMeta};
 use crate::observe;
@@ -1424,45 +1425,6 @@ pub(super) fn network_error(e: reqwest::Error, endpoint: &str) -> StoreError {
         source = s.source();
     }
     StoreError::Network(msg)
-}
-
-pub(crate) fn meta_from_headers(headers: &reqwest::header::HeaderMap) -> ObjectMeta {
-    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let last_modified_ns = text("last-modified")
-        .and_then(|v| httpdate::parse_http_date(v).ok())
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map(|d| d.as_nanos() as i128)
-        .unwrap_or_else(|| {
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_nanos() as i128)
-                .unwrap_or(0)
-        });
-    let mut metadata: Vec<(String, String)> = headers
-        .iter()
-        .filter_map(|(name, value)| {
-            let name = name.as_str().strip_prefix("x-amz-meta-")?;
-            Some((name.to_string(), value.to_str().ok()?.to_string()))
-        })
-        .collect();
-    metadata.sort();
-    let owned = |name: &str| text(name).map(str::to_string);
-    ObjectMeta {
-        size: text("content-length")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0),
-        etag: text("etag")
-            .map(|e| bare_etag(e).to_string())
-            .unwrap_or_default(),
-        last_modified_ns,
-        attributes: Attributes {
-            content_type: owned("content-type"),
-            cache_control: owned("cache-control"),
-            content_disposition: owned("content-disposition"),
-            content_encoding: owned("content-encoding"),
-            metadata,
-        },
-    }
 }
 
 /// `bytes=start-end` (inclusive) of a range; `bytes=start-` to the end.

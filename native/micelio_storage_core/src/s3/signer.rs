@@ -93,20 +93,9 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (y, m, d)
 }
 
-/// URI-encodes per RFC 3986 as SigV4 requires; `/` is kept when `keep_slash`.
-pub fn uri_encode(input: &str, keep_slash: bool) -> String {
-    let mut out = String::with_capacity(input.len() + 8);
-    for &b in input.as_bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(b as char)
-            }
-            b'/' if keep_slash => out.push('/'),
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
-}
+// The encoding SigV4 requires is the one every URL of ours uses: it lives
+// with the HTTP helpers, and is re-exported here for the signer's users.
+pub use crate::http::encode::uri_encode;
 
 /// Hex SHA-256 of `data`.
 pub fn sha256_hex(data: &[u8]) -> String {

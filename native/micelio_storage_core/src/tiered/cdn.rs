@@ -11,10 +11,10 @@ use bytes::Bytes;
 
 use super::memory::Counters;
 use crate::error::StoreError;
-use crate::http_body::{read_body, BodyError};
+use crate::http::body::{read_body, BodyError};
+use crate::http::encode::uri_encode;
+use crate::http::headers::meta_from_headers;
 use crate::object::{vec_body, ObjectMeta};
-use crate::s3::meta_from_headers;
-use crate::s3::signer::uri_encode;
 
 /// A CDN in front of the origin.
 pub struct Cdn {
