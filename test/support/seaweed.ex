@@ -54,7 +54,7 @@ defmodule Micelio.Storage.Test.Seaweed do
   end
 
   @impl true
-  def init(nil), do: {:ok, %{os_pid: nil, port: nil}}
+  def init(nil), do: {:ok, %{os_pid: nil}}
 
   @impl true
   def handle_call(:ensure_started, _from, %{os_pid: pid} = state) when is_integer(pid),
@@ -64,39 +64,21 @@ defmodule Micelio.Storage.Test.Seaweed do
     sweep_stale_dirs()
     dir = Path.join(System.tmp_dir!(), "micelio_seaweed_#{System.unique_integer([:positive])}")
     File.mkdir_p!(Path.join(dir, "data"))
-    identities = Path.join(dir, "identities.json")
+    # One launcher for the Rust and the Elixir suites (bin/seaweed); its
+    # watchdog stops the server when this VM exits, even by kill -9.
+    launcher = Path.expand("../../bin/seaweed", __DIR__)
+    env = [{"MICELIO_WEED_BIN", weed_bin()}]
 
-    File.write!(identities, """
-    {"identities":[{"name":"tester","credentials":[{"accessKey":"#{@access_key}","secretKey":"#{@secret_key}"}],
-      "actions":["Admin","Read","List","Tagging","Write"]}]}
-    """)
+    {out, 0} =
+      System.cmd(
+        launcher,
+        [dir, "#{@s3_port}", @access_key, @secret_key, System.pid()],
+        env: env,
+        stderr_to_stdout: true
+      )
 
-    args = [
-      "mini",
-      "-dir=#{Path.join(dir, "data")}",
-      "-ip=127.0.0.1",
-      "-ip.bind=127.0.0.1",
-      "-master.telemetry=false",
-      "-s3.config=#{identities}",
-      "-s3.port=#{@s3_port}",
-      "-s3.port.iceberg=0",
-      "-s3.port.lance=0",
-      "-webdav=false",
-      "-admin.ui=false"
-    ]
-
+    os_pid = out |> String.trim() |> String.split("\n") |> List.last() |> String.to_integer()
     log = Path.join(dir, "weed.log")
-    sh = "exec \"$0\" \"$@\" > #{log} 2>&1"
-
-    port =
-      Port.open({:spawn_executable, "/bin/sh"}, [
-        :binary,
-        :exit_status,
-        args: ["-c", sh, weed_bin() | args]
-      ])
-
-    {:os_pid, os_pid} = Port.info(port, :os_pid)
-    File.write!(Path.join(dir, "pid"), Integer.to_string(os_pid))
 
     # Benches write gigabytes: the data goes with the server.
     System.at_exit(fn _ ->
@@ -106,14 +88,10 @@ defmodule Micelio.Storage.Test.Seaweed do
 
     :ok = wait_ready(60, log)
     :ok = create_bucket()
-    {:reply, :ok, %{state | os_pid: os_pid, port: port}}
+    {:reply, :ok, %{state | os_pid: os_pid}}
   end
 
   @impl true
-  def handle_info({_port, {:exit_status, _status}}, state) do
-    {:noreply, %{state | os_pid: nil, port: nil}}
-  end
-
   def handle_info(_msg, state), do: {:noreply, state}
 
   defp weed_bin do

@@ -147,49 +147,30 @@ pub fn seaweed() {
             .tempdir()
             .unwrap()
             .keep();
-        std::fs::create_dir_all(dir.join("data")).unwrap();
-        let identities = dir.join("identities.json");
-        std::fs::write(
-            &identities,
-            format!(
-                r#"{{"identities":[{{"name":"tester","credentials":[{{"accessKey":"{ACCESS_KEY}","secretKey":"{SECRET_KEY}"}}],"actions":["Admin","Read","List","Tagging","Write"]}}]}}"#
-            ),
-        )
-        .unwrap();
-        let args = [
-            "mini".to_string(),
-            format!("-dir={}", dir.join("data").display()),
-            "-ip=127.0.0.1".into(),
-            "-ip.bind=127.0.0.1".into(),
-            "-master.telemetry=false".into(),
-            format!("-s3.config={}", identities.display()),
-            format!("-s3.port={S3_PORT}"),
-            "-master.port=9433".into(),
-            "-volume.port=9440".into(),
-            "-filer.port=8988".into(),
-            "-admin.port=23746".into(),
-            "-s3.port.iceberg=0".into(),
-            "-s3.port.lance=0".into(),
-            "-webdav=false".into(),
-            "-admin.ui=false".into(),
-        ];
-        let watchdog = format!(
-            "\"$0\" \"$@\" >{log} 2>&1 & w=$!; while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; kill -9 $w",
-            log = dir.join("weed.log").display(),
-            pid = std::process::id()
-        );
-        // The watchdog lives as long as this process; it is never waited on.
-        #[allow(clippy::zombie_processes)]
-        Command::new("/bin/sh")
-            .arg("-c")
-            .arg(watchdog)
-            .arg(weed_bin())
-            .args(args)
+        // One launcher for the Rust and the Elixir suites (bin/seaweed):
+        // the same flags and identity file; its watchdog stops the server
+        // when this process exits. Other internal ports than the Elixir
+        // suite's server, so both can run at once.
+        let launcher = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../bin/seaweed");
+        let status = Command::new(launcher)
+            .arg(&dir)
+            .arg(S3_PORT.to_string())
+            .arg(ACCESS_KEY)
+            .arg(SECRET_KEY)
+            .arg(std::process::id().to_string())
+            .args([
+                "-master.port=9433",
+                "-volume.port=9440",
+                "-filer.port=8988",
+                "-admin.port=23746",
+            ])
+            .env("MICELIO_WEED_BIN", weed_bin())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("cannot start SeaweedFS");
+            .stderr(Stdio::inherit())
+            .status()
+            .expect("cannot run bin/seaweed");
+        assert!(status.success(), "bin/seaweed failed: {status}");
         // Its own thread: callers are inside a tokio runtime already.
         std::thread::spawn(move || wait_ready(&dir))
             .join()
