@@ -34,17 +34,39 @@ defmodule Micelio.Storage.Async do
         error
 
       guard ->
-        receive do
-          {^ref, result, retries} -> note_retries(retries, result)
-        after
-          timeout + @grace_ms ->
-            Native.task_cancel(guard)
+        {:done, result} = next(ref, guard, timeout + @grace_ms)
+        result
+    end
+  end
 
-            receive do
-              {^ref, result, retries} -> note_retries(retries, result)
-            after
-              0 -> {:error, :timeout}
-            end
+  @doc """
+  The next message of the engine task `ref`, the one place every wait on
+  the engine goes through (plain calls, transfers, streams):
+
+    * `{:message, msg}` for a message on the way: `{ref, :more}`,
+      `{ref, :progress, done, total}`, `{ref, :meta, meta}`,
+      `{ref, :chunk, binary}`;
+    * `{:done, result}` for the last one, `{ref, result, retries}` (the
+      retries are noted for telemetry);
+    * `{:done, {:error, :timeout}}` when nothing came within `wait_ms`:
+      the task is cancelled (a result that raced the cancel is taken).
+  """
+  @spec next(reference(), term(), timeout()) :: {:message, tuple()} | {:done, term()}
+  def next(ref, guard, wait_ms) do
+    receive do
+      {^ref, :more} = msg -> {:message, msg}
+      {^ref, :progress, _done, _total} = msg -> {:message, msg}
+      {^ref, tag, _} = msg when tag in [:meta, :chunk] -> {:message, msg}
+      {^ref, result, retries} when is_integer(retries) -> {:done, note_retries(retries, result)}
+    after
+      wait_ms ->
+        Native.task_cancel(guard)
+
+        receive do
+          {^ref, result, retries} when is_integer(retries) ->
+            {:done, note_retries(retries, result)}
+        after
+          0 -> {:done, {:error, :timeout}}
         end
     end
   end

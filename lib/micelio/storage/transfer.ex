@@ -8,7 +8,7 @@ defmodule Micelio.Storage.Transfer do
   # retries}`. The engine bounds each step by the call's `:timeout`; the
   # wait here is only a backstop for an engine too busy to answer.
 
-  alias Micelio.Storage.{Chunks, Error, Handle, Native, Telemetry}
+  alias Micelio.Storage.{Async, Chunks, Error, Handle, Native, Telemetry}
 
   @grace_ms 1_000
 
@@ -68,21 +68,17 @@ defmodule Micelio.Storage.Transfer do
   end
 
   defp feed_loop(ref, guard, idle, progress, feeder, source) do
-    receive do
-      {^ref, :more} ->
+    case Async.next(ref, guard, 2 * idle + @grace_ms) do
+      {:message, {^ref, :more}} ->
         source = feed(feeder, source)
         feed_loop(ref, guard, idle, progress, feeder, source)
 
-      {^ref, :progress, done, total} ->
+      {:message, {^ref, :progress, done, total}} ->
         report(progress, done, total)
         feed_loop(ref, guard, idle, progress, feeder, source)
 
-      {^ref, result, _retries} ->
+      {:done, result} ->
         {result, source}
-    after
-      2 * idle + @grace_ms ->
-        Native.task_cancel(guard)
-        {{:error, :timeout}, source}
     end
   end
 
@@ -118,23 +114,19 @@ defmodule Micelio.Storage.Transfer do
   # counted (`{:ok, bytes}`, or `{:ok, value, bytes}` when the engine
   # answered a value).
   defp await(ref, guard, idle, progress, done) do
-    receive do
-      {^ref, :progress, done, total} ->
+    case Async.next(ref, guard, 2 * idle + @grace_ms) do
+      {:message, {^ref, :progress, done, total}} ->
         report(progress, done, total)
         await(ref, guard, idle, progress, done)
 
-      {^ref, :ok, _retries} ->
+      {:done, :ok} ->
         {:ok, done}
 
-      {^ref, {:ok, value}, _retries} ->
+      {:done, {:ok, value}} ->
         {:ok, {:ok, value}, done}
 
-      {^ref, result, _retries} ->
+      {:done, result} ->
         result
-    after
-      2 * idle + @grace_ms ->
-        Native.task_cancel(guard)
-        {:error, :timeout}
     end
   end
 
@@ -174,16 +166,10 @@ defmodule Micelio.Storage.Transfer do
           bytes: 0
         }
 
-        receive do
-          {^ref, :meta, _meta} ->
-            state
-
-          {^ref, {:error, reason}, _} ->
-            fail!(span, reason, key, false)
-        after
-          2 * idle + @grace_ms ->
-            Native.task_cancel(guard)
-            fail!(span, :timeout, key, false)
+        case Async.next(ref, guard, 2 * idle + @grace_ms) do
+          {:message, {^ref, :meta, _meta}} -> state
+          {:done, {:error, reason}} -> fail!(span, reason, key, false)
+          {:done, _unexpected} -> fail!(span, :closed, key, false)
         end
 
       {:error, reason} ->
@@ -194,20 +180,16 @@ defmodule Micelio.Storage.Transfer do
   defp next_chunk(%{done: true} = state), do: {:halt, state}
 
   defp next_chunk(%{ref: ref} = state) do
-    receive do
-      {^ref, :chunk, bin} ->
+    case Async.next(ref, state.guard, 2 * state.idle + @grace_ms) do
+      {:message, {^ref, :chunk, bin}} ->
         Native.stream_demand(state.reader, 1)
         {[bin], %{state | bytes: state.bytes + byte_size(bin)}}
 
-      {^ref, :ok, _retries} ->
+      {:done, :ok} ->
         {:halt, %{state | done: true}}
 
-      {^ref, {:error, reason}, _retries} ->
+      {:done, {:error, reason}} ->
         fail!(state.span, reason, state.key, true)
-    after
-      2 * state.idle + @grace_ms ->
-        Native.task_cancel(state.guard)
-        fail!(state.span, :timeout, state.key, true)
     end
   end
 
