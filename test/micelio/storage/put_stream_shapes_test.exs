@@ -7,7 +7,7 @@ defmodule Micelio.Storage.PutStreamShapesTest do
 
   alias Micelio.Storage
   alias Micelio.Storage.Test.{Seaweed, Tmp}
-  alias Micelio.Storage.Test.Enumerables.{LastHalts, SuspendsItself}
+  alias Micelio.Storage.Test.Enumerables.LastInFinal
 
   defp shapes(file) do
     [
@@ -39,8 +39,8 @@ defmodule Micelio.Storage.PutStreamShapesTest do
       zip: Stream.zip(["a", "b", "c"], ["1", "2"]) |> Stream.map(fn {x, y} -> [x, y] end),
       file_cut_short: File.stream!(file, [], 4) |> Stream.take(2),
       large_take: Stream.take(Stream.repeatedly(fn -> :binary.copy("z", 300_000) end), 4),
-      last_halts: %LastHalts{items: ["h1", "h2", "h3"]},
-      done_with_element: %SuspendsItself{items: ["s1", "s2"]}
+      last_halts: %LastInFinal{items: ["h1", "h2", "h3"], final: :halted},
+      done_with_element: %LastInFinal{items: ["s1", "s2"], final: :done}
     ]
   end
 

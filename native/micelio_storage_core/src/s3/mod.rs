@@ -142,6 +142,17 @@ struct Answer<B = Bytes> {
     body: B,
 }
 
+impl Answer<Box<dyn BodyBuf>> {
+    /// The answer with its body as `Bytes`, for parsing.
+    fn into_bytes(self) -> Answer {
+        Answer {
+            status: self.status,
+            headers: self.headers,
+            body: self.body.into_bytes(),
+        }
+    }
+}
+
 /// Keys per DeleteObjects request: the API's limit.
 const DELETE_BATCH: usize = 1000;
 
@@ -688,11 +699,7 @@ impl S3Store {
                 method, path, query, headers, body, idempotent, vec_body, false, deadline,
             )
             .await?;
-        Ok(Answer {
-            status: ans.status,
-            headers: ans.headers,
-            body: ans.body.into_bytes(),
-        })
+        Ok(ans.into_bytes())
     }
 
     /// Like `send`, for requests whose success answer must be one whole
@@ -727,11 +734,7 @@ impl S3Store {
                 }
             })
             .await?;
-        Ok(Answer {
-            status: ans.status,
-            headers: ans.headers,
-            body: ans.body.into_bytes(),
-        })
+        Ok(ans.into_bytes())
     }
 
     /// Like `send`, reading the body into a buffer from `alloc`; a
