@@ -51,50 +51,17 @@ defmodule Micelio.Storage do
   The bang variants raise `Micelio.Storage.Error` with that reason.
   """
 
-  alias Micelio.Storage.{Error, Handle, ObjectOptions, Resolved, Sandbox, Store, Telemetry}
-
-  # The functions a store module defined with `use Micelio.Storage` gets:
-  # {name, arguments before the options, raises?}.
-  @named_api [
-    {:put, [:key, :content], false},
-    {:put!, [:key, :content], true},
-    {:put_if_none_match, [:key, :content], false},
-    {:put_if_none_match!, [:key, :content], true},
-    {:put_if_match, [:key, :content, :etag], false},
-    {:put_if_match!, [:key, :content, :etag], true},
-    {:get, [:key], false},
-    {:get!, [:key], true},
-    {:get_with_metadata, [:key], false},
-    {:get_with_metadata!, [:key], true},
-    {:head, [:key], false},
-    {:head!, [:key], true},
-    {:exists?, [:key], true},
-    {:delete, [:key], false},
-    {:delete!, [:key], true},
-    {:copy, [:source_key, :destination_key], false},
-    {:copy!, [:source_key, :destination_key], true},
-    {:delete_many, [:keys], false},
-    {:delete_many!, [:keys], true},
-    {:put_file, [:key, :path], false},
-    {:put_file!, [:key, :path], true},
-    {:put_stream, [:key, :enumerable], false},
-    {:put_stream!, [:key, :enumerable], true},
-    {:get_file, [:key, :path], false},
-    {:get_file!, [:key, :path], true},
-    {:stream, [:key], true},
-    {:stream!, [:key], true},
-    {:list_with_delimiter, [prefix: ""], false},
-    {:list_with_delimiter!, [prefix: ""], true},
-    {:stream_keys, [prefix: ""], true},
-    {:stream_keys!, [prefix: ""], true},
-    {:put_content_addressed, [:content], false},
-    {:put_content_addressed!, [:content], true},
-    {:public_url, [:key], false},
-    {:public_url!, [:key], true},
-    {:stats, [], false},
-    {:health, [], false},
-    {:open, [], false}
-  ]
+  alias Micelio.Storage.{
+    Error,
+    Handle,
+    Lookup,
+    Metadata,
+    ObjectOptions,
+    Presign,
+    Resolved,
+    Store,
+    Telemetry
+  }
 
   @doc """
   Turns a module into a named store with the whole API, configured under
@@ -122,96 +89,7 @@ defmodule Micelio.Storage do
   store modules, each with its own backend. Under `Micelio.Storage.Sandbox`,
   calls without options go to the current test's store.
   """
-  defmacro __using__(opts) do
-    otp_app = Keyword.fetch!(opts, :otp_app)
-
-    functions =
-      for {name, args, raising?} <- @named_api do
-        # An argument is a name, or `{name, default}` (the facade's default).
-        vars =
-          Enum.map(args, fn
-            {arg, _} -> Macro.var(arg, nil)
-            arg -> Macro.var(arg, nil)
-          end)
-
-        params =
-          Enum.map(args, fn
-            {arg, default} -> quote(do: unquote(Macro.var(arg, nil)) \\ unquote(default))
-            arg -> Macro.var(arg, nil)
-          end)
-
-        quote do
-          @doc "See `Micelio.Storage.#{unquote(name)}/#{unquote(length(args) + 1)}`."
-          def unquote(name)(unquote_splicing(params), opts \\ []) do
-            Micelio.Storage.NamedStore.call(
-              __MODULE__,
-              unquote(name),
-              [unquote_splicing(vars)],
-              opts,
-              unquote(raising?)
-            )
-          end
-        end
-      end
-
-    quote do
-      @behaviour Micelio.Storage.NamedStore
-
-      @doc false
-      def __micelio_storage__(:otp_app), do: unquote(otp_app)
-
-      @doc "Adjusts the configuration at runtime; see `Micelio.Storage.NamedStore`."
-      @impl Micelio.Storage.NamedStore
-      def init(_context, config), do: {:ok, config}
-      defoverridable init: 2
-
-      @doc "The child spec: builds the store when the supervisor starts."
-      def child_spec(opts), do: Micelio.Storage.NamedStore.child_spec(__MODULE__, opts)
-
-      @doc "Starts the store (usually through `child_spec/1`)."
-      def start_link(opts \\ []), do: Micelio.Storage.NamedStore.start_link(__MODULE__, opts)
-
-      @doc "The store's configuration: its app config after `init/2`."
-      def config, do: Micelio.Storage.NamedStore.config(__MODULE__)
-
-      @doc "See `Micelio.Storage.list/2`."
-      def list(prefix \\ "", opts \\ []),
-        do: Micelio.Storage.NamedStore.call(__MODULE__, :list, [prefix], opts, false)
-
-      @doc "See `Micelio.Storage.list!/2`."
-      def list!(prefix \\ "", opts \\ []),
-        do: Micelio.Storage.NamedStore.call(__MODULE__, :list!, [prefix], opts, true)
-
-      @doc "See `Micelio.Storage.presigned_url/2`."
-      def presigned_url(key, opts \\ []) do
-        {presign, storage} = Micelio.Storage.split_presign_options(opts)
-
-        with {:ok, handle} <-
-               Micelio.Storage.presign_handle(
-                 __MODULE__,
-                 storage,
-                 &Micelio.Storage.NamedStore.handle(__MODULE__, &1)
-               ),
-             do: Micelio.Storage.presigned_url(key, [{:storage, handle} | presign])
-      end
-
-      @doc "See `Micelio.Storage.S3.abort_incomplete_uploads/2`."
-      def abort_incomplete_uploads(prefix \\ "", opts \\ [])
-
-      def abort_incomplete_uploads(prefix, opts) when is_list(opts) do
-        {own, storage} =
-          if Keyword.keyword?(opts), do: Keyword.split(opts, [:older_than]), else: {[], opts}
-
-        with {:ok, handle} <- Micelio.Storage.NamedStore.handle(__MODULE__, storage),
-             do: Micelio.Storage.S3.abort_incomplete_uploads(prefix, [{:storage, handle} | own])
-      end
-
-      def abort_incomplete_uploads(prefix, opts),
-        do: Micelio.Storage.S3.abort_incomplete_uploads(prefix, opts)
-
-      unquote_splicing(functions)
-    end
-  end
+  defmacro __using__(opts), do: Micelio.Storage.NamedStore.Functions.define(opts)
 
   @typedoc "A storage key: a relative `/`-separated path."
   @type key :: String.t()
@@ -243,17 +121,8 @@ defmodule Micelio.Storage do
           | {:checksum_mismatch, String.t(), String.t()}
           | {:panic, String.t()}
 
-  @typedoc "Object metadata returned by `head/2` (and with the content by `get_with_metadata/2`)."
-  @type metadata :: %{
-          size: non_neg_integer(),
-          etag: String.t(),
-          last_modified: DateTime.t(),
-          content_type: String.t() | nil,
-          cache_control: String.t() | nil,
-          content_disposition: String.t() | nil,
-          content_encoding: String.t() | nil,
-          metadata: %{optional(String.t()) => String.t()}
-        }
+  @typedoc "Object metadata returned by `head/2` (and with the content by `get_with_metadata/2`); see `Micelio.Storage.Metadata`."
+  @type metadata :: Micelio.Storage.Metadata.t()
 
   @doc """
   Stores `content` (any iodata) under `key`, replacing what was there.
@@ -313,7 +182,7 @@ defmodule Micelio.Storage do
     {object, opts} = ObjectOptions.split(opts)
 
     with {:ok, attrs} <- ObjectOptions.attributes(object),
-         {:ok, opts} <- storage(object, opts) do
+         {:ok, opts} <- Lookup.storage(object, opts) do
       run(
         op,
         key,
@@ -326,26 +195,6 @@ defmodule Micelio.Storage do
         end,
         fn _ -> content_size(content) end
       )
-    end
-  end
-
-  # The storage side of a call: a handle given as `storage:`, or the rest
-  # of the options.
-  defp storage(object, opts) do
-    case Keyword.fetch(object, :storage) do
-      :error ->
-        {:ok, opts}
-
-      {:ok, %Handle{} = handle} when opts == [] ->
-        {:ok, handle}
-
-      {:ok, %Handle{}} ->
-        {:error, {:invalid_config, :storage, "a handle takes no other storage options"}}
-
-      {:ok, other} ->
-        {:error,
-         {:invalid_config, :storage,
-          "expected a handle, got #{Micelio.Storage.Config.shape(other)}"}}
     end
   end
 
@@ -387,11 +236,11 @@ defmodule Micelio.Storage do
   def get(key, opts) when is_binary(key) and is_list(opts) do
     case ObjectOptions.split(opts) do
       {[], opts} ->
-        with {:ok, handle} <- resolve(opts), do: get(key, handle)
+        with {:ok, handle} <- Lookup.handle(opts), do: get(key, handle)
 
       {object, opts} ->
         with {:ok, range} <- ObjectOptions.range(object),
-             {:ok, opts} <- storage(object, opts) do
+             {:ok, opts} <- Lookup.storage(object, opts) do
           run(
             :get,
             key,
@@ -404,7 +253,7 @@ defmodule Micelio.Storage do
   end
 
   def get(key, opts) when is_binary(key) do
-    with {:ok, handle} <- resolve(opts), do: get(key, handle)
+    with {:ok, handle} <- Lookup.handle(opts), do: get(key, handle)
   end
 
   def get(key, _opts), do: {:error, {:invalid_key, key}}
@@ -430,7 +279,7 @@ defmodule Micelio.Storage do
     {object, opts} = ObjectOptions.split(opts)
 
     with {:ok, range} <- ObjectOptions.range(object),
-         {:ok, opts} <- storage(object, opts) do
+         {:ok, opts} <- Lookup.storage(object, opts) do
       read_with_metadata(key, opts, range)
     end
   end
@@ -438,7 +287,7 @@ defmodule Micelio.Storage do
   defp read_with_metadata(key, opts, range) do
     read = fn
       handle when range != nil ->
-        observed(
+        Telemetry.observe(
           :get_with_metadata,
           key,
           handle,
@@ -454,7 +303,7 @@ defmodule Micelio.Storage do
 
     with_handle(key, opts, fn handle ->
       case read.(handle) do
-        {:ok, content, meta} -> {:ok, Map.put(metadata(meta), :content, content)}
+        {:ok, content, meta} -> {:ok, Map.put(Metadata.from_native(meta), :content, content)}
         error -> error
       end
     end)
@@ -471,7 +320,7 @@ defmodule Micelio.Storage do
   def head(key, opts \\ []) do
     run(:head, key, opts, fn handle ->
       case Store.run(handle, {:head, key}) do
-        {:ok, meta} -> {:ok, metadata(meta)}
+        {:ok, meta} -> {:ok, Metadata.from_native(meta)}
         error -> error
       end
     end)
@@ -494,7 +343,7 @@ defmodule Micelio.Storage do
     case head(key, opts) do
       {:ok, _} -> true
       {:error, :not_found} -> false
-      {:error, reason} -> raise error(reason, :exists?, key, opts)
+      {:error, reason} -> Error.unwrap!({:error, reason}, :exists?, key, opts)
     end
   end
 
@@ -512,8 +361,9 @@ defmodule Micelio.Storage do
   def list(prefix \\ "", opts \\ [])
 
   def list(prefix, opts) when is_binary(prefix) do
-    with {:ok, handle} <- resolve(opts),
-         do: observed(:list, prefix, handle, fn -> Store.run(handle, {:list, prefix}) end)
+    with {:ok, handle} <- Lookup.handle(opts),
+         do:
+           Telemetry.observe(:list, prefix, handle, fn -> Store.run(handle, {:list, prefix}) end)
   end
 
   def list(prefix, _opts), do: {:error, {:invalid_prefix, prefix}}
@@ -559,8 +409,8 @@ defmodule Micelio.Storage do
   def copy(source_key, destination_key, opts \\ [])
 
   def copy(source, destination, opts) when is_binary(source) and is_binary(destination) do
-    with {:ok, handle} <- resolve(opts) do
-      observed(:copy, source, handle, fn ->
+    with {:ok, handle} <- Lookup.handle(opts) do
+      Telemetry.observe(:copy, source, handle, fn ->
         case Store.run(handle, {:copy, source, destination, handle.config.durable}) do
           :ok -> {:moved, copied_bytes(handle, destination), {:ok, destination}}
           error -> error
@@ -580,7 +430,7 @@ defmodule Micelio.Storage do
   defp copied_bytes(handle, destination) do
     with true <- Telemetry.enabled?(),
          {:ok, meta} <- Store.run(handle, {:head, destination}) do
-      metadata(meta).size
+      Metadata.from_native(meta).size
     else
       _ -> 0
     end
@@ -609,8 +459,8 @@ defmodule Micelio.Storage do
   def delete_many(keys, opts) when is_list(keys) do
     case Enum.find(keys, &(not is_binary(&1))) do
       nil ->
-        with {:ok, handle} <- resolve(opts) do
-          observed(:delete_many, nil, handle, fn ->
+        with {:ok, handle} <- Lookup.handle(opts) do
+          Telemetry.observe(:delete_many, nil, handle, fn ->
             Store.run(handle, {:delete_many, keys, handle.config.durable})
           end)
         end
@@ -659,7 +509,9 @@ defmodule Micelio.Storage do
   def presigned_url(key, opts \\ [])
 
   def presigned_url(key, opts) when is_binary(key) and is_list(opts) do
-    if Keyword.keyword?(opts), do: presign(key, opts), else: {:error, not_keyword(opts)}
+    if Keyword.keyword?(opts),
+      do: Presign.url(key, opts),
+      else: {:error, Presign.not_keyword(opts)}
   end
 
   def presigned_url(key, opts) when is_binary(key),
@@ -670,117 +522,40 @@ defmodule Micelio.Storage do
 
   def presigned_url(key, _opts), do: {:error, {:invalid_key, key}}
 
-  defp not_keyword(opts) do
-    got =
-      if Micelio.Storage.Config.proper_list?(opts),
-        do: "a list with other entries",
-        else: "an improper list"
-
-    {:invalid_config, :options, "expected a keyword list, got #{got}"}
-  end
-
-  @doc false
-  # Splits presigning options from storage options (for store modules).
-  def split_presign_options(opts) when is_list(opts) do
-    if Keyword.keyword?(opts), do: split_presign_keyword(opts), else: {[], opts}
-  end
-
-  def split_presign_options(opts), do: {[], opts}
-
-  defp split_presign_keyword(opts),
-    do:
-      Keyword.split(opts, [
-        :method,
-        :expires_in,
-        :datetime,
-        :content_type,
-        :response_content_type,
-        :response_content_disposition
-      ])
-
-  defp presign(key, opts) do
-    {presign, storage_opts} = split_presign_options(opts)
-    expires_in = Keyword.get(presign, :expires_in, 3600)
-
-    storage =
-      case Keyword.pop(storage_opts, :storage) do
-        {%Handle{} = handle, _} ->
-          {:ok, handle}
-
-        {nil, storage_opts} ->
-          presign_handle(Micelio.Storage, storage_opts, &resolve(Keyword.put(&1, :backend, :s3)))
-
-        {_other, _} ->
-          {:error, {:invalid_config, :storage, "expected a handle"}}
-      end
-
-    with {:ok, method} <- presign_method(Keyword.get(presign, :method, :get)),
-         :ok <- check_expiry(expires_in),
-         {:ok, handle} <- storage,
-         {:ok, unix} <- presign_time(Keyword.get(presign, :datetime)) do
-      # Runs on the I/O runtime: temporary credentials may need fetching.
-      observed(:presigned_url, key, handle, fn ->
-        headers =
-          {presign[:content_type], presign[:response_content_type],
-           presign[:response_content_disposition]}
-
-        Store.run(handle, {:presigned_url, key, method, expires_in, unix, headers})
-      end)
-    end
-  end
-
-  # No :datetime: the engine signs with now on the server's clock (it
-  # corrects a skew the server told it of).
-  defp presign_time(nil), do: {:ok, nil}
-  defp presign_time(datetime), do: Micelio.Storage.S3.unix_time(datetime)
-
-  defp presign_method(m) when m in [:get, :put, :head, :delete],
-    do: {:ok, m |> Atom.to_string() |> String.upcase()}
-
-  defp presign_method(m),
-    do:
-      {:error,
-       {:invalid_config, :method, "expected :get, :put, :head or :delete, got #{inspect(m)}"}}
-
-  defp check_expiry(s) when is_integer(s) and s in 1..604_800, do: :ok
-
-  defp check_expiry(s),
-    do: {:error, {:invalid_config, :expires_in, "expected 1..604800 seconds, got #{inspect(s)}"}}
-
   @doc "Like `put/3`, but returns the key or raises `Micelio.Storage.Error`."
   @spec put!(key, iodata, opts) :: key
-  def put!(key, content, opts \\ []), do: bang(put(key, content, opts), :put, key, opts)
+  def put!(key, content, opts \\ []), do: Error.unwrap!(put(key, content, opts), :put, key, opts)
 
   @doc "Like `put_if_none_match/3`, but returns the key or raises `Micelio.Storage.Error`."
   @spec put_if_none_match!(key, iodata, opts) :: key
   def put_if_none_match!(key, content, opts \\ []),
-    do: bang(put_if_none_match(key, content, opts), :put_if_none_match, key, opts)
+    do: Error.unwrap!(put_if_none_match(key, content, opts), :put_if_none_match, key, opts)
 
   @doc "Like `put_if_match/4`, but returns the key or raises `Micelio.Storage.Error`."
   @spec put_if_match!(key, iodata, String.t(), opts) :: key
   def put_if_match!(key, content, etag, opts \\ []),
-    do: bang(put_if_match(key, content, etag, opts), :put_if_match, key, opts)
+    do: Error.unwrap!(put_if_match(key, content, etag, opts), :put_if_match, key, opts)
 
   @doc "Like `get/2`, but returns the content or raises `Micelio.Storage.Error`."
   @spec get!(key, opts) :: binary
-  def get!(key, opts \\ []), do: bang(get(key, opts), :get, key, opts)
+  def get!(key, opts \\ []), do: Error.unwrap!(get(key, opts), :get, key, opts)
 
   @doc "Like `get_with_metadata/2`, but returns the map or raises `Micelio.Storage.Error`."
   @spec get_with_metadata!(key, opts) :: map
   def get_with_metadata!(key, opts \\ []),
-    do: bang(get_with_metadata(key, opts), :get_with_metadata, key, opts)
+    do: Error.unwrap!(get_with_metadata(key, opts), :get_with_metadata, key, opts)
 
   @doc "Like `head/2`, but returns the metadata or raises `Micelio.Storage.Error`."
   @spec head!(key, opts) :: metadata
-  def head!(key, opts \\ []), do: bang(head(key, opts), :head, key, opts)
+  def head!(key, opts \\ []), do: Error.unwrap!(head(key, opts), :head, key, opts)
 
   @doc "Like `list/2`, but returns the keys or raises `Micelio.Storage.Error`."
   @spec list!(String.t(), opts) :: [key]
-  def list!(prefix \\ "", opts \\ []), do: bang(list(prefix, opts), :list, prefix, opts)
+  def list!(prefix \\ "", opts \\ []), do: Error.unwrap!(list(prefix, opts), :list, prefix, opts)
 
   @doc "Like `delete/2`, but returns the key or raises `Micelio.Storage.Error`."
   @spec delete!(key, opts) :: key
-  def delete!(key, opts \\ []), do: bang(delete(key, opts), :delete, key, opts)
+  def delete!(key, opts \\ []), do: Error.unwrap!(delete(key, opts), :delete, key, opts)
 
   @doc """
   Like `copy/3`, but returns the destination key or raises `Micelio.Storage.Error`.
@@ -791,7 +566,7 @@ defmodule Micelio.Storage do
   """
   @spec copy!(key, key, opts) :: key
   def copy!(source_key, destination_key, opts \\ []),
-    do: bang(copy(source_key, destination_key, opts), :copy, source_key, opts)
+    do: Error.unwrap!(copy(source_key, destination_key, opts), :copy, source_key, opts)
 
   @doc """
   Like `delete_many/2`, but returns the deleted keys or raises
@@ -803,39 +578,22 @@ defmodule Micelio.Storage do
       ["dm/a"]
   """
   @spec delete_many!([key], opts) :: [key]
-  def delete_many!(keys, opts \\ []), do: bang(delete_many(keys, opts), :delete_many, nil, opts)
-
-  defp bang({:ok, value}, _op, _key, _opts), do: value
-  defp bang({:error, reason}, op, key, opts), do: raise(error(reason, op, key, opts))
-
-  # I/O errors name the root directory they happened under.
-  defp error({:io, _} = reason, op, key, opts),
-    do: %Error{reason: reason, operation: op, key: key, root: local_root(opts)}
-
-  defp error(reason, op, key, _opts), do: %Error{reason: reason, operation: op, key: key}
-
-  defp local_root(%Handle{config: config}), do: config[:local_path]
-
-  defp local_root(opts) do
-    case Micelio.Storage.Config.resolve(opts) do
-      {:ok, config} -> config[:local_path]
-      _ -> nil
-    end
-  end
+  def delete_many!(keys, opts \\ []),
+    do: Error.unwrap!(delete_many(keys, opts), :delete_many, nil, opts)
 
   # Resolves the handle, then runs `fun` on it inside the operation's
   # telemetry events (when :telemetry is loaded).
   defp run(op, key, opts, fun, bytes \\ fn _ -> 0 end)
 
   defp run(op, key, opts, fun, bytes) when is_binary(key) do
-    with {:ok, handle} <- resolve(opts),
-         do: observed(op, key, handle, fn -> fun.(handle) end, bytes)
+    with {:ok, handle} <- Lookup.handle(opts),
+         do: Telemetry.observe(op, key, handle, fn -> fun.(handle) end, bytes)
   end
 
   defp run(_op, key, _opts, _fun, _bytes), do: {:error, {:invalid_key, key}}
 
   defp with_handle(key, opts, fun) when is_binary(key) do
-    with {:ok, handle} <- resolve(opts), do: fun.(handle)
+    with {:ok, handle} <- Lookup.handle(opts), do: fun.(handle)
   end
 
   defp with_handle(key, _opts, _fun), do: {:error, {:invalid_key, key}}
@@ -844,62 +602,6 @@ defmodule Micelio.Storage do
     if Telemetry.enabled?(),
       do: Telemetry.below_ram(op, handle, key, with_meta),
       else: Store.below_ram(handle, key, with_meta)
-  end
-
-  defp observed(op, key, handle, fun, bytes \\ fn _ -> 0 end) do
-    if Telemetry.enabled?(),
-      do: Telemetry.span(op, handle, key, fun, bytes),
-      else: Telemetry.unwrap(fun.())
-  end
-
-  defp resolve(%Handle{} = handle), do: {:ok, handle}
-
-  # Calls without options are the ones a sandbox isolates.
-  defp resolve([]) do
-    case Sandbox.lookup() do
-      :off -> Resolved.fetch_plain()
-      sandboxed -> sandboxed
-    end
-  end
-
-  # A handle given as `storage:` (named stores pass one beside per-call
-  # options) is used as is.
-  defp resolve(opts) when is_list(opts) do
-    with :ok <- Micelio.Storage.Config.check_proper(opts), do: resolve_proper(opts)
-  end
-
-  defp resolve(opts), do: Resolved.fetch(opts)
-
-  defp resolve_proper(opts) do
-    case Keyword.pop(opts, :storage) do
-      {nil, opts} -> sandboxed_or_resolved(Micelio.Storage, opts)
-      {%Handle{} = handle, []} -> {:ok, handle}
-      {other, rest} -> storage([storage: other], rest)
-    end
-  end
-
-  # Under the sandbox, options that only shape the call (timeout, durable)
-  # keep it in the test's store; any other setting picks a store.
-  defp sandboxed_or_resolved(name, opts) do
-    case Sandbox.lookup_with(name, opts) do
-      :off -> Resolved.fetch(opts)
-      sandboxed -> sandboxed
-    end
-  end
-
-  @doc false
-  # The handle a presigned URL of store `name` is signed with: under the
-  # sandbox, its presigning configuration (no server needed) unless the
-  # options pick a store.
-  def presign_handle(name, storage_opts, resolve) do
-    only_call_settings? =
-      Enum.all?(storage_opts, &match?({key, _} when key in [:timeout, :durable], &1))
-
-    case only_call_settings? and Sandbox.presign_handle() do
-      {:ok, handle} -> {:ok, %{handle | name: name}}
-      {:error, _} = error -> error
-      _off -> resolve.(storage_opts)
-    end
   end
 
   @doc """
@@ -934,7 +636,29 @@ defmodule Micelio.Storage do
 
   def open(%Handle{} = handle), do: {:ok, handle}
 
-  def open(opts), do: resolve(opts)
+  def open(opts), do: Lookup.handle(opts)
+
+  @doc """
+  What the store does beyond the operations every backend has (get, head,
+  the puts, delete, list, copy, streams and files), as the backend
+  declares it:
+
+  - `presigned_urls`: `presigned_url/2` works;
+  - `public_urls`: `public_url/2` names a URL a browser can fetch;
+  - `incomplete_uploads`: multipart uploads left behind can be listed and
+    aborted (`Micelio.Storage.S3.abort_incomplete_uploads/2`);
+  - `server_side_copy`: `copy/3` moves no bytes through the BEAM;
+  - `read_cache`: reads are served from a cache in front of the store.
+
+      iex> Micelio.Storage.capabilities(backend: :memory)
+      {:ok, %{presigned_urls: false, public_urls: false, incomplete_uploads: false,
+              server_side_copy: true, read_cache: false}}
+  """
+  @spec capabilities(opts) :: {:ok, %{atom() => boolean()}} | {:error, reason}
+  def capabilities(opts \\ []) do
+    with {:ok, %Handle{store: store}} <- Lookup.handle(opts),
+         do: {:ok, Micelio.Storage.Native.store_capabilities(store)}
+  end
 
   @doc """
   The counters of each tier of a tiered store: hits, misses, bytes and
@@ -972,28 +696,13 @@ defmodule Micelio.Storage do
   """
   @spec health(opts) :: :ok | {:error, reason}
   def health(opts \\ []) do
-    with {:ok, handle} <- resolve(opts),
-         do: observed(:health, nil, handle, fn -> Store.run(handle, {:health}) end)
+    with {:ok, handle} <- Lookup.handle(opts),
+         do: Telemetry.observe(:health, nil, handle, fn -> Store.run(handle, {:health}) end)
   end
 
   defp read_size({:ok, bin}) when is_binary(bin), do: byte_size(bin)
   defp read_size({:ok, bin, _meta}) when is_binary(bin), do: byte_size(bin)
   defp read_size(_), do: 0
-
-  @doc false
-  # The metadata map of the engine's tuple.
-  def metadata({size, etag, modified_ns, type, cache, disposition, encoding, pairs}) do
-    %{
-      size: size,
-      etag: etag,
-      last_modified: DateTime.from_unix!(modified_ns, :nanosecond),
-      content_type: type,
-      cache_control: cache,
-      content_disposition: disposition,
-      content_encoding: encoding,
-      metadata: Map.new(pairs)
-    }
-  end
 
   @doc """
   Uploads the file at `path` under `key` without reading it into memory.
@@ -1083,7 +792,7 @@ defmodule Micelio.Storage do
     transfer(:get_file, key, opts, fn handle, _attrs, xfer ->
       case Micelio.Storage.Transfer.get_file(handle, key, path, xfer) do
         {:ok, meta} ->
-          meta = metadata(meta)
+          meta = Metadata.from_native(meta)
           {:moved, meta.size, {:ok, meta}}
 
         error ->
@@ -1124,13 +833,19 @@ defmodule Micelio.Storage do
       with true <- is_binary(key) || {:error, {:invalid_key, key}},
            {:ok, range} <- ObjectOptions.range(object),
            {:ok, limit} <- ObjectOptions.transfer_timeout(object),
-           {:ok, storage_opts} <- storage(object, storage_opts),
-           {:ok, handle} <- resolve(storage_opts),
+           {:ok, storage_opts} <- Lookup.storage(object, storage_opts),
+           {:ok, handle} <- Lookup.handle(storage_opts),
            do: {:ok, handle, range, limit}
 
     case setup do
       {:ok, handle, range, limit} ->
-        Micelio.Storage.Transfer.stream(handle, key, range, %{limit: limit}, &metadata/1)
+        Micelio.Storage.Transfer.stream(
+          handle,
+          key,
+          range,
+          %{limit: limit},
+          &Metadata.from_native/1
+        )
 
       {:error, reason} ->
         raise Error, reason: reason, operation: :stream, key: key
@@ -1176,7 +891,7 @@ defmodule Micelio.Storage do
   @doc "Like `list_with_delimiter/2`, but returns the map or raises `Micelio.Storage.Error`."
   @spec list_with_delimiter!(String.t(), opts) :: %{keys: [key], prefixes: [String.t()]}
   def list_with_delimiter!(prefix \\ "", opts \\ []),
-    do: bang(list_with_delimiter(prefix, opts), :list_with_delimiter, prefix, opts)
+    do: Error.unwrap!(list_with_delimiter(prefix, opts), :list_with_delimiter, prefix, opts)
 
   @doc ~S"""
   A lazy stream of every key under `prefix`, in `list/2`'s order, fetched a
@@ -1231,7 +946,7 @@ defmodule Micelio.Storage do
   # The handle is resolved once, when enumeration begins, and serves every
   # page.
   defp open_key_stream(prefix, opts) do
-    case resolve(opts) do
+    case Lookup.handle(opts) do
       {:ok, handle} ->
         %{
           handle: handle,
@@ -1295,7 +1010,7 @@ defmodule Micelio.Storage do
   @spec put_content_addressed!(iodata | {:file, Path.t()} | {:stream, Enumerable.t()}, opts) ::
           key
   def put_content_addressed!(content, opts \\ []),
-    do: bang(put_content_addressed(content, opts), :put_content_addressed, nil, opts)
+    do: Error.unwrap!(put_content_addressed(content, opts), :put_content_addressed, nil, opts)
 
   @doc """
   The URL a browser can fetch `key` at without credentials: the CDN's
@@ -1315,42 +1030,23 @@ defmodule Micelio.Storage do
 
   @doc "Like `public_url/2`, but returns the URL or raises `Micelio.Storage.Error`."
   @spec public_url!(key, opts) :: String.t()
-  def public_url!(key, opts \\ []), do: bang(public_url(key, opts), :public_url, key, opts)
+  def public_url!(key, opts \\ []),
+    do: Error.unwrap!(public_url(key, opts), :public_url, key, opts)
 
   @doc "Like `put_file/3`, but returns the key or raises `Micelio.Storage.Error`."
   @spec put_file!(key, Path.t(), opts) :: key
   def put_file!(key, path, opts \\ []),
-    do: bang_file(put_file(key, path, opts), :put_file, key, opts, path)
+    do: Error.unwrap_file!(put_file(key, path, opts), :put_file, key, opts, path)
 
   @doc "Like `put_stream/3`, but returns the key or raises `Micelio.Storage.Error`."
   @spec put_stream!(key, Enumerable.t(), opts) :: key
   def put_stream!(key, enumerable, opts \\ []),
-    do: bang(put_stream(key, enumerable, opts), :put_stream, key, opts)
+    do: Error.unwrap!(put_stream(key, enumerable, opts), :put_stream, key, opts)
 
   @doc "Like `get_file/3`, but returns the metadata or raises `Micelio.Storage.Error`."
   @spec get_file!(key, Path.t(), opts) :: metadata
   def get_file!(key, path, opts \\ []),
-    do: bang_file(get_file(key, path, opts), :get_file, key, opts, path)
-
-  # An I/O error of a transfer names the caller's file when that file is
-  # the cause: a put_file source that cannot be read, a get_file
-  # destination whose directory cannot be written. Otherwise the store's.
-  defp bang_file({:error, {:io, _} = reason}, op, key, opts, path) when is_binary(path) do
-    if file_at_fault?(op, path),
-      do: raise(%Error{reason: reason, operation: op, key: key, path: path}),
-      else: bang({:error, reason}, op, key, opts)
-  end
-
-  defp bang_file(result, op, key, opts, _path), do: bang(result, op, key, opts)
-
-  defp file_at_fault?(:put_file, path), do: match?({:error, _}, File.open(path, [:read], & &1))
-
-  defp file_at_fault?(:get_file, path) do
-    dir = Path.dirname(path)
-
-    not File.dir?(dir) or
-      match?({:ok, %{access: access}} when access in [:read, :none], File.stat(dir))
-  end
+    do: Error.unwrap_file!(get_file(key, path, opts), :get_file, key, opts, path)
 
   # A transfer: object options split off, the handle resolved, inside the
   # operation's telemetry span.
@@ -1360,7 +1056,7 @@ defmodule Micelio.Storage do
     with {:ok, attrs} <- ObjectOptions.attributes(object),
          {:ok, progress} <- ObjectOptions.progress(object),
          {:ok, limit} <- ObjectOptions.transfer_timeout(object),
-         {:ok, opts} <- storage(object, opts) do
+         {:ok, opts} <- Lookup.storage(object, opts) do
       run(op, key, opts, fn handle -> fun.(handle, attrs, %{progress: progress, limit: limit}) end)
     end
   end

@@ -134,4 +134,49 @@ defmodule Micelio.Storage.Error do
   def describe({:credentials, reason}), do: "cannot get S3 credentials: #{reason}"
   def describe({:panic, msg}), do: "internal error (Rust panic): #{msg}"
   def describe(other), do: inspect(other)
+
+  @doc false
+  # The value of `{:ok, value}`, or raises this exception for the reason of
+  # `{:error, reason}`, naming the operation and key (and for I/O errors
+  # the store's root directory).
+  def unwrap!({:ok, value}, _op, _key, _opts), do: value
+
+  def unwrap!({:error, reason}, op, key, opts), do: raise(exception_for(reason, op, key, opts))
+
+  @doc false
+  # As `unwrap!/4` for a transfer: an I/O error names the caller's file
+  # when that file is the cause (a put_file source that cannot be read, a
+  # get_file destination whose directory cannot be written), else the
+  # store's root.
+  def unwrap_file!({:error, {:io, _} = reason}, op, key, opts, path) when is_binary(path) do
+    if file_at_fault?(op, path),
+      do: raise(%__MODULE__{reason: reason, operation: op, key: key, path: path}),
+      else: unwrap!({:error, reason}, op, key, opts)
+  end
+
+  def unwrap_file!(result, op, key, opts, _path), do: unwrap!(result, op, key, opts)
+
+  defp exception_for({:io, _} = reason, op, key, opts),
+    do: %__MODULE__{reason: reason, operation: op, key: key, root: local_root(opts)}
+
+  defp exception_for(reason, op, key, _opts),
+    do: %__MODULE__{reason: reason, operation: op, key: key}
+
+  defp local_root(%Micelio.Storage.Handle{config: config}), do: config[:local_path]
+
+  defp local_root(opts) do
+    case Micelio.Storage.Config.resolve(opts) do
+      {:ok, config} -> config[:local_path]
+      _ -> nil
+    end
+  end
+
+  defp file_at_fault?(:put_file, path), do: match?({:error, _}, File.open(path, [:read], & &1))
+
+  defp file_at_fault?(:get_file, path) do
+    dir = Path.dirname(path)
+
+    not File.dir?(dir) or
+      match?({:ok, %{access: access}} when access in [:read, :none], File.stat(dir))
+  end
 end

@@ -24,6 +24,7 @@ defmodule Micelio.Storage.Native do
   def store_get_cached(_store, _key, _with_meta), do: nif_error()
   def store_get_disk(_store, _key, _with_meta), do: nif_error()
   def store_stats(_store), do: nif_error()
+  def store_capabilities(_store), do: nif_error()
 
   # Transfers larger than memory.
   def store_put_file(_store, _ref, _key, _path, _attrs, _durable, _idle, _limit, _progress),

@@ -146,6 +146,15 @@ defmodule Micelio.Storage.Telemetry do
   defp remote_tier(_handle), do: :origin
 
   @doc false
+  # Runs `fun` inside the operation's telemetry span when :telemetry is
+  # loaded; otherwise just runs it.
+  def observe(operation, key, handle, fun, bytes \\ fn _ -> 0 end) do
+    if enabled?(),
+      do: span(operation, handle, key, fun, bytes),
+      else: unwrap(fun.())
+  end
+
+  @doc false
   def body_bytes({:ok, body}) when is_binary(body), do: byte_size(body)
   def body_bytes({:ok, body, _meta}) when is_binary(body), do: byte_size(body)
   def body_bytes(_other), do: 0

@@ -18,8 +18,8 @@ use crate::key::{Key, Prefix};
 use crate::object::{bare_etag, Body, Deadline, Object, ObjectMeta};
 use crate::settings::Settings;
 use crate::store::{
-    CopyOptions, DeleteOptions, GetOptions, HeadOptions, ListOptions, PutCondition, PutOptions,
-    Store,
+    Capabilities, CopyOptions, DeleteOptions, GetOptions, HeadOptions, ListOptions, PutCondition,
+    PutOptions, Store,
 };
 
 /// A store in RAM.
@@ -104,6 +104,13 @@ impl MemoryStore {
 impl Store for MemoryStore {
     fn backend(&self) -> &'static str {
         "memory"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            server_side_copy: true,
+            ..Capabilities::default()
+        }
     }
 
     // Every operation is a map access: done on the first poll.

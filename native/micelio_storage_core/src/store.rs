@@ -211,11 +211,35 @@ impl DeleteManyOutcome {
     }
 }
 
+/// What a backend does beyond the operations every store has (get, head,
+/// put and conditional puts, delete, list, copy, streams, files). The
+/// facade reports it (`Micelio.Storage.capabilities/1`) and the README's
+/// backend table is checked against it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Capabilities {
+    /// `presigned_url` grants access without credentials.
+    pub presigned_urls: bool,
+    /// `public_url` names a URL a browser can fetch.
+    pub public_urls: bool,
+    /// Multipart uploads left behind can be listed and aborted.
+    pub incomplete_uploads: bool,
+    /// `copy` happens on the server, without the bytes passing through us.
+    pub server_side_copy: bool,
+    /// Reads are served from a cache in front of the store.
+    pub read_cache: bool,
+}
+
 /// The contract every backend implements.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// The backend's name (`"local"`, `"s3"`, `"tiered"`).
     fn backend(&self) -> &'static str;
+
+    /// What this store does beyond the core operations; a backend that
+    /// adds one declares it here, and the defaults below say "not here".
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::default()
+    }
 
     /// True when the store's futures do blocking file I/O and complete on
     /// their first poll (see the module doc).

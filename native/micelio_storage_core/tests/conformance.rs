@@ -386,6 +386,8 @@ macro_rules! conformance {
 
 conformance!(local, support::local);
 conformance!(memory, support::memory);
+conformance!(skeleton, support::skeleton);
+conformance!(tiered_over_skeleton, support::tiered_skeleton);
 conformance!(tiered_over_local, support::tiered_local);
 conformance!(s3, support::s3);
 conformance!(tiered_over_s3, support::tiered_s3);

@@ -231,6 +231,29 @@ fn store_stats(env: Env, store: ResourceArc<StoreResource>) -> Term {
     })
 }
 
+/// What the store does beyond the core operations, as a map with atom keys
+/// (rustler encodes the struct field by field: no name is spelled twice).
+#[derive(rustler::NifMap)]
+struct CapabilitiesMap {
+    presigned_urls: bool,
+    public_urls: bool,
+    incomplete_uploads: bool,
+    server_side_copy: bool,
+    read_cache: bool,
+}
+
+#[rustler::nif]
+fn store_capabilities(store: ResourceArc<StoreResource>) -> CapabilitiesMap {
+    let c = store.0.store.capabilities();
+    CapabilitiesMap {
+        presigned_urls: c.presigned_urls,
+        public_urls: c.public_urls,
+        incomplete_uploads: c.incomplete_uploads,
+        server_side_copy: c.server_side_copy,
+        read_cache: c.read_cache,
+    }
+}
+
 /// Bytes the RAM tier charges against its budget now (ghost keys included).
 #[rustler::nif]
 fn store_memory_charged(store: ResourceArc<StoreResource>) -> u64 {

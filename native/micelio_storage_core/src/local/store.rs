@@ -1,6 +1,7 @@
 //! The local store under the `Store` contract.
 
 use super::*;
+use crate::store::Capabilities;
 
 /// The local store under the contract. Each operation is the blocking call
 /// above, run in place on a dirty scheduler or on the blocking pool from
@@ -9,6 +10,14 @@ use super::*;
 impl Store for LocalStore {
     fn backend(&self) -> &'static str {
         "local"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        // A copy is made on disk by the engine: no bytes reach the BEAM.
+        Capabilities {
+            server_side_copy: true,
+            ..Capabilities::default()
+        }
     }
 
     fn blocking(&self) -> bool {

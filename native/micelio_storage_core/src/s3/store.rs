@@ -11,8 +11,8 @@ use crate::http::headers::meta_from_headers;
 use crate::key::{Key, Prefix};
 use crate::object::{Deadline, Object, ObjectMeta};
 use crate::store::{
-    CopyOptions, DeleteManyOutcome, DeleteOptions, GetOptions, HeadOptions, ListOptions,
-    PresignOptions, PutOptions, Store,
+    Capabilities, CopyOptions, DeleteManyOutcome, DeleteOptions, GetOptions, HeadOptions,
+    ListOptions, PresignOptions, PutOptions, Store,
 };
 use crate::transfer::{ByteSource, ByteStream, Transfer};
 
@@ -23,6 +23,16 @@ use super::S3Store;
 impl Store for S3Store {
     fn backend(&self) -> &'static str {
         "s3"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            presigned_urls: true,
+            public_urls: true,
+            incomplete_uploads: true,
+            server_side_copy: true,
+            read_cache: false,
+        }
     }
 
     async fn get(

@@ -7,8 +7,8 @@ use crate::error::StoreError;
 use crate::key::{Key, Prefix};
 use crate::object::{Body, Deadline, Object, ObjectMeta};
 use crate::store::{
-    ByteRange, CopyOptions, DeleteManyOutcome, DeleteOptions, GetOptions, HeadOptions, ListOptions,
-    PresignOptions, PutOptions, Store,
+    ByteRange, Capabilities, CopyOptions, DeleteManyOutcome, DeleteOptions, GetOptions,
+    HeadOptions, ListOptions, PresignOptions, PutOptions, Store,
 };
 use crate::transfer::{self, ByteSource, ByteStream, Transfer};
 
@@ -21,6 +21,16 @@ use super::{TieredStore, Value};
 impl<V: Value> Store for TieredStore<V> {
     fn backend(&self) -> &'static str {
         "tiered"
+    }
+
+    /// The origin's, with the cache; a CDN adds public URLs.
+    fn capabilities(&self) -> Capabilities {
+        let origin = self.origin.capabilities();
+        Capabilities {
+            public_urls: origin.public_urls || self.cdn.is_some(),
+            read_cache: true,
+            ..origin
+        }
     }
 
     async fn get(

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod skeleton;
+
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, OnceLock};
@@ -50,6 +52,23 @@ fn cache_config(dir: &tempfile::TempDir) -> TieredConfig {
 pub fn memory() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(micelio_storage_core::memory::MemoryStore::new(256 << 20));
+    Fixture { store, _dir: dir }
+}
+
+/// The skeleton backend (tests/support/skeleton.rs): only the required
+/// operations, everything else from the contract's defaults.
+pub fn skeleton() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(skeleton::SkeletonStore::default());
+    Fixture { store, _dir: dir }
+}
+
+/// The skeleton as the origin of a tiered cache: a new backend gets the
+/// cache with no code of its own.
+pub fn tiered_skeleton() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let origin = Arc::new(skeleton::SkeletonStore::default());
+    let store = TieredStore::<bytes::Bytes>::new(cache_config(&dir), origin).unwrap();
     Fixture { store, _dir: dir }
 }
 
