@@ -1,3 +1,7 @@
+# Loaded here, not from lib/: the NIF compiler below uses it before this
+# project's own modules exist (see Mix.Tasks.Compile.MicelioCargo).
+Code.require_file("mix/precompiled.ex", __DIR__)
+
 defmodule MicelioStorage.MixProject do
   use Mix.Project
 
@@ -15,6 +19,7 @@ defmodule MicelioStorage.MixProject do
       aliases: aliases(),
       description:
         "One storage API for Elixir apps (local, S3, tiered cache) with a Rust engine.",
+      package: package(),
       docs: [main: "Micelio.Storage"]
     ]
   end
@@ -23,6 +28,19 @@ defmodule MicelioStorage.MixProject do
     [
       extra_applications: [:logger, :crypto, :inets, :ssl, :public_key],
       mod: {Micelio.Storage.Application, []}
+    ]
+  end
+
+  # What the Hex package holds: the code, the checksum file of the release's
+  # precompiled NIFs, and the Rust sources for a build from source.
+  defp package do
+    [
+      files: ~w(
+        lib mix mix.exs README.md Cargo.toml Cargo.lock
+        native/micelio_storage/src native/micelio_storage/Cargo.toml
+        native/micelio_storage_core/src native/micelio_storage_core/Cargo.toml
+        checksum-Micelio.Storage.Native.exs
+      )
     ]
   end
 
@@ -75,7 +93,17 @@ end
 
 defmodule Mix.Tasks.Compile.MicelioCargo do
   @moduledoc """
-  Builds the Rust crate with cargo and installs the NIF into `priv/native/`.
+  Installs the NIF into `priv/native/`: a precompiled library checked
+  against `checksum-Micelio.Storage.Native.exs`, or a build with cargo.
+
+  - As a dependency whose package ships the checksum file, the library for
+    this machine's target is taken from the download cache or downloaded
+    (see `MicelioStorage.Precompiled`), checked and installed; no Rust is
+    needed. Without an artifact for the target, cargo builds it when it is
+    on PATH.
+  - In a source checkout (this repository, a git dependency: no checksum
+    file), or with `MICELIO_STORAGE_BUILD=1`, cargo builds it. Without cargo,
+    a library already built and newer than every source file is used.
 
   It lives in `mix.exs` because a task under `lib/` cannot be found yet when a
   clean checkout (or a host app's `deps/`) compiles for the first time. The
@@ -84,17 +112,81 @@ defmodule Mix.Tasks.Compile.MicelioCargo do
   """
   use Mix.Task.Compiler
 
+  alias MicelioStorage.Precompiled
+
   @crate "micelio_storage"
 
   @impl true
   def run(_args) do
     project_dir = Path.dirname(Mix.Project.project_file())
+    dest = Path.join([project_dir, "priv", "native", "lib#{@crate}.so"])
+    checksums = Path.join(project_dir, Precompiled.checksum_file_name())
+
+    cond do
+      Precompiled.force_build?() ->
+        build(project_dir, "MICELIO_STORAGE_BUILD is set")
+
+      root_project?(project_dir) or not File.regular?(checksums) ->
+        from_source(project_dir, dest)
+
+      true ->
+        case Precompiled.install(checksums, dest) do
+          :noop ->
+            Mix.Project.build_structure()
+            {:noop, []}
+
+          :ok ->
+            Mix.Project.build_structure()
+            {:ok, []}
+
+          {:no_artifact, why} ->
+            build(project_dir, why)
+        end
+    end
+  end
+
+  # This project compiled as itself, not as a dependency: its own deps/ is
+  # the one in use.
+  defp root_project?(project_dir),
+    do: Path.expand(Mix.Project.deps_path()) == Path.join(project_dir, "deps")
+
+  # A source checkout: cargo decides what is stale. Without cargo, a library
+  # newer than every source file is up to date.
+  defp from_source(project_dir, dest) do
+    cond do
+      System.find_executable("cargo") ->
+        build(project_dir, nil)
+
+      up_to_date?(project_dir, dest) ->
+        Mix.Project.build_structure()
+        {:noop, []}
+
+      true ->
+        Mix.raise(cannot_build("the NIF is not built, or its Rust sources changed since"))
+    end
+  end
+
+  defp up_to_date?(project_dir, dest) do
+    with {:ok, %{mtime: built}} <- File.stat(dest, time: :posix) do
+      sources =
+        Enum.flat_map(
+          ~w(native/*/src/**/*.rs native/*/Cargo.toml Cargo.toml Cargo.lock),
+          &Path.wildcard(Path.join(project_dir, &1))
+        )
+
+      Enum.all?(sources, fn source -> File.stat!(source, time: :posix).mtime <= built end)
+    else
+      _ -> false
+    end
+  end
+
+  defp build(project_dir, why) do
+    cargo = System.find_executable("cargo") || Mix.raise(cannot_build(why))
+    if why, do: Mix.shell().info("==> micelio_storage: #{why}: building the NIF with cargo")
 
     target_dir =
       System.get_env("MICELIO_STORAGE_CARGO_TARGET_DIR") ||
         Path.join(Path.dirname(Mix.Project.build_path()), "micelio_storage_cargo")
-
-    cargo = System.find_executable("cargo") || Mix.raise(missing_cargo())
 
     args = [
       "build",
@@ -153,6 +245,8 @@ defmodule Mix.Tasks.Compile.MicelioCargo do
     dest = Path.join(dest_dir, "lib#{@crate}.so")
     File.mkdir_p!(dest_dir)
     Mix.Project.build_structure()
+    # The library is no longer the precompiled artifact it may have been.
+    File.rm(dest <> ".artifact")
 
     if same_file?(built, dest) do
       {:noop, []}
@@ -172,8 +266,20 @@ defmodule Mix.Tasks.Compile.MicelioCargo do
     end
   end
 
-  defp missing_cargo do
-    "cargo was not found on PATH. micelio_storage builds a Rust NIF: install the Rust " <>
-      "toolchain (https://rustup.rs, rustc 1.91 or later) and run mix compile again."
+  defp cannot_build(why) do
+    target = Precompiled.host_target()
+    nif = List.to_string(:erlang.system_info(:nif_version))
+
+    """
+    micelio_storage cannot install its NIF for target #{target} (NIF version #{nif}):
+    #{why || "it must be built from source"}, and cargo was not found on PATH.
+    Two ways out:
+      1. install Rust (https://rustup.rs, rustc 1.91 or later) and compile again:
+         the NIF is then built from source (MICELIO_STORAGE_BUILD=1 forces that);
+      2. use a precompiled NIF for #{target}: a package release that ships
+         #{Precompiled.checksum_file_name()} listing it, fetched from its release
+         page or a mirror (MICELIO_STORAGE_BASE_URL) or the download cache
+         (MICELIO_STORAGE_CACHE_DIR).
+    """
   end
 end
