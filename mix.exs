@@ -53,17 +53,40 @@ defmodule MicelioStorage.MixProject do
   # (`MICELIO_HEX_MIRROR`, default `../shared/vendor`) as a path dependency;
   # anywhere else Mix fetches it from Hex as usual.
   defp deps do
-    Enum.map([{:stream_data, "~> 1.1", only: :test, runtime: false}], &from_mirror_when_offline/1)
+    declared = [
+      # Integrations, compiled only when the app has them: Micelio.Storage.Plug
+      # and the LiveView upload helpers.
+      {:plug, "~> 1.14", optional: true},
+      {:phoenix_live_view, "~> 1.0.0-rc.7 or ~> 1.0", optional: true},
+      # Tests: a real HTTP server, a real Phoenix endpoint, properties.
+      {:bandit, "~> 1.5", only: :test},
+      {:jason, "~> 1.4", only: :test},
+      {:stream_data, "~> 1.1", only: :test, runtime: false}
+    ]
+
+    if offline?(), do: Enum.map(declared ++ mirrored_transitive(), &from_mirror/1), else: declared
   end
 
-  defp from_mirror_when_offline({name, requirement, opts}) do
-    mirror = System.get_env("MICELIO_HEX_MIRROR") || Path.expand("../shared/vendor", __DIR__)
-    dir = Path.join(mirror, Atom.to_string(name))
+  # Offline, every package the declared ones depend on must come from the
+  # mirror too (Hex would otherwise be asked for it).
+  defp mirrored_transitive do
+    runtime = ~w(plug_crypto mime telemetry phoenix phoenix_pubsub phoenix_template phoenix_html
+                 websock websock_adapter castore)a
 
-    if System.get_env("HEX_OFFLINE") in ["1", "true"] and File.dir?(dir),
-      do: {name, Keyword.merge(opts, path: dir, override: true)},
-      else: {name, requirement, opts}
+    test = ~w(thousand_island hpax)a
+
+    Enum.map(runtime, &{&1, ">= 0.0.0", optional: true}) ++
+      Enum.map(test, &{&1, ">= 0.0.0", only: :test})
   end
+
+  defp offline?, do: System.get_env("HEX_OFFLINE") in ["1", "true"] and File.dir?(mirror())
+
+  defp mirror,
+    do: System.get_env("MICELIO_HEX_MIRROR") || Path.expand("../shared/vendor", __DIR__)
+
+  defp from_mirror({name, _requirement, opts}),
+    do:
+      {name, Keyword.merge(opts, path: Path.join(mirror(), Atom.to_string(name)), override: true)}
 
   # `mix bench` is this project's own: an alias, so it does not appear in
   # the apps that depend on the library (a task defined in this file would).

@@ -1,7 +1,7 @@
 defmodule Micelio.Storage.TelemetryAndLogsTest do
-  # Telemetry through a stand-in `:telemetry` module loaded into this VM for
-  # these tests only (hex is unreachable), and the engine's logs through a
-  # real :logger handler. Loads a global module: not async.
+  # Telemetry through the real :telemetry (a handler that forwards every
+  # event of this library to the test), and the engine's logs through a
+  # real :logger handler. Handlers are global: not async.
   use ExUnit.Case, async: false
 
   alias Micelio.Storage
@@ -9,33 +9,25 @@ defmodule Micelio.Storage.TelemetryAndLogsTest do
 
   @moduletag :s3
 
-  # A minimal :telemetry: execute/3 sends each event to the test.
-  @stand_in """
-  defmodule :telemetry do
-    def execute(event, measurements, metadata) do
-      case :persistent_term.get(:micelio_telemetry_test, nil) do
-        nil -> :ok
-        pid -> send(pid, {:telemetry, event, measurements, metadata})
-      end
-    end
-  end
-  """
+  # Every event this library can emit, for the real :telemetry (a
+  # dependency of Plug): each function of the facade, in its three phases.
+  @events for {name, _arity} <- Micelio.Storage.__info__(:functions),
+              phase <- [:start, :stop, :exception],
+              uniq: true,
+              do: [:micelio, :storage, name, phase]
+
+  @doc false
+  def forward(event, measurements, metadata, pid),
+    do: send(pid, {:telemetry, event, measurements, metadata})
 
   setup_all do
     :ok = Seaweed.ensure_started()
   end
 
   setup do
-    refute Micelio.Storage.Telemetry.enabled?()
-    Code.compile_string(@stand_in)
-    :persistent_term.put(:micelio_telemetry_test, self())
-
-    on_exit(fn ->
-      :persistent_term.erase(:micelio_telemetry_test)
-      :code.purge(:telemetry)
-      :code.delete(:telemetry)
-      :code.purge(:telemetry)
-    end)
+    id = {__MODULE__, make_ref()}
+    :ok = :telemetry.attach_many(id, @events, &__MODULE__.forward/4, self())
+    on_exit(fn -> :telemetry.detach(id) end)
   end
 
   defp events do
