@@ -522,6 +522,55 @@ defmodule Micelio.Storage do
 
   def presigned_url(key, _opts), do: {:error, {:invalid_key, key}}
 
+  @doc """
+  A signed POST policy for a browser upload straight to S3, by HTML form or
+  `FormData`: `{:ok, %{url: url, fields: fields}}`. The browser posts the
+  fields, then the file as the last field named `"file"`. S3 enforces the
+  conditions on the upload, the size limit among them (a signed PUT URL
+  cannot cap it).
+
+  Options (the others pick the store, as for every call):
+
+    * `content_length_range: {min, max}`: the accepted sizes, in bytes;
+    * `content_type:` (exact) or `content_type_starts_with:` (`"image/"`);
+    * `key_starts_with: true`: the first argument is a prefix, and the
+      form's `key` may be any key under it (`fields["key"]` is
+      `<prefix>${filename}`, which S3 fills with the file's name);
+    * `expires_in:` seconds (default 3600, at most 604800);
+    * `success_action_status:` `200`, `201` (an XML answer) or `204`;
+    * `metadata:` a map of `x-amz-meta-*` values the upload must carry;
+    * `cache_control:` the stored object's `Cache-Control`;
+    * `datetime:` when the validity starts (default now).
+
+  With an `s3_prefix`, keys are under it. Backends other than S3 answer
+  `{:error, {:invalid_config, :backend, _}}`.
+
+      {:ok, %{url: url, fields: fields}} =
+        Micelio.Storage.presigned_post("avatars/",
+          key_starts_with: true,
+          content_length_range: {1, 5_000_000},
+          content_type_starts_with: "image/",
+          success_action_status: 201
+        )
+  """
+  @spec presigned_post(String.t(), keyword()) ::
+          {:ok, %{url: String.t(), fields: %{String.t() => String.t()}}} | {:error, reason}
+  def presigned_post(key_or_prefix, opts \\ [])
+
+  def presigned_post(key_or_prefix, opts) when is_binary(key_or_prefix) and is_list(opts) do
+    if Keyword.keyword?(opts),
+      do: Presign.post(key_or_prefix, opts),
+      else: {:error, Presign.not_keyword(opts)}
+  end
+
+  def presigned_post(key_or_prefix, opts) when is_binary(key_or_prefix),
+    do:
+      {:error,
+       {:invalid_config, :options,
+        "expected a keyword list, got #{Micelio.Storage.Config.shape(opts)}"}}
+
+  def presigned_post(key, _opts), do: {:error, {:invalid_key, key}}
+
   @doc "Like `put/3`, but returns the key or raises `Micelio.Storage.Error`."
   @spec put!(key, iodata, opts) :: key
   def put!(key, content, opts \\ []), do: Error.unwrap!(put(key, content, opts), :put, key, opts)

@@ -192,6 +192,41 @@ pub struct PresignOptions {
     pub response_content_disposition: Option<String>,
 }
 
+/// The conditions of a browser upload by HTML form (an S3 POST policy).
+#[derive(Debug, Clone, Default)]
+pub struct PostPolicyOptions {
+    /// The form's `key` may be any key under the given prefix (S3's
+    /// `${filename}` names it after the uploaded file by default).
+    pub key_starts_with: bool,
+    /// The smallest and largest upload accepted, in bytes.
+    pub content_length_range: Option<(u64, u64)>,
+    /// The exact `Content-Type` the upload must have.
+    pub content_type: Option<String>,
+    /// A prefix the upload's `Content-Type` must start with.
+    pub content_type_starts_with: Option<String>,
+    /// The status a successful upload answers (`"201"` gives an XML body).
+    pub success_action_status: Option<u16>,
+    /// `x-amz-meta-*` fields the upload must carry, as given.
+    pub metadata: Vec<(String, String)>,
+    /// The `Cache-Control` the stored object gets.
+    pub cache_control: Option<String>,
+    /// Seconds the policy stays valid.
+    pub expires_in: u64,
+    /// When the validity starts, in Unix seconds; `None`: now (on the
+    /// server's clock as far as the store knows it).
+    pub unix_time: Option<i64>,
+}
+
+/// A signed POST policy: the form's action URL and its fields, the file
+/// field coming last.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresignedPost {
+    /// Where the form is posted.
+    pub url: String,
+    /// The form fields, in the order they are sent.
+    pub fields: Vec<(String, String)>,
+}
+
 /// What `delete_many` did: every key is either deleted or failed.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct DeleteManyOutcome {
@@ -462,6 +497,20 @@ pub trait Store: Send + Sync + 'static {
         _deadline: Deadline,
     ) -> Result<u64, StoreError> {
         Ok(0)
+    }
+
+    /// A signed POST policy for a browser upload to `key` (or, with
+    /// `key_starts_with`, to any key under it as a prefix).
+    async fn presigned_post(
+        &self,
+        _key_or_prefix: &str,
+        _opts: &PostPolicyOptions,
+        _deadline: Deadline,
+    ) -> Result<PresignedPost, StoreError> {
+        Err(StoreError::Unsupported(format!(
+            "POST policies need the s3 backend, not {}",
+            self.backend()
+        )))
     }
 
     /// A URL that grants `opts.method` on `key` without credentials.

@@ -126,6 +126,19 @@ defmodule Micelio.Storage.NamedStore.Functions do
              do: Micelio.Storage.presigned_url(key, [{:storage, handle} | presign])
       end
 
+      @doc "See `Micelio.Storage.presigned_post/2`."
+      def presigned_post(key_or_prefix, opts \\ []) do
+        {post, storage} = Micelio.Storage.Presign.split_post_options(opts)
+
+        with {:ok, handle} <-
+               Micelio.Storage.Lookup.presign_handle(
+                 __MODULE__,
+                 storage,
+                 &Micelio.Storage.NamedStore.handle(__MODULE__, &1)
+               ),
+             do: Micelio.Storage.presigned_post(key_or_prefix, [{:storage, handle} | post])
+      end
+
       @doc "See `Micelio.Storage.S3.abort_incomplete_uploads/2`."
       def abort_incomplete_uploads(prefix \\ "", opts \\ [])
 

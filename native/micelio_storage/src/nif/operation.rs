@@ -16,6 +16,7 @@
 //! | `{:list_page, prefix, start_after, limit}` | `Store::list_page` |
 //! | `{:list_level, prefix}` | `Store::list_level` |
 //! | `{:public_url, key}` | `Store::public_url` |
+//! | `{:presigned_post, key_or_prefix, %{...}}` | `Store::presigned_post` |
 //!
 //! Keys and content are checked and taken here, once, before any work is
 //! scheduled; the same decoded operation then runs on any store.
@@ -25,7 +26,8 @@ use micelio_storage_core::key::{Key, Prefix};
 use micelio_storage_core::object::{BodyAlloc, Deadline, Object, ObjectMeta};
 use micelio_storage_core::store::{
     ByteRange, CopyOptions, DeleteManyOutcome, DeleteOptions, GetOptions, HeadOptions, Level,
-    ListOptions, Page, PageOptions, PresignOptions, PutOptions, SharedStore,
+    ListOptions, Page, PageOptions, PostPolicyOptions, PresignOptions, PresignedPost, PutOptions,
+    SharedStore,
 };
 use rustler::types::tuple::get_tuple;
 use rustler::{Atom, Binary, Encoder, Env, Term};
@@ -38,7 +40,7 @@ use crate::terms::{
 };
 
 mod atoms {
-    rustler::atoms! { get, head, put, delete, list, copy, delete_many, presigned_url, health, incomplete_uploads, abort_incomplete_uploads, list_page, list_level, public_url, error, partial, nil }
+    rustler::atoms! { get, head, put, delete, list, copy, delete_many, presigned_url, health, incomplete_uploads, abort_incomplete_uploads, list_page, list_level, public_url, presigned_post, error, partial, nil }
 }
 
 /// One decoded request.
@@ -92,6 +94,48 @@ pub enum Operation {
     PublicUrl {
         key: Key,
     },
+    PresignPost {
+        key_or_prefix: String,
+        opts: PostPolicyOptions,
+    },
+}
+
+/// The conditions of a POST policy as Elixir sends them: a map whose keys
+/// are these fields (rustler decodes it field by field).
+#[derive(rustler::NifMap)]
+struct PostPolicyTerm {
+    key_starts_with: bool,
+    content_length_range: Option<(u64, u64)>,
+    content_type: Option<String>,
+    content_type_starts_with: Option<String>,
+    success_action_status: Option<u16>,
+    metadata: Vec<(String, String)>,
+    cache_control: Option<String>,
+    expires_in: u64,
+    unix_time: Option<i64>,
+}
+
+impl From<PostPolicyTerm> for PostPolicyOptions {
+    fn from(t: PostPolicyTerm) -> Self {
+        PostPolicyOptions {
+            key_starts_with: t.key_starts_with,
+            content_length_range: t.content_length_range,
+            content_type: t.content_type,
+            content_type_starts_with: t.content_type_starts_with,
+            success_action_status: t.success_action_status,
+            metadata: t.metadata,
+            cache_control: t.cache_control,
+            expires_in: t.expires_in,
+            unix_time: t.unix_time,
+        }
+    }
+}
+
+/// A signed POST policy as Elixir receives it: `%{url: url, fields: %{...}}`.
+#[derive(rustler::NifMap)]
+struct PresignedPostTerm {
+    url: String,
+    fields: std::collections::HashMap<String, String>,
 }
 
 /// What an operation answers.
@@ -106,6 +150,7 @@ pub enum Outcome {
     Count(u64),
     Page(Page),
     Level(Level),
+    Post(PresignedPost),
 }
 
 fn prefix(term: Term) -> Result<Prefix, StoreError> {
@@ -223,6 +268,22 @@ impl Operation {
                 prefix: prefix(*p)?,
             },
             [k] if tag == atoms::public_url() => Operation::PublicUrl { key: key(*k)? },
+            [k, opts] if tag == atoms::presigned_post() => {
+                let opts: PostPolicyOptions = opts
+                    .decode::<PostPolicyTerm>()
+                    .map_err(|_| bad_request())?
+                    .into();
+                // An exact key follows the key rules; a prefix, the prefix rules.
+                let key_or_prefix = if opts.key_starts_with {
+                    prefix(*k)?.as_str().to_string()
+                } else {
+                    key(*k)?.as_str().to_string()
+                };
+                Operation::PresignPost {
+                    key_or_prefix,
+                    opts,
+                }
+            }
             _ => return Err(bad_request()),
         };
         Ok(op)
@@ -304,6 +365,14 @@ impl Operation {
                 Outcome::Level(store.list_level(&prefix, deadline).await?)
             }
             Operation::PublicUrl { key } => Outcome::Text(store.public_url(&key)?),
+            Operation::PresignPost {
+                key_or_prefix,
+                opts,
+            } => Outcome::Post(
+                store
+                    .presigned_post(&key_or_prefix, &opts, deadline)
+                    .await?,
+            ),
         })
     }
 
@@ -349,6 +418,13 @@ impl Reply for Outcome {
             Outcome::Count(count) => ok(env, count),
             Outcome::Page(page) => ok(env, (page.keys, page.next)),
             Outcome::Level(level) => ok(env, (level.keys, level.prefixes)),
+            Outcome::Post(post) => ok(
+                env,
+                PresignedPostTerm {
+                    url: post.url,
+                    fields: post.fields.into_iter().collect(),
+                },
+            ),
             Outcome::Deleted(outcome) => {
                 let deleted: Vec<&str> = outcome.deleted.iter().map(Key::as_str).collect();
                 if outcome.failed.is_empty() {

@@ -7,6 +7,7 @@ pub mod credentials;
 mod download;
 pub mod error;
 mod objects;
+mod post_policy;
 mod requests;
 mod response;
 pub mod retry;

@@ -242,6 +242,20 @@ impl Signer {
         key
     }
 
+    /// `<access key id>/<scope>`, the credential a request or policy names.
+    pub fn credential(&self, date: &AmzDate) -> String {
+        format!("{}/{}", self.credentials.access_key_id, self.scope(date))
+    }
+
+    /// The signature of a POST policy: HMAC of its base64 text with the
+    /// day's signing key, in hex.
+    pub fn sign_policy(&self, date: &AmzDate, policy_base64: &str) -> String {
+        hex::encode(hmac(
+            &self.signing_key(&date.date),
+            policy_base64.as_bytes(),
+        ))
+    }
+
     fn scope(&self, date: &AmzDate) -> String {
         format!(
             "{}/{}/{}/aws4_request",

@@ -12,7 +12,7 @@ use crate::key::{Key, Prefix};
 use crate::object::{Deadline, Object, ObjectMeta};
 use crate::store::{
     Capabilities, CopyOptions, DeleteManyOutcome, DeleteOptions, GetOptions, HeadOptions,
-    ListOptions, PresignOptions, PutOptions, Store,
+    ListOptions, PostPolicyOptions, PresignOptions, PresignedPost, PutOptions, Store,
 };
 use crate::transfer::{ByteSource, ByteStream, Transfer};
 
@@ -228,6 +228,15 @@ impl Store for S3Store {
             self.delete_batch(batch, deadline, &mut outcome).await;
         }
         Ok(outcome)
+    }
+
+    async fn presigned_post(
+        &self,
+        key_or_prefix: &str,
+        opts: &PostPolicyOptions,
+        _deadline: Deadline,
+    ) -> Result<PresignedPost, StoreError> {
+        self.presign_post(key_or_prefix, opts).await
     }
 
     async fn presigned_url(

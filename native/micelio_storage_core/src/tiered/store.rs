@@ -8,7 +8,7 @@ use crate::key::{Key, Prefix};
 use crate::object::{Body, Deadline, Object, ObjectMeta};
 use crate::store::{
     ByteRange, Capabilities, CopyOptions, DeleteManyOutcome, DeleteOptions, GetOptions,
-    HeadOptions, ListOptions, PresignOptions, PutOptions, Store,
+    HeadOptions, ListOptions, PostPolicyOptions, PresignOptions, PresignedPost, PutOptions, Store,
 };
 use crate::transfer::{self, ByteSource, ByteStream, Transfer};
 
@@ -275,6 +275,17 @@ impl<V: Value> Store for TieredStore<V> {
             origin.delete_many(&ks, &opts, deadline).await
         })
         .await
+    }
+
+    async fn presigned_post(
+        &self,
+        key_or_prefix: &str,
+        opts: &PostPolicyOptions,
+        deadline: Deadline,
+    ) -> Result<PresignedPost, StoreError> {
+        self.origin
+            .presigned_post(key_or_prefix, opts, deadline)
+            .await
     }
 
     async fn presigned_url(
