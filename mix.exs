@@ -35,8 +35,9 @@ defmodule MicelioStorage.MixProject do
   # precompiled NIFs, and the Rust sources for a build from source.
   defp package do
     [
+      licenses: ["MIT"],
       files: ~w(
-        lib mix mix.exs README.md Cargo.toml Cargo.lock
+        lib mix mix.exs README.md Cargo.toml Cargo.lock priv/static
         native/micelio_storage/src native/micelio_storage/Cargo.toml
         native/micelio_storage_core/src native/micelio_storage_core/Cargo.toml
         checksum-Micelio.Storage.Native.exs
