@@ -697,11 +697,13 @@ defmodule Micelio.Storage do
   - `incomplete_uploads`: multipart uploads left behind can be listed and
     aborted (`Micelio.Storage.S3.abort_incomplete_uploads/2`);
   - `server_side_copy`: `copy/3` moves no bytes through the BEAM;
-  - `read_cache`: reads are served from a cache in front of the store.
+  - `read_cache`: reads are served from a cache in front of the store;
+  - `object_tags`: puts take `storage_class:`, `acl:` and `tags:`, and
+    `Micelio.Storage.S3.get_tags/2` reads the tags.
 
       iex> Micelio.Storage.capabilities(backend: :memory)
       {:ok, %{presigned_urls: false, public_urls: false, incomplete_uploads: false,
-              server_side_copy: true, read_cache: false}}
+              server_side_copy: true, read_cache: false, object_tags: false}}
   """
   @spec capabilities(opts) :: {:ok, %{atom() => boolean()}} | {:error, reason}
   def capabilities(opts \\ []) do

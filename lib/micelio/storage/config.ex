@@ -318,9 +318,14 @@ defmodule Micelio.Storage.Config do
   # files' locations come from settings and HOME: inputs of the resolution.
   defp default(_key, :default_region, ctx) do
     with {:ok, profile, ctx} <- fetch(:s3_profile, ctx),
-         {:ok, file, ctx} <- fetch(:s3_config_file, ctx) do
+         {:ok, file, ctx} <- fetch(:s3_config_file, ctx),
+         {:ok, provider, ctx} <- fetch(:s3_provider, ctx),
+         {:ok, endpoint, ctx} <- fetch(:s3_endpoint, ctx) do
       {_home, ctx} = getenv("HOME", false, ctx)
-      {:ok, Micelio.Storage.S3.Profile.region(profile, file) || "us-east-1", ctx}
+
+      {:ok,
+       Micelio.Storage.S3.Profile.region(profile, file) ||
+         Micelio.Storage.S3.provider_profile(provider, endpoint).default_region, ctx}
     end
   end
 

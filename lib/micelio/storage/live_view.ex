@@ -119,16 +119,9 @@ if Code.ensure_loaded?(Phoenix.LiveView) do
     defp handle(module) when is_atom(module), do: Micelio.Storage.NamedStore.handle(module, [])
     defp handle(opts), do: Micelio.Storage.open(opts)
 
-    # Cloudflare R2 takes no POST uploads: a signed PUT instead.
-    defp uploader(handle, :auto) do
-      endpoint = handle.config[:s3_endpoint] || ""
-
-      if URI.parse(endpoint).host
-         |> to_string()
-         |> String.ends_with?(".r2.cloudflarestorage.com"),
-         do: :put,
-         else: :post
-    end
+    # Where the provider takes no POST uploads (Cloudflare R2), a signed PUT.
+    defp uploader(handle, :auto),
+      do: if(Micelio.Storage.S3.post_uploads?(handle), do: :post, else: :put)
 
     defp uploader(_handle, choice) when choice in [:post, :put], do: choice
 

@@ -9,7 +9,9 @@ defmodule Micelio.Storage.Metadata do
   - `last_modified`: a UTC `DateTime`;
   - `content_type`, `cache_control`, `content_disposition`,
     `content_encoding`: as stored, or `nil`;
-  - `metadata`: the user metadata (`x-amz-meta-*` on S3), names lowercase.
+  - `metadata`: the user metadata (`x-amz-meta-*` on S3), names lowercase;
+  - `storage_class`: the S3 storage class when the server names one
+    (AWS omits it for `STANDARD`), else `nil`.
   """
 
   @typedoc "Object metadata: see the module doc."
@@ -21,22 +23,19 @@ defmodule Micelio.Storage.Metadata do
           cache_control: String.t() | nil,
           content_disposition: String.t() | nil,
           content_encoding: String.t() | nil,
-          metadata: %{optional(String.t()) => String.t()}
+          metadata: %{optional(String.t()) => String.t()},
+          storage_class: String.t() | nil
         }
 
   @doc false
-  # The metadata map of the engine's tuple.
-  @spec from_native(tuple()) :: t()
-  def from_native({size, etag, modified_ns, type, cache, disposition, encoding, pairs}) do
-    %{
-      size: size,
-      etag: etag,
+  # The public map of the engine's metadata map.
+  @spec from_native(map()) :: t()
+  def from_native(%{last_modified_ns: modified_ns, metadata: pairs} = native) do
+    native
+    |> Map.drop([:last_modified_ns])
+    |> Map.merge(%{
       last_modified: DateTime.from_unix!(modified_ns, :nanosecond),
-      content_type: type,
-      cache_control: cache,
-      content_disposition: disposition,
-      content_encoding: encoding,
       metadata: Map.new(pairs)
-    }
+    })
   end
 end

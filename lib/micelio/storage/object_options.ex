@@ -12,6 +12,14 @@ defmodule Micelio.Storage.ObjectOptions do
     * `:metadata` - `%{"name" => "value"}` user metadata; names are
       case-insensitive (stored lowercase: letters, digits, `.`, `_`, `-`),
       values printable ASCII, 2 KiB in all (S3's limit);
+    * `:storage_class` - the S3 storage class (`"STANDARD_IA"`,
+      `"GLACIER_IR"`, ...), given back by `Micelio.Storage.head/2`;
+    * `:acl` - a canned ACL: `:private`, `:public_read`,
+      `:public_read_write`, `:authenticated_read`, `:aws_exec_read`,
+      `:bucket_owner_read` or `:bucket_owner_full_control`;
+    * `:tags` - `%{"name" => "value"}` object tags (at most 10), read back
+      with `Micelio.Storage.S3.get_tags/2`. These three need the S3
+      backend; elsewhere a put is `{:error, {:invalid_config, :backend, _}}`;
     * `:range` - `{offset, length}` for `get/2`, `get_with_metadata/2` and
       `stream/2`; a `length` of `nil` reads to the end;
     * `:progress` - `fn done, total -> ... end` for `put_file/3`,
@@ -28,7 +36,18 @@ defmodule Micelio.Storage.ObjectOptions do
 
   @attribute_keys [:content_type, :cache_control, :content_disposition, :content_encoding]
   @keys @attribute_keys ++
-          [:metadata, :range, :progress, :transfer_timeout, :storage, :prefix, :page_size]
+          [
+            :metadata,
+            :storage_class,
+            :acl,
+            :tags,
+            :range,
+            :progress,
+            :transfer_timeout,
+            :storage,
+            :prefix,
+            :page_size
+          ]
 
   @doc "The option names this module owns."
   @spec keys() :: [atom()]
@@ -54,18 +73,63 @@ defmodule Micelio.Storage.ObjectOptions do
   def split(other), do: {[], other}
 
   @doc """
-  The attributes as the engine takes them: `nil`, or a tuple of the four
-  headers and the metadata pairs.
+  The attributes as the engine takes them: `nil`, or a map of the four
+  headers, the metadata pairs, the storage class, the ACL and the tags.
   """
-  @spec attributes(keyword()) :: {:ok, nil | tuple()} | {:error, term()}
+  @spec attributes(keyword()) :: {:ok, nil | map()} | {:error, term()}
   def attributes(opts) do
     with {:ok, headers} <- headers(opts),
-         {:ok, metadata} <- metadata(Keyword.get(opts, :metadata)) do
-      if Enum.all?(headers, &is_nil/1) and metadata == [],
-        do: {:ok, nil},
-        else: {:ok, List.to_tuple(headers ++ [metadata])}
+         {:ok, metadata} <- metadata(Keyword.get(opts, :metadata)),
+         {:ok, storage_class} <- text(:storage_class, Keyword.get(opts, :storage_class)),
+         {:ok, acl} <- acl(Keyword.get(opts, :acl)),
+         {:ok, tags} <- tags(Keyword.get(opts, :tags)) do
+      if Enum.all?(headers, &is_nil/1) and metadata == [] and storage_class == nil and
+           acl == nil and tags == [],
+         do: {:ok, nil},
+         else:
+           {:ok,
+            @attribute_keys
+            |> Enum.zip(headers)
+            |> Map.new()
+            |> Map.merge(%{metadata: metadata, storage_class: storage_class, acl: acl, tags: tags})}
     end
   end
+
+  @acls %{
+    private: "private",
+    public_read: "public-read",
+    public_read_write: "public-read-write",
+    authenticated_read: "authenticated-read",
+    aws_exec_read: "aws-exec-read",
+    bucket_owner_read: "bucket-owner-read",
+    bucket_owner_full_control: "bucket-owner-full-control"
+  }
+
+  defp acl(nil), do: {:ok, nil}
+  defp acl(name) when is_map_key(@acls, name), do: {:ok, Map.fetch!(@acls, name)}
+
+  defp acl(other),
+    do:
+      {:error,
+       {:invalid_config, :acl,
+        "expected one of #{inspect(Map.keys(@acls) |> Enum.sort())}, got #{shape(other)}"}}
+
+  defp tags(nil), do: {:ok, []}
+
+  defp tags(map) when is_map(map) do
+    if Enum.all?(map, fn {k, v} -> is_binary(k) and is_binary(v) end),
+      do: {:ok, Enum.sort(Map.to_list(map))},
+      else: {:error, {:invalid_config, :tags, "expected a map of string names to strings"}}
+  end
+
+  defp tags(other),
+    do: {:error, {:invalid_config, :tags, "expected a map, got #{shape(other)}"}}
+
+  defp text(_key, nil), do: {:ok, nil}
+  defp text(_key, value) when is_binary(value), do: {:ok, value}
+
+  defp text(key, other),
+    do: {:error, {:invalid_config, key, "expected a string, got #{shape(other)}"}}
 
   defp headers(opts) do
     Enum.reduce_while(@attribute_keys, {:ok, []}, fn key, {:ok, acc} ->

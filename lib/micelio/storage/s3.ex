@@ -279,4 +279,180 @@ defmodule Micelio.Storage.S3 do
     do:
       {:error,
        {:invalid_config, :datetime, "expected a DateTime or Unix seconds, got #{inspect(other)}"}}
+
+  ## Buckets and object tags
+
+  @doc """
+  Creates the store's bucket (in its `s3_region`) and returns
+  `{:ok, bucket}`, also when the bucket exists and is ours. A bucket of
+  that name owned by someone else is
+  `{:error, {:s3_error, 409, "BucketAlreadyExists", _}}`.
+
+      {:ok, "my-app-uploads"} = Micelio.Storage.S3.create_bucket(backend: :s3, s3_bucket: "my-app-uploads")
+  """
+  @spec create_bucket(keyword() | Micelio.Storage.Handle.t()) ::
+          {:ok, String.t()} | {:error, term()}
+  def create_bucket(opts \\ []), do: bucket_call(opts, {:create_bucket})
+
+  @typedoc "A CORS rule: the origins, methods and headers a browser may use."
+  @type cors_rule :: %{
+          optional(:allowed_origins) => [String.t()],
+          optional(:allowed_methods) => [String.t()],
+          optional(:allowed_headers) => [String.t()],
+          optional(:expose_headers) => [String.t()],
+          optional(:max_age_seconds) => non_neg_integer() | nil
+        }
+
+  @doc """
+  Replaces the bucket's CORS rules, for browser uploads and downloads
+  (see the README's "Uploads from the browser"). Each rule is a map of
+  `allowed_origins`, `allowed_methods`, `allowed_headers`,
+  `expose_headers` (lists of strings) and `max_age_seconds`.
+
+      :ok =
+        Micelio.Storage.S3.put_bucket_cors(
+          [%{allowed_origins: ["https://app.example.com"], allowed_methods: ["POST", "PUT"],
+             allowed_headers: ["*"], expose_headers: ["ETag"], max_age_seconds: 3600}],
+          backend: :s3
+        )
+  """
+  @spec put_bucket_cors([cors_rule()], keyword() | Micelio.Storage.Handle.t()) ::
+          :ok | {:error, term()}
+  def put_bucket_cors(rules, opts \\ []) do
+    with {:ok, rules} <- cors_rules(rules),
+         {:ok, :done} <- done(bucket_call(opts, {:put_cors, rules})),
+         do: :ok
+  end
+
+  @doc """
+  The bucket's CORS rules, as `put_bucket_cors/2` takes them
+  (`{:ok, []}` when none are set).
+  """
+  @spec get_bucket_cors(keyword() | Micelio.Storage.Handle.t()) ::
+          {:ok, [cors_rule()]} | {:error, term()}
+  def get_bucket_cors(opts \\ []), do: bucket_call(opts, {:get_cors})
+
+  @doc """
+  Sets the bucket's lifecycle configuration to one rule that aborts
+  multipart uploads left incomplete for `days` days (it replaces any other
+  lifecycle rule of the bucket). The server then cleans up what a VM killed
+  mid-upload left, without `abort_incomplete_uploads/2` running.
+
+      :ok = Micelio.Storage.S3.put_lifecycle_abort_incomplete(7, backend: :s3)
+  """
+  @spec put_lifecycle_abort_incomplete(pos_integer(), keyword() | Micelio.Storage.Handle.t()) ::
+          :ok | {:error, term()}
+  def put_lifecycle_abort_incomplete(days, opts \\ [])
+
+  def put_lifecycle_abort_incomplete(days, opts) when is_integer(days) and days >= 1 do
+    with {:ok, :done} <- done(bucket_call(opts, {:put_lifecycle_abort_incomplete, days})),
+         do: :ok
+  end
+
+  def put_lifecycle_abort_incomplete(days, _opts),
+    do: {:error, {:invalid_config, :days, "expected a positive integer, got #{inspect(days)}"}}
+
+  @doc """
+  The tags of `key` (set with the `tags:` option of a put), as a map.
+
+      {:ok, "a.txt"} = Micelio.Storage.put("a.txt", "x", backend: :s3, tags: %{"team" => "web"})
+      {:ok, %{"team" => "web"}} = Micelio.Storage.S3.get_tags("a.txt", backend: :s3)
+  """
+  @spec get_tags(String.t(), keyword() | Micelio.Storage.Handle.t()) ::
+          {:ok, %{String.t() => String.t()}} | {:error, term()}
+  def get_tags(key, opts \\ [])
+
+  def get_tags(key, opts) when is_binary(key) do
+    with {:ok, pairs} <- bucket_call(opts, {:get_tags, key}), do: {:ok, Map.new(pairs)}
+  end
+
+  def get_tags(key, _opts), do: {:error, {:invalid_key, key}}
+
+  @cors_keys [:allowed_origins, :allowed_methods, :allowed_headers, :expose_headers]
+
+  defp cors_rules(rules) when is_list(rules) do
+    Enum.reduce_while(rules, {:ok, []}, fn rule, {:ok, acc} ->
+      case cors_rule(rule) do
+        {:ok, rule} -> {:cont, {:ok, acc ++ [rule]}}
+        error -> {:halt, error}
+      end
+    end)
+  end
+
+  defp cors_rules(other),
+    do: {:error, {:invalid_config, :rules, "expected a list of maps, got #{inspect(other)}"}}
+
+  defp cors_rule(rule) when is_map(rule) do
+    lists = Map.new(@cors_keys, &{&1, Map.get(rule, &1, [])})
+    age = Map.get(rule, :max_age_seconds)
+    unknown = Map.keys(rule) -- [:max_age_seconds | @cors_keys]
+
+    cond do
+      unknown != [] ->
+        {:error, {:invalid_config, :rules, "unknown CORS rule keys #{inspect(unknown)}"}}
+
+      not Enum.all?(lists, fn {_, v} -> is_list(v) and Enum.all?(v, &is_binary/1) end) ->
+        {:error, {:invalid_config, :rules, "#{inspect(@cors_keys)} are lists of strings"}}
+
+      not (is_nil(age) or (is_integer(age) and age >= 0)) ->
+        {:error, {:invalid_config, :rules, "max_age_seconds is a non-negative integer"}}
+
+      true ->
+        {:ok, Map.put(lists, :max_age_seconds, age)}
+    end
+  end
+
+  defp cors_rule(other),
+    do: {:error, {:invalid_config, :rules, "expected a map, got #{inspect(other)}"}}
+
+  defp done(:ok), do: {:ok, :done}
+  defp done(other), do: other
+
+  # Bucket calls go to the S3 store the options resolve to (backend: :s3
+  # unless the options or the handle say otherwise).
+  defp bucket_call(%Micelio.Storage.Handle{} = handle, op),
+    do: Micelio.Storage.Store.run(handle, op)
+
+  defp bucket_call(opts, op) when is_list(opts) do
+    # A handle given as `storage:` is the store; otherwise S3 unless the
+    # options name another backend.
+    opts =
+      if Keyword.keyword?(opts) and not Keyword.has_key?(opts, :storage),
+        do: Keyword.put_new(opts, :backend, :s3),
+        else: opts
+
+    with {:ok, handle} <- Micelio.Storage.open(opts), do: Micelio.Storage.Store.run(handle, op)
+  end
+
+  @doc """
+  The provider profile of a store's settings: the provider (`s3_provider`,
+  else guessed from `s3_endpoint`'s host) and the switches it sets
+  (`checksum_headers`, `delete_batch`, `delete_objects`, `post_uploads`,
+  `equal_parts`, `default_region`, `virtual_hosts`). Settings given alone
+  override these; see the README's provider table.
+
+      iex> Micelio.Storage.S3.provider_profile(nil, "https://acct.r2.cloudflarestorage.com").provider
+      :r2
+      iex> Micelio.Storage.S3.provider_profile(:b2, nil).checksum_headers
+      false
+  """
+  @spec provider_profile(atom() | String.t() | nil, String.t() | nil) :: map()
+  def provider_profile(provider, endpoint) do
+    name = if is_atom(provider) and provider != nil, do: Atom.to_string(provider), else: provider
+    profile = Native.s3_profile(name, endpoint)
+    %{profile | provider: String.to_existing_atom(profile.provider)}
+  end
+
+  @doc false
+  # Whether browser uploads by POST policy work with a store: its
+  # `s3_post_uploads`, else its provider's.
+  def post_uploads?(%Micelio.Storage.Handle{config: config}) do
+    case config[:s3_post_uploads] do
+      flag when is_boolean(flag) ->
+        flag
+
+      nil ->
+        provider_profile(config[:s3_provider], config[:s3_endpoint]).post_uploads
+    end
+  end
 end

@@ -119,60 +119,73 @@ pub fn ok_atom<'a>(env: Env<'a>) -> Term<'a> {
     atoms::ok().encode(env)
 }
 
-/// Metadata as `{size, etag, last_modified_ns, content_type, cache_control,
-/// content_disposition, content_encoding, [{name, value}]}`; Elixir builds
-/// the map.
-pub fn meta_term<'a>(env: Env<'a>, meta: &ObjectMeta) -> Term<'a> {
-    let a = &meta.attributes;
-    let text = |v: &Option<String>| match v {
-        Some(s) => string(env, s),
-        None => atoms::nil().encode(env),
-    };
-    let metadata: Vec<(&str, &str)> = a
-        .metadata
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    rustler::types::tuple::make_tuple(
-        env,
-        &[
-            meta.size.encode(env),
-            string(env, &meta.etag),
-            (meta.last_modified_ns as i64).encode(env),
-            text(&a.content_type),
-            text(&a.cache_control),
-            text(&a.content_disposition),
-            text(&a.content_encoding),
-            metadata.encode(env),
-        ],
-    )
+/// Metadata as Elixir receives it: a map with these keys (rustler encodes
+/// the struct field by field), which `Micelio.Storage.Metadata` turns into
+/// the public map.
+#[derive(rustler::NifMap)]
+struct MetaTerm {
+    size: u64,
+    etag: String,
+    last_modified_ns: i64,
+    content_type: Option<String>,
+    cache_control: Option<String>,
+    content_disposition: Option<String>,
+    content_encoding: Option<String>,
+    metadata: Vec<(String, String)>,
+    storage_class: Option<String>,
 }
 
-/// Decodes `nil` or `{content_type, cache_control, content_disposition,
-/// content_encoding, [{name, value}]}` (each text `nil` or a string), and
-/// checks it.
+/// The metadata map of an object.
+pub fn meta_term<'a>(env: Env<'a>, meta: &ObjectMeta) -> Term<'a> {
+    let a = &meta.attributes;
+    MetaTerm {
+        size: meta.size,
+        etag: meta.etag.clone(),
+        last_modified_ns: meta.last_modified_ns as i64,
+        content_type: a.content_type.clone(),
+        cache_control: a.cache_control.clone(),
+        content_disposition: a.content_disposition.clone(),
+        content_encoding: a.content_encoding.clone(),
+        metadata: a.metadata.clone(),
+        storage_class: a.storage_class.clone(),
+    }
+    .encode(env)
+}
+
+/// A write's attributes as Elixir sends them (`Micelio.Storage.ObjectOptions`):
+/// `nil`, or a map with these keys.
+#[derive(rustler::NifMap)]
+struct AttributesTerm {
+    content_type: Option<String>,
+    cache_control: Option<String>,
+    content_disposition: Option<String>,
+    content_encoding: Option<String>,
+    metadata: Vec<(String, String)>,
+    storage_class: Option<String>,
+    acl: Option<String>,
+    tags: Vec<(String, String)>,
+}
+
+/// Decodes and checks a write's attributes.
 pub fn decode_attributes(term: Term) -> Result<Attributes, StoreError> {
-    let bad = || StoreError::InvalidConfig("metadata", "expected string names and values".into());
     if term
         .decode::<rustler::Atom>()
         .is_ok_and(|a| a == atoms::nil())
     {
         return Ok(Attributes::default());
     }
-    type Raw = (
-        Option<String>,
-        Option<String>,
-        Option<String>,
-        Option<String>,
-        Vec<(String, String)>,
-    );
-    let (ct, cc, cd, ce, metadata): Raw = term.decode().map_err(|_| bad())?;
+    let t: AttributesTerm = term.decode().map_err(|_| {
+        StoreError::InvalidConfig("metadata", "expected string names and values".into())
+    })?;
     Attributes {
-        content_type: ct,
-        cache_control: cc,
-        content_disposition: cd,
-        content_encoding: ce,
-        metadata,
+        content_type: t.content_type,
+        cache_control: t.cache_control,
+        content_disposition: t.content_disposition,
+        content_encoding: t.content_encoding,
+        metadata: t.metadata,
+        storage_class: t.storage_class,
+        acl: t.acl,
+        tags: t.tags,
     }
     .validate()
 }

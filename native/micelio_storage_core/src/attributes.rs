@@ -24,6 +24,13 @@ pub struct Attributes {
     pub content_encoding: Option<String>,
     /// User metadata, names lowercase, sorted by name.
     pub metadata: Vec<(String, String)>,
+    /// The storage class an object store keeps the object in
+    /// (`STANDARD_IA`, `GLACIER_IR`, ...), as the provider names it.
+    pub storage_class: Option<String>,
+    /// A canned ACL (`private`, `public-read`, ...), on write only.
+    pub acl: Option<String>,
+    /// Object tags, on write only (read them with `Store::get_tags`).
+    pub tags: Vec<(String, String)>,
 }
 
 /// The content type a key's extension implies (`a.png` is `image/png`), or
@@ -116,6 +123,7 @@ impl Attributes {
                 format!("{total} bytes; at most {MAX_METADATA_BYTES} (S3's limit)"),
             ));
         }
+        check_tags(&self.tags)?;
         self.metadata.sort();
         let before = self.metadata.len();
         self.metadata.dedup_by(|a, b| a.0 == b.0);
@@ -126,6 +134,12 @@ impl Attributes {
             ));
         }
         Ok(self)
+    }
+
+    /// Whether any attribute only an object store keeps is set (storage
+    /// class, ACL, tags).
+    pub fn has_object_store_options(&self) -> bool {
+        self.storage_class.is_some() || self.acl.is_some() || !self.tags.is_empty()
     }
 
     /// These attributes with the content type filled in from `key` when unset.
@@ -180,8 +194,29 @@ impl Attributes {
             content_disposition: opt("cd"),
             content_encoding: opt("ce"),
             metadata,
+            ..Attributes::default()
         })
     }
+}
+
+/// S3's limits on object tags: at most 10, keys up to 128 characters and
+/// values up to 256, no key twice.
+fn check_tags(tags: &[(String, String)]) -> Result<(), StoreError> {
+    let bad = |msg: String| Err(StoreError::InvalidConfig("tags", msg));
+    if tags.len() > 10 {
+        return bad(format!("{} tags; at most 10", tags.len()));
+    }
+    for (i, (k, v)) in tags.iter().enumerate() {
+        if k.is_empty() || k.chars().count() > 128 || v.chars().count() > 256 {
+            return bad(format!(
+                "tag {k:?}: keys are 1 to 128 characters, values at most 256"
+            ));
+        }
+        if tags[..i].iter().any(|(other, _)| other == k) {
+            return bad(format!("tag {k:?} is given twice"));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -241,6 +276,7 @@ mod tests {
             content_disposition: Some("attachment; filename=\"a.png\"".into()),
             content_encoding: None,
             metadata: vec![("owner".into(), "ana".into())],
+            ..Attributes::default()
         };
         assert_eq!(Attributes::decode(a.encode().as_bytes()), Some(a));
         assert_eq!(Attributes::decode(b"not json"), None);

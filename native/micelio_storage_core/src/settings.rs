@@ -77,6 +77,24 @@ impl Settings {
         }
     }
 
+    /// An integer that may be unset.
+    pub fn optional_int(&self, name: &'static str) -> Result<Option<u64>, StoreError> {
+        match self.value(name) {
+            SettingValue::Nil => Ok(None),
+            SettingValue::Int(n) => Ok(Some(*n)),
+            _ => Err(wrong(name, "a non-negative integer")),
+        }
+    }
+
+    /// A boolean that may be unset.
+    pub fn optional_flag(&self, name: &'static str) -> Result<Option<bool>, StoreError> {
+        match self.value(name) {
+            SettingValue::Nil => Ok(None),
+            SettingValue::Bool(b) => Ok(Some(*b)),
+            _ => Err(wrong(name, "a boolean")),
+        }
+    }
+
     /// Milliseconds, as a duration.
     pub fn millis(&self, name: &'static str) -> Result<Duration, StoreError> {
         self.int(name).map(Duration::from_millis)

@@ -227,6 +227,21 @@ pub struct PresignedPost {
     pub fields: Vec<(String, String)>,
 }
 
+/// One CORS rule of a bucket: which origins may send which requests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CorsRule {
+    /// `https://app.example.com`, or `*`.
+    pub allowed_origins: Vec<String>,
+    /// `GET`, `PUT`, `POST`, `DELETE`, `HEAD`.
+    pub allowed_methods: Vec<String>,
+    /// Request headers the browser may send (`*` for any).
+    pub allowed_headers: Vec<String>,
+    /// Response headers the page may read (`ETag`).
+    pub expose_headers: Vec<String>,
+    /// How long a browser may cache the preflight answer.
+    pub max_age_seconds: Option<u64>,
+}
+
 /// What `delete_many` did: every key is either deleted or failed.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct DeleteManyOutcome {
@@ -262,6 +277,9 @@ pub struct Capabilities {
     pub server_side_copy: bool,
     /// Reads are served from a cache in front of the store.
     pub read_cache: bool,
+    /// Writes take a storage class, a canned ACL and tags; `get_tags`
+    /// reads the tags.
+    pub object_tags: bool,
 }
 
 /// The contract every backend implements.
@@ -513,6 +531,49 @@ pub trait Store: Send + Sync + 'static {
         )))
     }
 
+    /// Creates the bucket (container) the store writes to, and returns its
+    /// name; one that exists and is ours is fine.
+    async fn create_bucket(&self, _deadline: Deadline) -> Result<String, StoreError> {
+        Err(self.unsupported("creating buckets"))
+    }
+
+    /// Replaces the bucket's CORS rules.
+    async fn put_cors(&self, _rules: &[CorsRule], _deadline: Deadline) -> Result<(), StoreError> {
+        Err(self.unsupported("CORS rules"))
+    }
+
+    /// The bucket's CORS rules (none set: empty).
+    async fn get_cors(&self, _deadline: Deadline) -> Result<Vec<CorsRule>, StoreError> {
+        Err(self.unsupported("CORS rules"))
+    }
+
+    /// A lifecycle rule that aborts multipart uploads left incomplete for
+    /// `days` days (it replaces the bucket's lifecycle configuration).
+    async fn put_lifecycle_abort_incomplete(
+        &self,
+        _days: u32,
+        _deadline: Deadline,
+    ) -> Result<(), StoreError> {
+        Err(self.unsupported("lifecycle rules"))
+    }
+
+    /// The tags of `key`, sorted by name.
+    async fn get_tags(
+        &self,
+        _key: &Key,
+        _deadline: Deadline,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        Err(self.unsupported("object tags"))
+    }
+
+    /// The error of an operation this backend does not have.
+    fn unsupported(&self, what: &str) -> StoreError {
+        StoreError::Unsupported(format!(
+            "{what} need the s3 backend, not {}",
+            self.backend()
+        ))
+    }
+
     /// A URL that grants `opts.method` on `key` without credentials.
     async fn presigned_url(
         &self,
@@ -525,6 +586,18 @@ pub trait Store: Send + Sync + 'static {
             self.backend()
         )))
     }
+}
+
+/// Refuses what a backend cannot keep (a storage class, an ACL or tags on
+/// a store without them) instead of dropping it silently.
+pub fn check_object_options(store: &dyn Store, attributes: &Attributes) -> Result<(), StoreError> {
+    if attributes.has_object_store_options() && !store.capabilities().object_tags {
+        return Err(StoreError::Unsupported(format!(
+            "storage_class, acl and tags need the s3 backend, not {}",
+            store.backend()
+        )));
+    }
+    Ok(())
 }
 
 /// A store shared by tasks, tiers and NIF resources.

@@ -219,6 +219,7 @@ mod cases {
                 ("owner".into(), "ana".into()),
                 ("team".into(), "forge".into()),
             ],
+            ..Attributes::default()
         };
         let opts = PutOptions {
             attributes: attributes.clone(),

@@ -37,7 +37,14 @@ defmodule Micelio.Storage.ReadmeFactsTest do
   end
 
   describe "the README's capability table" do
-    @columns [:presigned_urls, :public_urls, :incomplete_uploads, :server_side_copy, :read_cache]
+    @columns [
+      :presigned_urls,
+      :public_urls,
+      :incomplete_uploads,
+      :server_side_copy,
+      :read_cache,
+      :object_tags
+    ]
 
     defp readme_row(backend) do
       line =

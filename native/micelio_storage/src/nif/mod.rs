@@ -13,6 +13,7 @@ pub mod debug;
 pub mod keys;
 pub mod logging;
 pub mod operation;
+mod profile;
 pub mod signing;
 pub mod store;
 pub mod transfer;

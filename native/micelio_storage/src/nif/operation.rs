@@ -17,6 +17,11 @@
 //! | `{:list_level, prefix}` | `Store::list_level` |
 //! | `{:public_url, key}` | `Store::public_url` |
 //! | `{:presigned_post, key_or_prefix, %{...}}` | `Store::presigned_post` |
+//! | `{:create_bucket}` | `Store::create_bucket` |
+//! | `{:put_cors, [%{...}]}` | `Store::put_cors` |
+//! | `{:get_cors}` | `Store::get_cors` |
+//! | `{:put_lifecycle_abort_incomplete, days}` | `Store::put_lifecycle_abort_incomplete` |
+//! | `{:get_tags, key}` | `Store::get_tags` |
 //!
 //! Keys and content are checked and taken here, once, before any work is
 //! scheduled; the same decoded operation then runs on any store.
@@ -25,9 +30,9 @@ use micelio_storage_core::error::StoreError;
 use micelio_storage_core::key::{Key, Prefix};
 use micelio_storage_core::object::{BodyAlloc, Deadline, Object, ObjectMeta};
 use micelio_storage_core::store::{
-    ByteRange, CopyOptions, DeleteManyOutcome, DeleteOptions, GetOptions, HeadOptions, Level,
-    ListOptions, Page, PageOptions, PostPolicyOptions, PresignOptions, PresignedPost, PutOptions,
-    SharedStore,
+    check_object_options, ByteRange, CopyOptions, CorsRule, DeleteManyOutcome, DeleteOptions,
+    GetOptions, HeadOptions, Level, ListOptions, Page, PageOptions, PostPolicyOptions,
+    PresignOptions, PresignedPost, PutOptions, SharedStore,
 };
 use rustler::types::tuple::get_tuple;
 use rustler::{Atom, Binary, Encoder, Env, Term};
@@ -40,7 +45,7 @@ use crate::terms::{
 };
 
 mod atoms {
-    rustler::atoms! { get, head, put, delete, list, copy, delete_many, presigned_url, health, incomplete_uploads, abort_incomplete_uploads, list_page, list_level, public_url, presigned_post, error, partial, nil }
+    rustler::atoms! { get, head, put, delete, list, copy, delete_many, presigned_url, health, incomplete_uploads, abort_incomplete_uploads, list_page, list_level, public_url, presigned_post, create_bucket, put_cors, get_cors, put_lifecycle_abort_incomplete, get_tags, error, partial, nil }
 }
 
 /// One decoded request.
@@ -98,6 +103,51 @@ pub enum Operation {
         key_or_prefix: String,
         opts: PostPolicyOptions,
     },
+    CreateBucket,
+    PutCors {
+        rules: Vec<CorsRule>,
+    },
+    GetCors,
+    PutLifecycleAbortIncomplete {
+        days: u32,
+    },
+    GetTags {
+        key: Key,
+    },
+}
+
+/// A CORS rule as Elixir sends and receives it: a map with these keys.
+#[derive(rustler::NifMap)]
+struct CorsRuleTerm {
+    allowed_origins: Vec<String>,
+    allowed_methods: Vec<String>,
+    allowed_headers: Vec<String>,
+    expose_headers: Vec<String>,
+    max_age_seconds: Option<u64>,
+}
+
+impl From<CorsRuleTerm> for CorsRule {
+    fn from(t: CorsRuleTerm) -> Self {
+        CorsRule {
+            allowed_origins: t.allowed_origins,
+            allowed_methods: t.allowed_methods,
+            allowed_headers: t.allowed_headers,
+            expose_headers: t.expose_headers,
+            max_age_seconds: t.max_age_seconds,
+        }
+    }
+}
+
+impl From<CorsRule> for CorsRuleTerm {
+    fn from(r: CorsRule) -> Self {
+        CorsRuleTerm {
+            allowed_origins: r.allowed_origins,
+            allowed_methods: r.allowed_methods,
+            allowed_headers: r.allowed_headers,
+            expose_headers: r.expose_headers,
+            max_age_seconds: r.max_age_seconds,
+        }
+    }
 }
 
 /// The conditions of a POST policy as Elixir sends them: a map whose keys
@@ -151,6 +201,9 @@ pub enum Outcome {
     Page(Page),
     Level(Level),
     Post(PresignedPost),
+    Name(String),
+    Cors(Vec<CorsRule>),
+    Pairs(Vec<(String, String)>),
 }
 
 fn prefix(term: Term) -> Result<Prefix, StoreError> {
@@ -268,6 +321,27 @@ impl Operation {
                 prefix: prefix(*p)?,
             },
             [k] if tag == atoms::public_url() => Operation::PublicUrl { key: key(*k)? },
+            [] if tag == atoms::create_bucket() => Operation::CreateBucket,
+            [rules] if tag == atoms::put_cors() => Operation::PutCors {
+                rules: rules
+                    .decode::<Vec<CorsRuleTerm>>()
+                    .map_err(|_| {
+                        StoreError::InvalidConfig(
+                            "rules",
+                            "expected a list of CORS rule maps".into(),
+                        )
+                    })?
+                    .into_iter()
+                    .map(Into::into)
+                    .collect(),
+            },
+            [] if tag == atoms::get_cors() => Operation::GetCors,
+            [days] if tag == atoms::put_lifecycle_abort_incomplete() => {
+                Operation::PutLifecycleAbortIncomplete {
+                    days: days.decode().map_err(|_| bad_request())?,
+                }
+            }
+            [k] if tag == atoms::get_tags() => Operation::GetTags { key: key(*k)? },
             [k, opts] if tag == atoms::presigned_post() => {
                 let opts: PostPolicyOptions = opts
                     .decode::<PostPolicyTerm>()
@@ -317,6 +391,7 @@ impl Operation {
                 Outcome::Meta(store.head(&key, &HeadOptions::default(), deadline).await?)
             }
             Operation::Put { key, body, opts } => {
+                check_object_options(&*store, &opts.attributes)?;
                 store.put(&key, body, &opts, deadline).await?;
                 Outcome::Done
             }
@@ -365,6 +440,17 @@ impl Operation {
                 Outcome::Level(store.list_level(&prefix, deadline).await?)
             }
             Operation::PublicUrl { key } => Outcome::Text(store.public_url(&key)?),
+            Operation::CreateBucket => Outcome::Name(store.create_bucket(deadline).await?),
+            Operation::PutCors { rules } => {
+                store.put_cors(&rules, deadline).await?;
+                Outcome::Done
+            }
+            Operation::GetCors => Outcome::Cors(store.get_cors(deadline).await?),
+            Operation::PutLifecycleAbortIncomplete { days } => {
+                store.put_lifecycle_abort_incomplete(days, deadline).await?;
+                Outcome::Done
+            }
+            Operation::GetTags { key } => Outcome::Pairs(store.get_tags(&key, deadline).await?),
             Operation::PresignPost {
                 key_or_prefix,
                 opts,
@@ -384,7 +470,8 @@ impl Operation {
             | Operation::Put { key, .. }
             | Operation::Delete { key, .. }
             | Operation::Presign { key, .. }
-            | Operation::PublicUrl { key } => vec![key],
+            | Operation::PublicUrl { key }
+            | Operation::GetTags { key } => vec![key],
             Operation::Copy { from, to, .. } => vec![from, to],
             Operation::DeleteMany { keys, .. } => keys.iter().collect(),
             _ => vec![],
@@ -418,6 +505,15 @@ impl Reply for Outcome {
             Outcome::Count(count) => ok(env, count),
             Outcome::Page(page) => ok(env, (page.keys, page.next)),
             Outcome::Level(level) => ok(env, (level.keys, level.prefixes)),
+            Outcome::Name(name) => ok(env, name),
+            Outcome::Pairs(pairs) => ok(env, pairs),
+            Outcome::Cors(rules) => ok(
+                env,
+                rules
+                    .into_iter()
+                    .map(CorsRuleTerm::from)
+                    .collect::<Vec<_>>(),
+            ),
             Outcome::Post(post) => ok(
                 env,
                 PresignedPostTerm {

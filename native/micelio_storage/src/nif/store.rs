@@ -240,6 +240,7 @@ struct CapabilitiesMap {
     incomplete_uploads: bool,
     server_side_copy: bool,
     read_cache: bool,
+    object_tags: bool,
 }
 
 #[rustler::nif]
@@ -251,6 +252,7 @@ fn store_capabilities(store: ResourceArc<StoreResource>) -> CapabilitiesMap {
         incomplete_uploads: c.incomplete_uploads,
         server_side_copy: c.server_side_copy,
         read_cache: c.read_cache,
+        object_tags: c.object_tags,
     }
 }
 

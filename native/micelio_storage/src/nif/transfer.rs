@@ -30,6 +30,7 @@ use super::store::StoreResource;
 use crate::buffers::{borrow_bytes, bytes_term};
 use crate::runtime::{spawn_reply, Reply};
 use crate::terms::{content_bytes, decode_attributes, decode_range, meta_term, ok, ok_atom};
+use micelio_storage_core::store::check_object_options;
 
 mod atoms {
     rustler::atoms! { progress, more, chunk, eof, meta }
@@ -152,6 +153,7 @@ fn store_put_file<'a>(
         let (key, path) = (key(key_term)?, path(path_term)?);
         store.shared().check_key(&key)?;
         let opts = put_options(attributes, durable)?;
+        check_object_options(&*store.shared(), &opts.attributes)?;
         let messenger = Messenger::new(env, reply_ref);
         let xfer = transfer(
             idle_ms,
@@ -226,6 +228,7 @@ fn store_put_stream<'a>(
         let key = key(key_term)?;
         store.shared().check_key(&key)?;
         let opts = put_options(attributes, durable)?;
+        check_object_options(&*store.shared(), &opts.attributes)?;
         let messenger = Messenger::new(env, reply_ref);
         let xfer = transfer(
             idle_ms,

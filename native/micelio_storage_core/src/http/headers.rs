@@ -42,6 +42,8 @@ pub fn meta_from_headers(headers: &reqwest::header::HeaderMap) -> ObjectMeta {
             content_disposition: owned("content-disposition"),
             content_encoding: owned("content-encoding"),
             metadata,
+            storage_class: owned("x-amz-storage-class"),
+            ..Attributes::default()
         },
     }
 }

@@ -85,6 +85,7 @@ impl S3Store {
         }
         Ok(S3Store(std::sync::Arc::new(S3Inner {
             bucket: cfg.bucket.clone(),
+            region: cfg.region.clone(),
             endpoint: format!("{scheme}://{host}"),
             bucket_seen: std::sync::atomic::AtomicBool::new(false),
             clock_offset: std::sync::atomic::AtomicI64::new(0),
@@ -106,6 +107,7 @@ impl S3Store {
             part_size: cfg.part_size,
             parts_in_flight: cfg.parts_in_flight,
             sse: cfg.sse,
+            switches: cfg.switches,
         })))
     }
 }

@@ -2,6 +2,7 @@
 
 use crate::error::StoreError;
 use crate::s3::credentials::CredentialSource;
+use crate::s3::provider::Provider;
 use crate::s3::signer::Credentials;
 use crate::s3::{S3Config, Sse, UrlStyle};
 use crate::settings::Settings;
@@ -83,6 +84,7 @@ impl S3Config {
             multipart_threshold: s.int("s3_multipart_threshold")?,
             part_size: s.int("s3_part_size")?,
             parts_in_flight: s.int("s3_parts_in_flight")? as usize,
+            switches: Provider::switches_from(s)?,
             sse: match s.text("s3_sse")?.as_deref() {
                 None => None,
                 Some("aes256") => Some(Sse::Aes256),

@@ -88,7 +88,10 @@ impl S3Store {
         deadline: Deadline,
     ) -> Result<(ObjectMeta, Option<String>), StoreError> {
         let path = self.object_path(key);
-        let headers = vec![("x-amz-checksum-mode".to_string(), "ENABLED".to_string())];
+        let mut headers = Vec::new();
+        if self.asks_checksums() {
+            headers.push(("x-amz-checksum-mode".to_string(), "ENABLED".to_string()));
+        }
         match self
             .send(Method::HEAD, &path, vec![], headers, None, true, deadline)
             .await

@@ -1,6 +1,7 @@
 //! The S3 backend: any S3-compatible service, signed by our own SigV4 signer,
 //! over one pooled keep-alive HTTP client per configured store.
 
+mod bucket;
 mod client;
 pub mod config;
 pub mod credentials;
@@ -8,6 +9,7 @@ mod download;
 pub mod error;
 mod objects;
 mod post_policy;
+pub mod provider;
 mod requests;
 mod response;
 pub mod retry;
@@ -68,6 +70,9 @@ pub struct S3Config {
     pub parts_in_flight: usize,
     /// Server-side encryption asked on every write.
     pub sse: Option<Sse>,
+    /// What the provider does differently (its profile, and the switches
+    /// set alone).
+    pub switches: provider::Switches,
 }
 
 /// Server-side encryption of written objects.
@@ -95,6 +100,8 @@ impl std::ops::Deref for S3Store {
 #[derive(Debug)]
 pub struct S3Inner {
     bucket: String,
+    /// The signing region, which a created bucket is placed in.
+    region: String,
     /// `scheme://host[:port]` of the requests, for error messages.
     endpoint: String,
     /// Set once the bucket is known to exist (see `head`).
@@ -118,6 +125,9 @@ pub struct S3Inner {
     part_size: u64,
     parts_in_flight: usize,
     sse: Option<Sse>,
+    /// The provider's switches (checksum headers, DeleteObjects batches,
+    /// POST uploads).
+    switches: provider::Switches,
 }
 
 /// S3's smallest part (but the last) and largest part count.

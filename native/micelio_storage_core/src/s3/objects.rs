@@ -14,10 +14,9 @@ use crate::object::{bare_etag, Body, BodyAlloc, Deadline, Object};
 use crate::store::{
     ByteRange, DeleteManyOutcome, HeadOptions, PresignOptions, PutCondition, PutOptions, Store,
 };
-use crate::transfer::crc32_header;
 
 use super::requests::range_header;
-use super::response::{content_range_total, crc32_of, malformed, verify_whole};
+use super::response::{content_range_total, malformed, verify_whole};
 use super::{error, xml, S3Store};
 
 /// Keys per DeleteObjects request: the API's limit.
@@ -54,7 +53,10 @@ impl S3Store {
                 });
             }
             Some(r) => headers.push(("range".into(), range_header(r))),
-            None => headers.push(("x-amz-checksum-mode".into(), "ENABLED".into())),
+            None if self.asks_checksums() => {
+                headers.push(("x-amz-checksum-mode".into(), "ENABLED".into()))
+            }
+            None => {}
         }
         let ans = match self
             .send_into(
@@ -109,10 +111,7 @@ impl S3Store {
         let condition = &opts.condition;
         let mut headers = self.object_headers(key, &opts.attributes);
         // The server checks it and refuses a body damaged on the way.
-        headers.push((
-            "x-amz-checksum-crc32".into(),
-            crc32_header(crc32_of(&body).await),
-        ));
+        headers.push(self.integrity_header(&body).await);
         match condition {
             PutCondition::Always => {}
             PutCondition::IfNoneMatch => headers.push(("if-none-match".into(), "*".into())),
@@ -329,6 +328,30 @@ impl S3Store {
         Ok(exists)
     }
 
+    /// Deletes keys one request each (services without DeleteObjects).
+    pub(super) async fn delete_each(
+        &self,
+        keys: &[Key],
+        deadline: Deadline,
+        outcome: &mut DeleteManyOutcome,
+    ) {
+        for key in keys {
+            let result = self
+                .send(
+                    Method::DELETE,
+                    &self.object_path(key),
+                    vec![],
+                    vec![],
+                    None,
+                    true,
+                    deadline,
+                )
+                .await
+                .map(|_| ());
+            outcome.record(key.clone(), result);
+        }
+    }
+
     /// One DeleteObjects request for up to 1,000 keys.
     pub(super) async fn delete_batch(
         &self,
@@ -357,6 +380,12 @@ impl S3Store {
                 deadline,
             )
             .await;
+        // A service without DeleteObjects (GCS) says so: one by one, then.
+        if let Err(StoreError::S3 { code, .. }) = &answer {
+            if code == "NotImplemented" {
+                return self.delete_each(keys, deadline, outcome).await;
+            }
+        }
         let failures = answer.and_then(|ans| {
             xml::parse_delete_result(&ans.body).map_err(|e| malformed(ans.status, e))
         });

@@ -19,6 +19,12 @@ impl S3Store {
         key_or_prefix: &str,
         opts: &PostPolicyOptions,
     ) -> Result<PresignedPost, StoreError> {
+        if !self.switches.post_uploads {
+            return Err(StoreError::InvalidConfig(
+                "s3_post_uploads",
+                "this provider takes no POST uploads (Cloudflare R2): sign a PUT URL with presigned_url(key, method: :put)".into(),
+            ));
+        }
         let signer = self.signers.current().await?;
         let now = opts.unix_time.unwrap_or_else(|| self.now_unix());
         let date = AmzDate::from_unix(now);
@@ -112,7 +118,7 @@ mod tests {
     fn expiration_is_iso8601() {
         assert_eq!(
             iso8601(&AmzDate::from_unix(1_796_644_800)),
-            "2026-12-07T12:40:00.000Z"
+            "2026-12-07T12:00:00.000Z"
         );
     }
 }

@@ -26,6 +26,8 @@ impl S3Store {
             ("cache-control", attributes.cache_control),
             ("content-disposition", attributes.content_disposition),
             ("content-encoding", attributes.content_encoding),
+            ("x-amz-storage-class", attributes.storage_class),
+            ("x-amz-acl", attributes.acl),
         ] {
             if let Some(v) = value {
                 headers.push((name.to_string(), v));
@@ -33,6 +35,15 @@ impl S3Store {
         }
         for (name, value) in attributes.metadata {
             headers.push((format!("x-amz-meta-{name}"), value));
+        }
+        if !attributes.tags.is_empty() {
+            // `x-amz-tagging` is a URL query string of the tags.
+            let tagging: Vec<String> = attributes
+                .tags
+                .iter()
+                .map(|(k, v)| format!("{}={}", uri_encode(k, false), uri_encode(v, false)))
+                .collect();
+            headers.push(("x-amz-tagging".into(), tagging.join("&")));
         }
         match &self.sse {
             None => {}

@@ -4,6 +4,7 @@
 use bytes::Bytes;
 use reqwest::StatusCode;
 
+use super::S3Store;
 use crate::error::StoreError;
 use crate::object::BodyBuf;
 use crate::transfer::crc32_header;
@@ -50,6 +51,39 @@ pub(crate) fn full_object_crc32(headers: &reqwest::header::HeaderMap) -> Option<
             .get("x-amz-checksum-type")
             .is_some_and(|t| t.as_bytes().eq_ignore_ascii_case(b"COMPOSITE"));
     (!composite).then(|| v.to_string())
+}
+
+impl S3Store {
+    /// The header that lets the server refuse a body damaged on the way:
+    /// its CRC-32 where the provider takes checksum headers, else its
+    /// Content-MD5 (which every S3-compatible service checks).
+    pub(super) async fn integrity_header(&self, body: &Bytes) -> (String, String) {
+        if self.switches.checksum_headers {
+            return (
+                "x-amz-checksum-crc32".into(),
+                crc32_header(crc32_of(body).await),
+            );
+        }
+        let md5 = |b: &[u8]| {
+            use base64::Engine;
+            use md5::Digest;
+            base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(b))
+        };
+        let digest = if body.len() < 256 * 1024 {
+            md5(body)
+        } else {
+            let owned = body.clone();
+            tokio::task::spawn_blocking(move || md5(&owned))
+                .await
+                .unwrap_or_else(|_| md5(body))
+        };
+        ("content-md5".into(), digest)
+    }
+
+    /// Whether reads ask for the server's checksum (`x-amz-checksum-mode`).
+    pub(super) fn asks_checksums(&self) -> bool {
+        self.switches.checksum_headers
+    }
 }
 
 /// CRC-32 of a body, off the I/O workers when it is large.

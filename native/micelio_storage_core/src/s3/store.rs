@@ -11,7 +11,7 @@ use crate::http::headers::meta_from_headers;
 use crate::key::{Key, Prefix};
 use crate::object::{Deadline, Object, ObjectMeta};
 use crate::store::{
-    Capabilities, CopyOptions, DeleteManyOutcome, DeleteOptions, GetOptions, HeadOptions,
+    Capabilities, CopyOptions, CorsRule, DeleteManyOutcome, DeleteOptions, GetOptions, HeadOptions,
     ListOptions, PostPolicyOptions, PresignOptions, PresignedPost, PutOptions, Store,
 };
 use crate::transfer::{ByteSource, ByteStream, Transfer};
@@ -32,6 +32,7 @@ impl Store for S3Store {
             incomplete_uploads: true,
             server_side_copy: true,
             read_cache: false,
+            object_tags: true,
         }
     }
 
@@ -224,10 +225,42 @@ impl Store for S3Store {
         deadline: Deadline,
     ) -> Result<DeleteManyOutcome, StoreError> {
         let mut outcome = DeleteManyOutcome::default();
-        for batch in keys.chunks(DELETE_BATCH) {
+        if !self.switches.delete_objects {
+            self.delete_each(keys, deadline, &mut outcome).await;
+            return Ok(outcome);
+        }
+        for batch in keys.chunks(self.switches.delete_batch.clamp(1, DELETE_BATCH)) {
             self.delete_batch(batch, deadline, &mut outcome).await;
         }
         Ok(outcome)
+    }
+
+    async fn create_bucket(&self, deadline: Deadline) -> Result<String, StoreError> {
+        S3Store::create_bucket(self, deadline).await
+    }
+
+    async fn put_cors(&self, rules: &[CorsRule], deadline: Deadline) -> Result<(), StoreError> {
+        S3Store::put_cors(self, rules, deadline).await
+    }
+
+    async fn get_cors(&self, deadline: Deadline) -> Result<Vec<CorsRule>, StoreError> {
+        S3Store::get_cors(self, deadline).await
+    }
+
+    async fn put_lifecycle_abort_incomplete(
+        &self,
+        days: u32,
+        deadline: Deadline,
+    ) -> Result<(), StoreError> {
+        S3Store::put_lifecycle_abort_incomplete(self, days, deadline).await
+    }
+
+    async fn get_tags(
+        &self,
+        key: &Key,
+        deadline: Deadline,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        S3Store::get_tags(self, key, deadline).await
     }
 
     async fn presigned_post(

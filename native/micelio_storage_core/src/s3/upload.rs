@@ -111,8 +111,10 @@ impl S3Store {
         deadline: Deadline,
     ) -> Result<String, StoreError> {
         let mut headers = self.object_headers(key, &opts.attributes);
-        headers.push(("x-amz-checksum-algorithm".into(), "CRC32".into()));
-        headers.push(("x-amz-checksum-type".into(), "FULL_OBJECT".into()));
+        if self.switches.checksum_headers {
+            headers.push(("x-amz-checksum-algorithm".into(), "CRC32".into()));
+            headers.push(("x-amz-checksum-type".into(), "FULL_OBJECT".into()));
+        }
         let query = vec![("uploads".to_string(), String::new())];
         let ans = self
             .send(
@@ -208,7 +210,7 @@ impl S3Store {
     ) -> Result<(CompletedPart, u32, u64), StoreError> {
         let len = body.len() as u64;
         let crc = crc32_of(&body).await;
-        let headers = vec![("x-amz-checksum-crc32".to_string(), crc32_header(crc))];
+        let headers = vec![self.integrity_header(&body).await];
         let query = vec![
             ("partNumber".to_string(), number.to_string()),
             ("uploadId".to_string(), id.to_string()),
@@ -233,7 +235,12 @@ impl S3Store {
             CompletedPart {
                 number,
                 etag: etag.to_string(),
-                crc32: crc32_header(crc),
+                // Named in the completion only where checksums are sent.
+                crc32: if self.switches.checksum_headers {
+                    crc32_header(crc)
+                } else {
+                    String::new()
+                },
             },
             crc,
             len,
@@ -250,11 +257,11 @@ impl S3Store {
         xfer: &Transfer,
     ) -> Result<(), StoreError> {
         let body = Bytes::from(xml::complete_request(parts));
-        let mut headers = vec![
-            ("content-type".to_string(), "application/xml".to_string()),
-            ("x-amz-checksum-crc32".to_string(), crc32_header(crc)),
-            ("x-amz-checksum-type".to_string(), "FULL_OBJECT".to_string()),
-        ];
+        let mut headers = vec![("content-type".to_string(), "application/xml".to_string())];
+        if self.switches.checksum_headers {
+            headers.push(("x-amz-checksum-crc32".to_string(), crc32_header(crc)));
+            headers.push(("x-amz-checksum-type".to_string(), "FULL_OBJECT".to_string()));
+        }
         match &opts.condition {
             PutCondition::Always => {}
             PutCondition::IfNoneMatch => headers.push(("if-none-match".into(), "*".into())),

@@ -114,11 +114,18 @@ pub fn complete_request(parts: &[CompletedPart]) -> String {
     let mut body = String::from("<CompleteMultipartUpload>");
     for p in parts {
         body.push_str(&format!(
-            "<Part><PartNumber>{}</PartNumber><ETag>{}</ETag><ChecksumCRC32>{}</ChecksumCRC32></Part>",
+            "<Part><PartNumber>{}</PartNumber><ETag>{}</ETag>",
             p.number,
             quick_xml::escape::escape(&p.etag),
-            quick_xml::escape::escape(&p.crc32)
         ));
+        // No checksum is named where the provider takes no checksum headers.
+        if !p.crc32.is_empty() {
+            body.push_str(&format!(
+                "<ChecksumCRC32>{}</ChecksumCRC32>",
+                quick_xml::escape::escape(&p.crc32)
+            ));
+        }
+        body.push_str("</Part>");
     }
     body.push_str("</CompleteMultipartUpload>");
     body
@@ -345,6 +352,105 @@ pub fn parse_delete_result(xml: &[u8]) -> Result<Vec<DeleteFailure>, String> {
     } else {
         Err("the answer is not a DeleteResult document".into())
     }
+}
+
+/// A PutBucketCors body.
+pub fn cors_request(rules: &[crate::store::CorsRule]) -> String {
+    let mut body = String::from("<CORSConfiguration>");
+    for rule in rules {
+        body.push_str("<CORSRule>");
+        let lists = [
+            ("AllowedOrigin", &rule.allowed_origins),
+            ("AllowedMethod", &rule.allowed_methods),
+            ("AllowedHeader", &rule.allowed_headers),
+            ("ExposeHeader", &rule.expose_headers),
+        ];
+        for (tag, values) in lists {
+            for v in values {
+                body.push_str(&format!("<{tag}>{}</{tag}>", quick_xml::escape::escape(v)));
+            }
+        }
+        if let Some(age) = rule.max_age_seconds {
+            body.push_str(&format!("<MaxAgeSeconds>{age}</MaxAgeSeconds>"));
+        }
+        body.push_str("</CORSRule>");
+    }
+    body.push_str("</CORSConfiguration>");
+    body
+}
+
+/// Parses a GetBucketCors answer.
+pub fn parse_cors(xml: &[u8]) -> Result<Vec<crate::store::CorsRule>, String> {
+    let mut rules = Vec::new();
+    let mut rule = crate::store::CorsRule::default();
+    let mut root = None;
+    walk(xml, |path, text| {
+        if path.len() == 1 {
+            root = Some(path[0].to_string());
+        }
+        match path {
+            ["CORSConfiguration", "CORSRule", "AllowedOrigin"] => rule.allowed_origins.push(text),
+            ["CORSConfiguration", "CORSRule", "AllowedMethod"] => rule.allowed_methods.push(text),
+            ["CORSConfiguration", "CORSRule", "AllowedHeader"] => rule.allowed_headers.push(text),
+            ["CORSConfiguration", "CORSRule", "ExposeHeader"] => rule.expose_headers.push(text),
+            ["CORSConfiguration", "CORSRule", "MaxAgeSeconds"] => {
+                rule.max_age_seconds = text.trim().parse().ok()
+            }
+            ["CORSConfiguration", "CORSRule"] => rules.push(std::mem::take(&mut rule)),
+            _ => {}
+        }
+    })?;
+    match root.as_deref() {
+        Some("CORSConfiguration") => Ok(rules),
+        _ => Err("expected a CORSConfiguration document".into()),
+    }
+}
+
+/// A PutBucketLifecycleConfiguration body with one rule: abort multipart
+/// uploads left incomplete for `days` days, everywhere in the bucket.
+pub fn lifecycle_abort_request(days: u32) -> String {
+    format!(
+        "<LifecycleConfiguration><Rule><ID>micelio-abort-incomplete-uploads</ID>\
+         <Filter><Prefix></Prefix></Filter><Status>Enabled</Status>\
+         <AbortIncompleteMultipartUpload><DaysAfterInitiation>{days}</DaysAfterInitiation>\
+         </AbortIncompleteMultipartUpload></Rule></LifecycleConfiguration>"
+    )
+}
+
+/// A CreateBucket body naming the region (none for `us-east-1`).
+pub fn create_bucket_request(region: &str) -> Option<String> {
+    (region != "us-east-1" && !region.is_empty()).then(|| {
+        format!(
+            "<CreateBucketConfiguration><LocationConstraint>{}</LocationConstraint>\
+             </CreateBucketConfiguration>",
+            quick_xml::escape::escape(region)
+        )
+    })
+}
+
+/// Parses a GetObjectTagging answer, sorted by key.
+pub fn parse_tagging(xml: &[u8]) -> Result<Vec<(String, String)>, String> {
+    let mut tags = Vec::new();
+    let (mut key, mut value) = (String::new(), String::new());
+    let mut root = None;
+    walk(xml, |path, text| {
+        if path.len() == 1 {
+            root = Some(path[0].to_string());
+        }
+        match path {
+            ["Tagging", "TagSet", "Tag", "Key"] => key = text,
+            ["Tagging", "TagSet", "Tag", "Value"] => value = text,
+            ["Tagging", "TagSet", "Tag"] => {
+                tags.push((std::mem::take(&mut key), std::mem::take(&mut value)))
+            }
+            _ => {}
+        }
+    })?;
+    if root.as_deref() != Some("Tagging") {
+        return Err("expected a Tagging document".into());
+    }
+    tags.sort();
+    Ok(tags)
 }
 
 /// Calls `on_text(element path, decoded text)` for each text node.

@@ -118,6 +118,7 @@ fn s3_store() -> S3Store {
         part_size: 5 << 20,
         parts_in_flight: 2,
         sse: None,
+        switches: micelio_storage_core::s3::provider::Provider::Other.switches(),
     })
     .unwrap()
 }

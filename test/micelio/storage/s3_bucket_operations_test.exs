@@ -1,0 +1,131 @@
+defmodule Micelio.Storage.S3BucketOperationsTest do
+  # Bucket and object operations for apps that provision their own
+  # buckets, against SeaweedFS and moto (two S3 implementations none of us
+  # wrote).
+  use ExUnit.Case, async: false
+
+  alias Micelio.Storage.S3
+  alias Micelio.Storage.Test.{Moto, Seaweed}
+
+  @moduletag :s3
+
+  setup_all do
+    :ok = Seaweed.ensure_started()
+    Moto.ensure_started()
+    :ok
+  end
+
+  @rules [
+    %{
+      allowed_origins: ["https://app.example.com"],
+      allowed_methods: ["POST", "PUT"],
+      allowed_headers: ["*"],
+      expose_headers: ["ETag"],
+      max_age_seconds: 3600
+    }
+  ]
+
+  for server <- [:seaweedfs, :moto] do
+    describe "#{server}" do
+      @describetag server: server
+
+      test "create_bucket, also when it exists and is ours", %{server: server} do
+        bucket = "made-#{System.unique_integer([:positive])}"
+        opts = Keyword.merge(opts(server), s3_bucket: bucket, s3_prefix: "")
+        # SeaweedFS creates a bucket on its first write; moto does not.
+        if server == :moto,
+          do: assert({:error, {:no_such_bucket, ^bucket}} = Micelio.Storage.put("a", "b", opts))
+
+        assert {:ok, ^bucket} = S3.create_bucket(opts)
+        assert {:ok, ^bucket} = S3.create_bucket(opts)
+        assert {:ok, "a"} = Micelio.Storage.put("a", "b", opts)
+      end
+
+      test "CORS rules round-trip; a bucket without rules has none", %{server: server} do
+        bucket = "cors-#{System.unique_integer([:positive])}"
+        opts = Keyword.merge(opts(server), s3_bucket: bucket, s3_prefix: "")
+        {:ok, _} = S3.create_bucket(opts)
+        assert {:ok, []} = S3.get_bucket_cors(opts)
+        assert :ok = S3.put_bucket_cors(@rules, opts)
+        assert {:ok, @rules} = S3.get_bucket_cors(opts)
+      end
+
+      test "a lifecycle rule that aborts incomplete uploads", %{server: server} do
+        bucket = "life-#{System.unique_integer([:positive])}"
+        opts = Keyword.merge(opts(server), s3_bucket: bucket, s3_prefix: "")
+        {:ok, _} = S3.create_bucket(opts)
+        assert :ok = S3.put_lifecycle_abort_incomplete(7, opts)
+        assert {:error, {:invalid_config, :days, _}} = S3.put_lifecycle_abort_incomplete(0, opts)
+      end
+
+      test "storage class, ACL and tags on puts, one-shot and multipart", %{server: server} do
+        opts = opts(server)
+        tags = %{"team" => "web", "build id" => "42"}
+
+        assert {:ok, "small.txt"} =
+                 Micelio.Storage.put(
+                   "small.txt",
+                   "x",
+                   opts ++ [tags: tags, storage_class: "STANDARD_IA", acl: :private]
+                 )
+
+        assert {:ok, ^tags} = S3.get_tags("small.txt", opts)
+        assert {:ok, %{storage_class: "STANDARD_IA"}} = Micelio.Storage.head("small.txt", opts)
+
+        big = :binary.copy("0123456789", 2_000_000)
+
+        assert {:ok, "big.bin"} =
+                 Micelio.Storage.put_stream(
+                   "big.bin",
+                   [big],
+                   opts ++ [tags: %{"k" => "v"}, storage_class: "STANDARD_IA"]
+                 )
+
+        assert {:ok, %{"k" => "v"}} = S3.get_tags("big.bin", opts)
+
+        assert {:ok, %{storage_class: "STANDARD_IA", size: 20_000_000}} =
+                 Micelio.Storage.head("big.bin", opts)
+
+        Micelio.Storage.put!("plain.txt", "y", opts)
+        assert {:ok, %{}} = S3.get_tags("plain.txt", opts)
+      end
+    end
+  end
+
+  test "backends without them refuse storage class, ACL and tags" do
+    for opts <- [
+          [backend: :memory],
+          [backend: :local, local_path: Micelio.Storage.Test.Tmp.dir!("tags")]
+        ],
+        extra <- [[tags: %{"a" => "b"}], [storage_class: "GLACIER"], [acl: :public_read]] do
+      assert {:error, {:invalid_config, :backend, message}} =
+               Micelio.Storage.put("a", "b", opts ++ extra)
+
+      assert message =~ "s3 backend"
+    end
+
+    assert {:error, {:invalid_config, :backend, _}} =
+             S3.get_tags("a", storage: elem(Micelio.Storage.open(backend: :memory), 1))
+  end
+
+  test "bad options are clear errors" do
+    opts = Seaweed.opts()
+
+    assert {:error, {:invalid_config, :acl, _}} =
+             Micelio.Storage.put("a", "b", opts ++ [acl: :everyone])
+
+    assert {:error, {:invalid_config, :tags, _}} =
+             Micelio.Storage.put("a", "b", opts ++ [tags: [a: 1]])
+
+    eleven = Map.new(1..11, &{"k#{&1}", "v"})
+
+    assert {:error, {:invalid_config, :tags, _}} =
+             Micelio.Storage.put("a", "b", opts ++ [tags: eleven])
+
+    assert {:error, {:invalid_config, :rules, _}} = S3.put_bucket_cors([%{origins: ["x"]}], opts)
+    assert {:error, {:invalid_config, :rules, _}} = S3.put_bucket_cors("x", opts)
+  end
+
+  defp opts(:seaweedfs), do: Seaweed.opts()
+  defp opts(:moto), do: Moto.opts()
+end
