@@ -60,8 +60,10 @@ defmodule MicelioStorage.MixProject do
       {:plug, "~> 1.14", optional: true},
       {:phoenix_live_view, "~> 1.0.0-rc.7 or ~> 1.0", optional: true},
       # Tests: a real HTTP server, a real Phoenix endpoint, properties.
-      {:bandit, "~> 1.5", only: :test},
-      {:jason, "~> 1.4", only: :test},
+      # (runtime: false: the tests start them; the library's app file must
+      # not list them, a host VM without them would not boot it.)
+      {:bandit, "~> 1.5", only: :test, runtime: false},
+      {:jason, "~> 1.4", only: :test, runtime: false},
       {:stream_data, "~> 1.1", only: :test, runtime: false}
     ]
 
@@ -77,7 +79,7 @@ defmodule MicelioStorage.MixProject do
     test = ~w(thousand_island hpax)a
 
     Enum.map(runtime, &{&1, ">= 0.0.0", optional: true}) ++
-      Enum.map(test, &{&1, ">= 0.0.0", only: :test})
+      Enum.map(test, &{&1, ">= 0.0.0", only: :test, runtime: false})
   end
 
   defp offline?, do: System.get_env("HEX_OFFLINE") in ["1", "true"] and File.dir?(mirror())

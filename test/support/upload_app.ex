@@ -24,6 +24,7 @@ defmodule Micelio.Storage.Test.UploadApp do
 
     # Channel uploads (the UploadWriter's) run in channels, which need one.
     {:ok, _} = Application.ensure_all_started(:phoenix_pubsub)
+    {:ok, _} = Application.ensure_all_started(:bandit)
     {:ok, _} = Phoenix.PubSub.Supervisor.start_link(name: __MODULE__.PubSub)
 
     {:ok, _} = __MODULE__.Endpoint.start_link()

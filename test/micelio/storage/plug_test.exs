@@ -26,6 +26,7 @@ defmodule Micelio.Storage.PlugTest do
   setup_all do
     :ok = Seaweed.ensure_started()
     {:ok, _} = Application.ensure_all_started(:inets)
+    {:ok, _} = Application.ensure_all_started(:bandit)
     table = make_ref()
 
     {:ok, server} =
