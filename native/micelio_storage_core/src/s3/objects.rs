@@ -133,6 +133,7 @@ impl S3Store {
         )
         .await
         .map(|_| ())
+        .map_err(|e| if_match_on_missing(condition, e))
     }
 
     /// Every key under `prefix`, following continuation tokens, sorted.
@@ -416,5 +417,15 @@ impl S3Store {
                 }
             }
         }
+    }
+}
+
+/// AWS (and moto) answer an `If-Match` write to a missing key with 404
+/// NoSuchKey; for our contract that is the precondition failing, as on
+/// every other backend.
+pub(super) fn if_match_on_missing(condition: &PutCondition, e: StoreError) -> StoreError {
+    match (condition, e) {
+        (PutCondition::IfMatch(_), StoreError::NotFound) => StoreError::PreconditionFailed,
+        (_, e) => e,
     }
 }

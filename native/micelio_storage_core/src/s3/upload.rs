@@ -282,7 +282,8 @@ impl S3Store {
                 "CompleteMultipartUploadResult",
                 xfer.step(),
             )
-            .await?;
+            .await
+            .map_err(|e| super::objects::if_match_on_missing(&opts.condition, e))?;
         let result = xml::parse_complete(&ans.body)
             .map_err(|e| error::from_code(ans.status.as_u16(), e, &self.bucket))?;
         if let Some(server) = result.crc32 {
