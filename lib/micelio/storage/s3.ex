@@ -455,4 +455,47 @@ defmodule Micelio.Storage.S3 do
         provider_profile(config[:s3_provider], config[:s3_endpoint]).post_uploads
     end
   end
+
+  @doc """
+  Asks the configured bucket (of `opts`, or of a store's config) what it
+  actually supports, by trying each thing under a prefix of its own
+  (`.micelio-doctor/<random>/`, deleted afterwards):
+  `{:ok, %{capability => :ok | {:error, reason}}}`.
+
+  The capabilities: `:reachable`, `:tls`, `:credentials`, `:bucket`,
+  `:clock_skew` (the server's `Date` within 5 minutes of ours), `:put`,
+  `:get`, `:head`, `:range`, `:if_none_match`, `:if_match` (conditional
+  puts enforced), `:checksum_headers` (CRC-32 headers accepted),
+  `:content_md5`, `:multipart`, `:multipart_unequal_parts`,
+  `:delete_objects`, `:post_policy` (a browser form upload), `:cors` (a
+  rule allowing POST or PUT) and `:delete`. `mix micelio.storage.doctor`
+  prints them with the settings to use.
+
+      {:ok, %{put: :ok, checksum_headers: {:error, _}}} = Micelio.Storage.S3.probe(backend: :s3)
+  """
+  @spec probe(keyword()) :: {:ok, %{atom() => :ok | {:error, term()}}} | {:error, term()}
+  def probe(opts \\ []) when is_list(opts), do: Micelio.Storage.S3.Probe.run(opts)
+
+  @doc """
+  The settings a probe's results call for: the provider profile's switches
+  that the bucket contradicts, as a keyword list to put in the config.
+
+      iex> Micelio.Storage.S3.advice(%{checksum_headers: {:error, :x}, content_md5: :ok,
+      ...>   delete_objects: :ok, post_policy: :ok}, %{})
+      [s3_checksums: :when_required]
+  """
+  @spec advice(map(), map()) :: keyword()
+  def advice(results, profile) do
+    [
+      {:s3_checksums, :when_required,
+       match?({:error, _}, results[:checksum_headers]) and results[:content_md5] == :ok and
+         Map.get(profile, :checksum_headers, true)},
+      {:s3_delete_objects, false,
+       match?({:error, _}, results[:delete_objects]) and Map.get(profile, :delete_objects, true)},
+      {:s3_post_uploads, false,
+       match?({:error, _}, results[:post_policy]) and Map.get(profile, :post_uploads, true)}
+    ]
+    |> Enum.filter(&elem(&1, 2))
+    |> Enum.map(fn {k, v, _} -> {k, v} end)
+  end
 end

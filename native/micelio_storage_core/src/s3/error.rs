@@ -125,8 +125,12 @@ pub fn not_applied(err: &StoreError) -> bool {
 /// Whether an error response is worth retrying: 5xx, 429 and `SlowDown`.
 pub fn is_retryable(err: &StoreError) -> bool {
     match err {
+        // 501 NotImplemented (GCS's DeleteObjects) will not change on a
+        // retry: the caller falls back at once.
         StoreError::S3 { status, code, .. } => {
-            *status >= 500 || *status == 429 || code == "SlowDown"
+            (*status >= 500 && *status != 501 && code != "NotImplemented")
+                || *status == 429
+                || code == "SlowDown"
         }
         StoreError::Network(_) | StoreError::Timeout => true,
         _ => false,
