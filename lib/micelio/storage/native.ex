@@ -24,6 +24,7 @@ defmodule Micelio.Storage.Native do
   def store_get_cached(_store, _key, _with_meta), do: nif_error()
   def store_get_disk(_store, _key, _with_meta), do: nif_error()
   def store_stats(_store), do: nif_error()
+  def store_disk_file(_store, _key), do: nif_error()
   def store_capabilities(_store), do: nif_error()
   def s3_profile(_provider, _endpoint), do: nif_error()
 

@@ -34,7 +34,8 @@ if Code.ensure_loaded?(Plug.Conn) do
         (`:redirect_expires_in` seconds, default 300).
 
     Bodies stream from the store with backpressure: the client's pace is not
-    a timeout. Local files go out with `sendfile`. A failure after the
+    a timeout. Local files and disk-tier hits go out with `sendfile` (a
+    disk-tier copy is checked against its CRC-32 first). A failure after the
     headers are sent aborts the connection (the client sees a broken
     transfer, never a short body that ends cleanly) by raising
     `Micelio.Storage.Plug.AbortedError`. Methods other than GET and HEAD
@@ -206,11 +207,44 @@ if Code.ensure_loaded?(Plug.Conn) do
     end
 
     defp body(conn, status, key, meta, {offset, length}, handle) do
-      case local_file(handle, key, meta) do
-        {:ok, path} -> conn |> send_file(status, path, offset, length) |> halt()
-        :none -> stream_body(conn, status, key, {offset, length}, handle)
+      with :none <- local_file(handle, key, meta),
+           :none <- disk_tier_file(handle, key, meta) do
+        stream_body(conn, status, key, {offset, length}, handle)
+      else
+        {:ok, path} ->
+          conn |> send_file(status, path, offset, length) |> halt()
+
+        {:link, link, start} ->
+          # A private hard link to the checked cache file: removed once sent.
+          try do
+            conn |> send_file(status, link, start + offset, length) |> halt()
+          after
+            File.rm(link)
+          end
       end
     end
+
+    # A disk-tier hit of a tiered store, when it is the object the headers
+    # describe: sent with sendfile from a link the engine made to the file
+    # whose CRC-32 it just checked.
+    defp disk_tier_file(%{backend: :tiered, store: store}, key, meta) do
+      case Micelio.Storage.Native.store_disk_file(store, key) do
+        {:ok, link, start, native} ->
+          cached = Micelio.Storage.Metadata.from_native(native)
+
+          if cached.etag == meta.etag and cached.size == meta.size do
+            {:link, link, start}
+          else
+            File.rm(link)
+            :none
+          end
+
+        _miss ->
+          :none
+      end
+    end
+
+    defp disk_tier_file(_handle, _key, _meta), do: :none
 
     # A local object is sent with sendfile when the file is the object the
     # headers describe (same size), reached without a symlink.

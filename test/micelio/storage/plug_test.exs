@@ -262,6 +262,43 @@ defmodule Micelio.Storage.PlugTest do
       assert h["location"] =~ "d/file.txt"
     end
 
+    test "a disk-tier hit goes out with sendfile, checked, and its link is removed", ctx do
+      cache = Tmp.dir!("plug-disk")
+
+      tiered =
+        Keyword.merge(Seaweed.opts(),
+          backend: :tiered,
+          origin_backend: :s3,
+          cache_disk_path: cache,
+          cache_memory_max_bytes: 0
+        )
+
+      content = :crypto.strong_rand_bytes(300_000)
+      Micelio.Storage.put!("cached.bin", content, tiered)
+      # The first read fills the disk tier from S3.
+      assert {:ok, ^content} = Micelio.Storage.get("cached.bin", tiered)
+      route(ctx, "tiered", store: tiered)
+      {:ok, before} = Micelio.Storage.stats(tiered)
+
+      {200, _, ^content} = request(:get, ctx.base <> "/tiered/cached.bin")
+
+      {206, _, part} =
+        request(:get, ctx.base <> "/tiered/cached.bin", [{"range", "bytes=1000-1999"}])
+
+      assert part == binary_part(content, 1000, 1000)
+
+      {:ok, later} = Micelio.Storage.stats(tiered)
+      assert later.disk.hits >= before.disk.hits + 2
+      # The server removes each link once the body is sent, which may be
+      # just after the client has read it.
+      links = fn -> Path.wildcard(Path.join(cache, ".sendfile/*"), match_dot: true) end
+
+      assert Enum.find_value(1..100, fn _ ->
+               links.() == [] || (Process.sleep(20) && false)
+             end),
+             "links left: #{inspect(links.())}"
+    end
+
     test "S3 stopping mid-body aborts the response: curl sees a broken transfer", ctx do
       size = 24 * 1024 * 1024
       s3 = Seaweed.opts()

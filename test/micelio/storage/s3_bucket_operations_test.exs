@@ -126,6 +126,33 @@ defmodule Micelio.Storage.S3BucketOperationsTest do
     assert {:error, {:invalid_config, :rules, _}} = S3.put_bucket_cors("x", opts)
   end
 
+  test "a copy over the threshold goes in parts (UploadPartCopy), keeping attributes" do
+    # The threshold (5 GiB in use) is lowered so a 12 MiB object crosses it.
+    opts =
+      Seaweed.opts(s3_copy_multipart_threshold: 5 * 1024 * 1024, s3_part_size: 5 * 1024 * 1024)
+
+    content = :crypto.strong_rand_bytes(12 * 1024 * 1024)
+
+    {:ok, _} =
+      Micelio.Storage.put(
+        "src.bin",
+        content,
+        opts ++ [content_type: "application/x-test", metadata: %{"owner" => "ana"}]
+      )
+
+    assert {:ok, "dst.bin"} = Micelio.Storage.copy("src.bin", "dst.bin", opts)
+    assert {:ok, ^content} = Micelio.Storage.get("dst.bin", opts)
+    {:ok, meta} = Micelio.Storage.head("dst.bin", opts)
+    assert meta.content_type == "application/x-test"
+    assert meta.metadata == %{"owner" => "ana"}
+    # A copy in parts has a multipart ETag: three 5 MiB ranges.
+    assert meta.etag =~ ~r/-3$/
+    assert {:ok, []} = Micelio.Storage.S3.incomplete_uploads(opts)
+
+    # A missing source fails before any upload starts.
+    assert {:error, :not_found} = Micelio.Storage.copy("none.bin", "x.bin", opts)
+  end
+
   defp opts(:seaweedfs), do: Seaweed.opts()
   defp opts(:moto), do: Moto.opts()
 end

@@ -21,6 +21,8 @@ defmodule Micelio.Storage.TelemetryAndLogsTest do
     do: send(pid, {:telemetry, event, measurements, metadata})
 
   setup_all do
+    # :telemetry is an optional dependency: the app that has it starts it.
+    {:ok, _} = Application.ensure_all_started(:telemetry)
     :ok = Seaweed.ensure_started()
   end
 

@@ -219,6 +219,35 @@ fn store_get_disk<'a>(
     })
 }
 
+/// A disk-tier hit as `{:ok, path, offset, meta}`: a private hard link to
+/// the checked file (the caller sends it with sendfile, then removes it),
+/// where the content starts, and the metadata. `:miss` otherwise.
+#[rustler::nif(schedule = "DirtyIo")]
+fn store_disk_file<'a>(
+    env: Env<'a>,
+    store: ResourceArc<StoreResource>,
+    key: Binary<'a>,
+) -> Term<'a> {
+    guarded(env, || {
+        let key = Key::parse(key.as_slice())?;
+        let found = store
+            .0
+            .cache
+            .as_ref()
+            .and_then(|c| c.disk_file(key.as_str()));
+        Ok(match found {
+            Some((path, offset, meta)) => (
+                crate::terms::ok_atom(env),
+                path.to_string_lossy().to_string(),
+                offset,
+                crate::terms::meta_term(env, &meta),
+            )
+                .encode(env),
+            None => atoms::miss().encode(env),
+        })
+    })
+}
+
 /// `{:ok, [{tier, [{counter, value}]}]}` of a tiered store.
 #[rustler::nif]
 fn store_stats(env: Env, store: ResourceArc<StoreResource>) -> Term {

@@ -106,6 +106,7 @@ impl S3Store {
             multipart_threshold: cfg.multipart_threshold.max(MIN_PART),
             part_size: cfg.part_size,
             parts_in_flight: cfg.parts_in_flight,
+            copy_multipart_threshold: cfg.copy_multipart_threshold,
             sse: cfg.sse,
             switches: cfg.switches,
         })))

@@ -84,6 +84,7 @@ impl S3Config {
             multipart_threshold: s.int("s3_multipart_threshold")?,
             part_size: s.int("s3_part_size")?,
             parts_in_flight: s.int("s3_parts_in_flight")? as usize,
+            copy_multipart_threshold: s.int("s3_copy_multipart_threshold")?,
             switches: Provider::switches_from(s)?,
             sse: match s.text("s3_sse")?.as_deref() {
                 None => None,

@@ -68,6 +68,9 @@ pub struct S3Config {
     pub part_size: u64,
     /// Parts (or ranges) sent at once.
     pub parts_in_flight: usize,
+    /// Copies of objects larger than this go in parts (UploadPartCopy);
+    /// 5 GiB, CopyObject's limit, unless lowered (tests).
+    pub copy_multipart_threshold: u64,
     /// Server-side encryption asked on every write.
     pub sse: Option<Sse>,
     /// What the provider does differently (its profile, and the switches
@@ -124,6 +127,7 @@ pub struct S3Inner {
     multipart_threshold: u64,
     part_size: u64,
     parts_in_flight: usize,
+    copy_multipart_threshold: u64,
     sse: Option<Sse>,
     /// The provider's switches (checksum headers, DeleteObjects batches,
     /// POST uploads).

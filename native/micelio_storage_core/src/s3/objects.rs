@@ -19,6 +19,9 @@ use super::requests::range_header;
 use super::response::{content_range_total, malformed, verify_whole};
 use super::{error, xml, S3Store};
 
+/// The largest object one CopyObject copies (5 GB).
+pub(super) const COPY_OBJECT_LIMIT: u64 = 5 * 1024 * 1024 * 1024;
+
 /// Keys per DeleteObjects request: the API's limit.
 pub(super) const DELETE_BATCH: usize = 1000;
 
@@ -250,29 +253,60 @@ impl S3Store {
                 .await
                 .map(|_| ());
         }
-        // `x-amz-copy-source` is `/bucket/key`, each part URL-encoded (AWS
-        // S3 API reference, CopyObject).
-        let source = format!(
-            "/{}/{}",
-            uri_encode(&self.bucket, false),
-            uri_encode(&self.full_key(from), true)
-        );
-        let headers = vec![("x-amz-copy-source".to_string(), source)];
+        // Over the threshold (lowered, as in tests), the copy goes in parts.
+        if self.copy_multipart_threshold < COPY_OBJECT_LIMIT {
+            let meta = self.head(from, &HeadOptions::default(), deadline).await?;
+            if meta.size > self.copy_multipart_threshold {
+                return self.copy_in_parts(from, to, &meta, deadline).await;
+            }
+        }
+        let headers = vec![("x-amz-copy-source".to_string(), self.copy_source(from))];
         // A copy can fail after the 200 is sent: the error is then in the
         // body, and a body that is not a CopyObjectResult copied nothing
         // we can vouch for.
-        self.send_document(
-            Method::PUT,
-            &self.object_path(to),
-            vec![],
-            headers,
-            None,
-            true,
-            "CopyObjectResult",
-            deadline,
+        let copied = self
+            .send_document(
+                Method::PUT,
+                &self.object_path(to),
+                vec![],
+                headers,
+                None,
+                true,
+                "CopyObjectResult",
+                deadline,
+            )
+            .await
+            .map(|_| ());
+        match copied {
+            // Over 5 GB, CopyObject is refused: the copy goes in parts.
+            Err(StoreError::S3 {
+                status,
+                code,
+                message,
+            }) if code == "InvalidRequest" || code == "EntityTooLarge" => {
+                let meta = self.head(from, &HeadOptions::default(), deadline).await?;
+                if meta.size > COPY_OBJECT_LIMIT {
+                    self.copy_in_parts(from, to, &meta, deadline).await
+                } else {
+                    Err(StoreError::S3 {
+                        status,
+                        code,
+                        message,
+                    })
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// `x-amz-copy-source`: `/bucket/key`, each part URL-encoded (AWS S3
+    /// API reference, CopyObject).
+    pub(super) fn copy_source(&self, from: &Key) -> String {
+        format!(
+            "/{}/{}",
+            uri_encode(&self.bucket, false),
+            uri_encode(&self.full_key(from), true)
         )
-        .await
-        .map(|_| ())
     }
 
     /// A presigned URL for `method` on `key`, valid for `expires_in` seconds

@@ -15,7 +15,7 @@ use super::xml::{self, CompletedPart};
 use super::{crc32_of, error, malformed, S3Store, MAX_PARTS, MIN_PART};
 use crate::error::StoreError;
 use crate::key::Key;
-use crate::object::Deadline;
+use crate::object::{Deadline, ObjectMeta};
 use crate::store::{PutCondition, PutOptions};
 use crate::transfer::{crc32_header, read_part, ByteSource, Transfer};
 
@@ -102,6 +102,124 @@ impl S3Store {
                 Err(e)
             }
         }
+    }
+
+    /// A server-side copy of an object too large for one CopyObject (over
+    /// 5 GB, or over `s3_copy_multipart_threshold`): an UploadPartCopy per
+    /// range, `parts_in_flight` at a time, then the completion. No byte
+    /// passes through this client; a failure aborts the upload.
+    pub(super) async fn copy_in_parts(
+        &self,
+        from: &Key,
+        to: &Key,
+        source_meta: &ObjectMeta,
+        deadline: Deadline,
+    ) -> Result<(), StoreError> {
+        use futures_util::stream::{self, StreamExt, TryStreamExt};
+
+        let path = self.object_path(to);
+        // The copy keeps the source's content type, headers and metadata,
+        // as CopyObject does.
+        let headers = self.object_headers(to, &source_meta.attributes);
+        let query = vec![("uploads".to_string(), String::new())];
+        let ans = self
+            .send(Method::POST, &path, query, headers, None, true, deadline)
+            .await?;
+        let id = xml::parse_upload_id(&ans.body).map_err(|e| malformed(ans.status, e))?;
+        let mut guard = AbortGuard {
+            armed: Some((self.clone(), path.clone(), id.clone())),
+        };
+        let source = self.copy_source(from);
+        let size = source_meta.size;
+        let part = self.part_size_for(Some(size));
+        let ranges: Vec<(u32, u64, u64)> = (1u32..)
+            .zip((0..size).step_by(part as usize))
+            .map(|(n, start)| (n, start, (start + part).min(size) - 1))
+            .collect();
+        let copied: Result<Vec<CompletedPart>, StoreError> = stream::iter(ranges)
+            .map(|(n, first, last)| {
+                let (path, id, source) = (&path, &id, &source);
+                async move {
+                    self.copy_part(path, id, n, source, first, last, deadline)
+                        .await
+                }
+            })
+            .buffered(self.parts_in_flight.max(1))
+            .try_collect()
+            .await;
+        let done = match copied {
+            Ok(parts) => {
+                let body = Bytes::from(xml::complete_request(&parts));
+                let headers = vec![("content-type".to_string(), "application/xml".to_string())];
+                let query = vec![("uploadId".to_string(), id.clone())];
+                self.send_document(
+                    Method::POST,
+                    &path,
+                    query,
+                    headers,
+                    Some(body),
+                    true,
+                    "CompleteMultipartUploadResult",
+                    deadline,
+                )
+                .await
+                .map(|_| ())
+            }
+            Err(e) => Err(e),
+        };
+        match done {
+            Ok(()) => {
+                guard.disarm();
+                Ok(())
+            }
+            Err(e) => {
+                guard.abort_now().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// One UploadPartCopy of bytes `first..=last` of the source.
+    #[allow(clippy::too_many_arguments)]
+    async fn copy_part(
+        &self,
+        path: &str,
+        id: &str,
+        number: u32,
+        source: &str,
+        first: u64,
+        last: u64,
+        deadline: Deadline,
+    ) -> Result<CompletedPart, StoreError> {
+        let headers = vec![
+            ("x-amz-copy-source".to_string(), source.to_string()),
+            (
+                "x-amz-copy-source-range".to_string(),
+                format!("bytes={first}-{last}"),
+            ),
+        ];
+        let query = vec![
+            ("partNumber".to_string(), number.to_string()),
+            ("uploadId".to_string(), id.to_string()),
+        ];
+        let ans = self
+            .send_document(
+                Method::PUT,
+                path,
+                query,
+                headers,
+                None,
+                true,
+                "CopyPartResult",
+                deadline,
+            )
+            .await?;
+        let etag = xml::parse_copy_part_etag(&ans.body).map_err(|e| malformed(ans.status, e))?;
+        Ok(CompletedPart {
+            number,
+            etag,
+            crc32: String::new(),
+        })
     }
 
     async fn create_upload(

@@ -354,6 +354,17 @@ pub fn parse_delete_result(xml: &[u8]) -> Result<Vec<DeleteFailure>, String> {
     }
 }
 
+/// The `<ETag>` of an UploadPartCopy answer.
+pub fn parse_copy_part_etag(xml: &[u8]) -> Result<String, String> {
+    let mut etag = None;
+    walk(xml, |path, text| {
+        if path == ["CopyPartResult", "ETag"] {
+            etag = Some(text);
+        }
+    })?;
+    etag.ok_or_else(|| "expected a CopyPartResult with an ETag".into())
+}
+
 /// A PutBucketCors body.
 pub fn cors_request(rules: &[crate::store::CorsRule]) -> String {
     let mut body = String::from("<CORSConfiguration>");

@@ -321,6 +321,47 @@ impl DiskTier {
         }
     }
 
+    /// The cached file of `key`, for sending as it is (sendfile): a hard
+    /// link to the very file whose content was just checked against its
+    /// CRC-32, so neither a replacement nor an eviction of the entry can
+    /// change what is sent. Returns the link, where the content starts and
+    /// the metadata; the caller removes the link (a tier opened later
+    /// sweeps any left behind). Blocking file I/O.
+    pub fn link_for_sending(&self, key: &str) -> Option<(PathBuf, u64, ObjectMeta)> {
+        use std::io::{Read, Seek, SeekFrom};
+        use std::os::fd::AsRawFd;
+
+        let (mut file, offset, meta, crc) = self.open_body(key)?;
+        file.seek(SeekFrom::Start(offset)).ok()?;
+        let mut hasher = crc32fast::Hasher::new();
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let n = file.read(&mut buf).ok()?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+        if hasher.finalize() != crc {
+            self.drop_key(key);
+            return None;
+        }
+        let links = self.dir.join(".sendfile");
+        fs::create_dir_all(&links).ok()?;
+        let link = links.join(format!("{TEMP_PREFIX}send-{:016x}", rand::random::<u64>()));
+        // Linking the open descriptor (not the path) names the file checked.
+        let source = format!("/proc/self/fd/{}", file.as_raw_fd());
+        rustix::fs::linkat(
+            rustix::fs::CWD,
+            source.as_str(),
+            rustix::fs::CWD,
+            &link,
+            rustix::fs::AtFlags::SYMLINK_FOLLOW,
+        )
+        .ok()?;
+        Some((link, offset, meta))
+    }
+
     /// Drops the copy of `key` as corrupt (a streamed read found a bad CRC).
     pub fn drop_key(&self, key: &str) {
         self.drop_corrupt(&name_of(key));

@@ -252,6 +252,11 @@ impl<V: Value> TieredStore<V> {
         self.read_disk(key, true)
     }
 
+    /// A disk hit as a file to send as it is (see `DiskTier::link_for_sending`).
+    pub fn disk_file(&self, key: &str) -> Option<(std::path::PathBuf, u64, ObjectMeta)> {
+        self.disk.as_ref()?.link_for_sending(key)
+    }
+
     /// A disk hit read straight into `buf`: the metadata, and the ticket
     /// that lets `fill_memory` put the value in RAM unless the key was
     /// written meanwhile. Blocking file I/O.

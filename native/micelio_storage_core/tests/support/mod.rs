@@ -117,6 +117,7 @@ fn s3_store() -> S3Store {
         multipart_threshold: 5 << 20,
         part_size: 5 << 20,
         parts_in_flight: 2,
+        copy_multipart_threshold: 5 << 30,
         sse: None,
         switches: micelio_storage_core::s3::provider::Provider::Other.switches(),
     })
