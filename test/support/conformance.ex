@@ -8,12 +8,23 @@ defmodule Micelio.Storage.Conformance do
   # store) in the context. The same cases then run against local, S3 and
   # tiered stores.
 
-  defmacro __using__(_) do
+  defmacro __using__(opts) do
+    # `gaps: %{"test name" => "why"}`: cases a server none of us wrote
+    # cannot pass, each skipped by name with the server's own gap.
+    gaps = Keyword.get(opts, :gaps, quote(do: %{}))
+
     quote do
+      @conformance_gaps unquote(gaps)
+
       alias Micelio.Storage
       alias Micelio.Storage.Error
 
       describe "conformance: put/get" do
+        @tag skip:
+               Map.get(
+                 @conformance_gaps,
+                 "round-trips binaries, iodata, empty and all byte values"
+               )
         test "round-trips binaries, iodata, empty and all byte values", %{opts: o} do
           all_bytes = :binary.list_to_bin(Enum.to_list(0..255))
           assert {:ok, "bin"} = Storage.put("bin", all_bytes, o)
@@ -24,6 +35,8 @@ defmodule Micelio.Storage.Conformance do
           assert {:ok, ""} = Storage.get("empty", o)
         end
 
+        @tag skip: Map.get(@conformance_gaps, "overwrites replace the content")
+
         test "overwrites replace the content", %{opts: o} do
           Storage.put!("k", "one", o)
           Storage.put!("k", "two, longer", o)
@@ -32,6 +45,8 @@ defmodule Micelio.Storage.Conformance do
           assert Storage.get!("k", o) == "3"
         end
 
+        @tag skip: Map.get(@conformance_gaps, "a missing key is :not_found everywhere")
+
         test "a missing key is :not_found everywhere", %{opts: o} do
           assert {:error, :not_found} = Storage.get("nope", o)
           assert {:error, :not_found} = Storage.head("nope", o)
@@ -39,6 +54,8 @@ defmodule Micelio.Storage.Conformance do
           refute Storage.exists?("nope", o)
           assert_raise Error, ~r/not found/, fn -> Storage.get!("nope", o) end
         end
+
+        @tag skip: Map.get(@conformance_gaps, "a 1 MiB value round-trips")
 
         test "a 1 MiB value round-trips", %{opts: o} do
           big = :crypto.strong_rand_bytes(1_048_576)
@@ -49,6 +66,8 @@ defmodule Micelio.Storage.Conformance do
       end
 
       describe "conformance: ranges and attributes" do
+        @tag skip:
+               Map.get(@conformance_gaps, "ranges at the start, middle and end, and past the end")
         test "ranges at the start, middle and end, and past the end", %{opts: o} do
           Storage.put!("r", "0123456789", o)
           assert {:ok, "012"} = Storage.get("r", o ++ [range: {0, 3}])
@@ -65,6 +84,8 @@ defmodule Micelio.Storage.Conformance do
           assert {:error, :not_found} = Storage.get("none", o ++ [range: {0, 1}])
           assert {:error, {:invalid_config, :range, _}} = Storage.get("r", o ++ [range: {-1, 2}])
         end
+
+        @tag skip: Map.get(@conformance_gaps, "content type, headers and metadata round-trip")
 
         test "content type, headers and metadata round-trip", %{opts: o} do
           attrs = [
@@ -93,12 +114,18 @@ defmodule Micelio.Storage.Conformance do
           assert Map.take(Storage.head!("copy.html", o), Map.keys(expected)) == expected
         end
 
+        @tag skip:
+               Map.get(@conformance_gaps, "without a content type, the key's extension tells it")
+
         test "without a content type, the key's extension tells it", %{opts: o} do
           Storage.put!("logo.png", "png", o)
           Storage.put!("blob", "?", o)
           assert %{content_type: "image/png", metadata: %{}} = Storage.head!("logo.png", o)
           assert %{content_type: "application/octet-stream"} = Storage.head!("blob", o)
         end
+
+        @tag skip:
+               Map.get(@conformance_gaps, "bad attributes are refused before anything is written")
 
         test "bad attributes are refused before anything is written", %{opts: o} do
           assert {:error, {:invalid_config, :metadata, _}} =
@@ -112,6 +139,8 @@ defmodule Micelio.Storage.Conformance do
 
           assert {:error, :not_found} = Storage.head("x", o)
         end
+
+        @tag skip: Map.get(@conformance_gaps, "files and streams round-trip whole or not at all")
 
         test "files and streams round-trip whole or not at all", %{opts: o} do
           dir = Path.join(System.tmp_dir!(), "conf-#{System.unique_integer([:positive])}")
@@ -151,6 +180,11 @@ defmodule Micelio.Storage.Conformance do
       end
 
       describe "conformance: listing for big buckets" do
+        @tag skip:
+               Map.get(
+                 @conformance_gaps,
+                 "list_with_delimiter gives one level, full keys and prefixes, sorted"
+               )
         test "list_with_delimiter gives one level, full keys and prefixes, sorted", %{opts: o} do
           for k <- ~w(d/a.txt d/b/c.txt d/b/d.txt d/e/f/g d/z d-other top.txt),
               do: Storage.put!(k, "x", o)
@@ -167,6 +201,8 @@ defmodule Micelio.Storage.Conformance do
           assert {:ok, %{keys: ["d/b/c.txt"], prefixes: []}} =
                    Storage.list_with_delimiter("d/b/c", o)
         end
+
+        @tag skip: Map.get(@conformance_gaps, "stream_keys pages lazily, in list's order")
 
         test "stream_keys pages lazily, in list's order", %{opts: o} do
           keys =
@@ -191,6 +227,12 @@ defmodule Micelio.Storage.Conformance do
 
           assert Storage.stream_keys("none/", o) |> Enum.to_list() == []
         end
+
+        @tag skip:
+               Map.get(
+                 @conformance_gaps,
+                 "content-addressed puts: one key per content, whatever its form"
+               )
 
         test "content-addressed puts: one key per content, whatever its form", %{opts: o} do
           content = :crypto.strong_rand_bytes(200_000)
@@ -223,6 +265,11 @@ defmodule Micelio.Storage.Conformance do
       end
 
       describe "conformance: metadata" do
+        @tag skip:
+               Map.get(
+                 @conformance_gaps,
+                 "head reports size and an etag that changes with the content"
+               )
         test "head reports size and an etag that changes with the content", %{opts: o} do
           Storage.put!("m", "12345", o)
           assert {:ok, %{size: 5, etag: etag1, last_modified: %DateTime{}}} = Storage.head("m", o)
@@ -231,6 +278,8 @@ defmodule Micelio.Storage.Conformance do
           assert {:ok, %{size: 6, etag: etag2}} = Storage.head("m", o)
           assert etag1 != etag2
         end
+
+        @tag skip: Map.get(@conformance_gaps, "get_with_metadata agrees with head")
 
         test "get_with_metadata agrees with head", %{opts: o} do
           Storage.put!("gm", "content", o)
@@ -244,6 +293,7 @@ defmodule Micelio.Storage.Conformance do
       end
 
       describe "conformance: list" do
+        @tag skip: Map.get(@conformance_gaps, "lists recursively, sorted, by plain string prefix")
         test "lists recursively, sorted, by plain string prefix", %{opts: o} do
           for k <- ["s/1/b", "s/1/a", "s/1/deep/er/x", "s/10/a", "s/2/a", "t"],
               do: Storage.put!(k, "x", o)
@@ -256,11 +306,15 @@ defmodule Micelio.Storage.Conformance do
           assert Storage.list!("s/2", o) == ["s/2/a"]
         end
 
+        @tag skip: Map.get(@conformance_gaps, "lists only objects, never directories")
+
         test "lists only objects, never directories", %{opts: o} do
           Storage.put!("d/e/f", "x", o)
           assert Storage.list!("d", o) == ["d/e/f"]
           refute Storage.exists?("d/e", o)
         end
+
+        @tag skip: Map.get(@conformance_gaps, "rejects prefixes that escape")
 
         test "rejects prefixes that escape", %{opts: o} do
           for p <- ["/", "../", "a/../", "a//", "a\\b"] do
@@ -270,6 +324,7 @@ defmodule Micelio.Storage.Conformance do
       end
 
       describe "conformance: delete" do
+        @tag skip: Map.get(@conformance_gaps, "deletes, and deleting a missing key succeeds")
         test "deletes, and deleting a missing key succeeds", %{opts: o} do
           Storage.put!("del/me", "x", o)
           assert {:ok, "del/me"} = Storage.delete("del/me", o)
@@ -281,6 +336,11 @@ defmodule Micelio.Storage.Conformance do
       end
 
       describe "conformance: copy" do
+        @tag skip:
+               Map.get(
+                 @conformance_gaps,
+                 "copies content, replaces the destination, keeps the source"
+               )
         test "copies content, replaces the destination, keeps the source", %{opts: o} do
           Storage.put!("cp/src", "content", o)
           Storage.put!("cp/dst", "old", o)
@@ -292,11 +352,17 @@ defmodule Micelio.Storage.Conformance do
           assert Storage.list!("cp/", o) == ["cp/dst", "cp/src", "cp/third"]
         end
 
+        @tag skip:
+               Map.get(@conformance_gaps, "a missing source is :not_found and creates nothing")
+
         test "a missing source is :not_found and creates nothing", %{opts: o} do
           assert {:error, :not_found} = Storage.copy("cp/none", "cp/target", o)
           assert {:error, :not_found} = Storage.get("cp/target", o)
           assert_raise Error, ~r/not found/, fn -> Storage.copy!("cp/none", "cp/target", o) end
         end
+
+        @tag skip:
+               Map.get(@conformance_gaps, "keys with spaces, +, &, % and unicode copy both ways")
 
         test "keys with spaces, +, &, % and unicode copy both ways", %{opts: o} do
           for {key, i} <- Enum.with_index(["a b/c d", "plus+/x&y", "pct%20/100%", "ünï/日本"]) do
@@ -306,6 +372,9 @@ defmodule Micelio.Storage.Conformance do
             assert Storage.get!(dest, o) == "v#{i}"
           end
         end
+
+        @tag skip:
+               Map.get(@conformance_gaps, "invalid keys are rejected before anything is copied")
 
         test "invalid keys are rejected before anything is copied", %{opts: o} do
           Storage.put!("cp/ok", "x", o)
@@ -317,6 +386,7 @@ defmodule Micelio.Storage.Conformance do
       end
 
       describe "conformance: delete_many" do
+        @tag skip: Map.get(@conformance_gaps, "deletes every key; missing keys count as deleted")
         test "deletes every key; missing keys count as deleted", %{opts: o} do
           keys = for i <- 1..25, do: "dm/#{i}"
           for k <- keys, do: Storage.put!(k, "x", o)
@@ -330,6 +400,7 @@ defmodule Micelio.Storage.Conformance do
         end
 
         @tag timeout: 240_000
+        @tag skip: Map.get(@conformance_gaps, "more than one batch of 1,000 keys")
         test "more than one batch of 1,000 keys", %{opts: o} do
           keys = for i <- 1..1_100, do: "big-dm/#{String.pad_leading("#{i}", 4, "0")}"
 
@@ -342,6 +413,12 @@ defmodule Micelio.Storage.Conformance do
           assert Storage.list!("big-dm/", o) == []
         end
 
+        @tag skip:
+               Map.get(
+                 @conformance_gaps,
+                 "an invalid key fails the whole call and deletes nothing"
+               )
+
         test "an invalid key fails the whole call and deletes nothing", %{opts: o} do
           Storage.put!("dm2/a", "x", o)
           assert {:error, {:invalid_key, "../b"}} = Storage.delete_many(["dm2/a", "../b"], o)
@@ -352,6 +429,11 @@ defmodule Micelio.Storage.Conformance do
       end
 
       describe "conformance: odd keys" do
+        @tag skip:
+               Map.get(
+                 @conformance_gaps,
+                 "spaces, unicode, reserved characters and deep nesting round-trip"
+               )
         test "spaces, unicode, reserved characters and deep nesting round-trip", %{opts: o} do
           keys = [
             "with space/file name.txt",
@@ -398,6 +480,9 @@ defmodule Micelio.Storage.Conformance do
           "bad utf8 " <> <<0xFF>>
         ]
 
+        @tag skip:
+               Map.get(@conformance_gaps, "every operation rejects them with {:invalid_key, key}")
+
         test "every operation rejects them with {:invalid_key, key}", %{opts: o} do
           for k <- @bad_keys do
             assert {:error, {:invalid_key, ^k}} = Storage.put(k, "x", o)
@@ -416,6 +501,11 @@ defmodule Micelio.Storage.Conformance do
       end
 
       describe "conformance: concurrency" do
+        @tag skip:
+               Map.get(
+                 @conformance_gaps,
+                 "1,000 concurrent put/get pairs from separate processes"
+               )
         test "1,000 concurrent put/get pairs from separate processes", %{opts: o} do
           results =
             1..1_000
@@ -437,6 +527,7 @@ defmodule Micelio.Storage.Conformance do
         # SeaweedFS serializes conditional writes to one key with lock
         # retries about a second apart: 50 racers took 2 to 20 s there.
         @tag timeout: 240_000
+        @tag skip: Map.get(@conformance_gaps, "exactly one put_if_none_match wins a race")
         test "exactly one put_if_none_match wins a race", %{opts: o} do
           o =
             if is_list(o),
@@ -456,6 +547,11 @@ defmodule Micelio.Storage.Conformance do
         end
 
         @tag timeout: 240_000
+        @tag skip:
+               Map.get(
+                 @conformance_gaps,
+                 "put_if_match is a compare-and-swap: no increment is lost"
+               )
         test "put_if_match is a compare-and-swap: no increment is lost", %{opts: o} do
           o =
             if is_list(o),
@@ -480,6 +576,9 @@ defmodule Micelio.Storage.Conformance do
 
           assert Storage.get!("race/counter", o) == "100"
         end
+
+        @tag skip:
+               Map.get(@conformance_gaps, "conditional puts report stale etags and missing keys")
 
         test "conditional puts report stale etags and missing keys", %{opts: o} do
           assert {:error, :precondition_failed} =
