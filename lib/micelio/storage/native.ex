@@ -27,6 +27,7 @@ defmodule Micelio.Storage.Native do
   def store_disk_file(_store, _key), do: nif_error()
   def store_capabilities(_store), do: nif_error()
   def s3_profile(_provider, _endpoint), do: nif_error()
+  def engine_setting_names, do: nif_error()
 
   # Transfers larger than memory.
   def store_put_file(_store, _ref, _key, _path, _attrs, _durable, _idle, _limit, _progress),

@@ -16,7 +16,7 @@ use crate::attributes::Attributes;
 use crate::error::StoreError;
 use crate::key::{Key, Prefix};
 use crate::object::{bare_etag, Body, Deadline, Object, ObjectMeta};
-use crate::settings::Settings;
+use crate::settings::{Setting, Settings};
 use crate::store::{
     Capabilities, CopyOptions, DeleteOptions, GetOptions, HeadOptions, ListOptions, PutCondition,
     PutOptions, Store,
@@ -49,7 +49,7 @@ impl MemoryStore {
 
     /// Reads `memory_max_bytes` (`memory_name` only tells stores apart).
     pub fn from_settings(s: &Settings) -> Result<Self, StoreError> {
-        Ok(MemoryStore::new(s.int("memory_max_bytes")?))
+        Ok(MemoryStore::new(s.int(Setting::MemoryMaxBytes)?))
     }
 
     fn meta(&self, size: u64, attributes: Attributes) -> ObjectMeta {

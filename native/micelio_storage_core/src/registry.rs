@@ -12,7 +12,7 @@ use crate::error::StoreError;
 use crate::local::LocalStore;
 use crate::memory::MemoryStore;
 use crate::s3::{S3Config, S3Store};
-use crate::settings::Settings;
+use crate::settings::{Setting, Settings};
 use crate::store::SharedStore;
 use crate::tiered::{TieredConfig, TieredStore, Value};
 
@@ -33,14 +33,14 @@ pub fn open<V: Value>(backend: &str, settings: &Settings) -> Result<Opened<V>, S
     let plain = |store: SharedStore| Opened { store, cache: None };
     match backend {
         "local" => Ok(plain(Arc::new(LocalStore::open(
-            &settings.path("local_path")?,
+            &settings.path(Setting::LocalPath)?,
         )?))),
         "s3" => Ok(plain(Arc::new(S3Store::new(S3Config::from_settings(
             settings,
         )?)?))),
         "memory" => Ok(plain(Arc::new(MemoryStore::from_settings(settings)?))),
         "tiered" => {
-            let origin = settings.required_text("origin_backend")?;
+            let origin = settings.required_text(Setting::OriginBackend)?;
             if origin == "tiered" {
                 return Err(StoreError::InvalidConfig(
                     "origin_backend",

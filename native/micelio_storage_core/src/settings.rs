@@ -14,6 +14,163 @@ use std::time::Duration;
 
 use crate::error::StoreError;
 
+/// Every setting the engine reads, by the name Elixir's settings table
+/// gives it (`Micelio.Storage.Settings`; a test checks each is there). A
+/// misspelled name is a compile error, not a setting silently unset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Setting {
+    CacheDiskMaxBytes,
+    CacheDiskMaxObjectBytes,
+    CacheDiskPath,
+    CacheMemoryMaxBytes,
+    CacheMemoryMaxObjectBytes,
+    CacheRevalidateAfterMs,
+    CdnBaseUrl,
+    CdnTimeoutMs,
+    LocalPath,
+    MemoryMaxBytes,
+    OriginBackend,
+    S3AccessKeyId,
+    S3Bucket,
+    S3CaCertFile,
+    S3Checksums,
+    S3ConnectTimeout,
+    S3ContainerAuthorizationToken,
+    S3ContainerAuthorizationTokenFile,
+    S3ContainerCredentialsUri,
+    S3CopyMultipartThreshold,
+    S3Credentials,
+    S3DeleteBatchSize,
+    S3DeleteObjects,
+    S3Endpoint,
+    S3ListPageSize,
+    S3MaxRetries,
+    S3MetadataEndpoint,
+    S3MultipartThreshold,
+    S3PartSize,
+    S3PartsInFlight,
+    S3PoolSize,
+    S3PostUploads,
+    S3Prefix,
+    S3Provider,
+    S3Region,
+    S3RequestTimeout,
+    S3RoleArn,
+    S3RoleSessionName,
+    S3SecretAccessKey,
+    S3SessionToken,
+    S3Sse,
+    S3SseKmsKeyId,
+    S3StsEndpoint,
+    S3UnsignedPayload,
+    S3UrlStyle,
+    S3WebIdentityTokenFile,
+}
+
+impl Setting {
+    /// Every name, for the check against the Elixir table.
+    pub const ALL: &'static [Setting] = &[
+        Setting::CacheDiskMaxBytes,
+        Setting::CacheDiskMaxObjectBytes,
+        Setting::CacheDiskPath,
+        Setting::CacheMemoryMaxBytes,
+        Setting::CacheMemoryMaxObjectBytes,
+        Setting::CacheRevalidateAfterMs,
+        Setting::CdnBaseUrl,
+        Setting::CdnTimeoutMs,
+        Setting::LocalPath,
+        Setting::MemoryMaxBytes,
+        Setting::OriginBackend,
+        Setting::S3AccessKeyId,
+        Setting::S3Bucket,
+        Setting::S3CaCertFile,
+        Setting::S3Checksums,
+        Setting::S3ConnectTimeout,
+        Setting::S3ContainerAuthorizationToken,
+        Setting::S3ContainerAuthorizationTokenFile,
+        Setting::S3ContainerCredentialsUri,
+        Setting::S3CopyMultipartThreshold,
+        Setting::S3Credentials,
+        Setting::S3DeleteBatchSize,
+        Setting::S3DeleteObjects,
+        Setting::S3Endpoint,
+        Setting::S3ListPageSize,
+        Setting::S3MaxRetries,
+        Setting::S3MetadataEndpoint,
+        Setting::S3MultipartThreshold,
+        Setting::S3PartSize,
+        Setting::S3PartsInFlight,
+        Setting::S3PoolSize,
+        Setting::S3PostUploads,
+        Setting::S3Prefix,
+        Setting::S3Provider,
+        Setting::S3Region,
+        Setting::S3RequestTimeout,
+        Setting::S3RoleArn,
+        Setting::S3RoleSessionName,
+        Setting::S3SecretAccessKey,
+        Setting::S3SessionToken,
+        Setting::S3Sse,
+        Setting::S3SseKmsKeyId,
+        Setting::S3StsEndpoint,
+        Setting::S3UnsignedPayload,
+        Setting::S3UrlStyle,
+        Setting::S3WebIdentityTokenFile,
+    ];
+
+    /// The setting's name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Setting::CacheDiskMaxBytes => "cache_disk_max_bytes",
+            Setting::CacheDiskMaxObjectBytes => "cache_disk_max_object_bytes",
+            Setting::CacheDiskPath => "cache_disk_path",
+            Setting::CacheMemoryMaxBytes => "cache_memory_max_bytes",
+            Setting::CacheMemoryMaxObjectBytes => "cache_memory_max_object_bytes",
+            Setting::CacheRevalidateAfterMs => "cache_revalidate_after_ms",
+            Setting::CdnBaseUrl => "cdn_base_url",
+            Setting::CdnTimeoutMs => "cdn_timeout_ms",
+            Setting::LocalPath => "local_path",
+            Setting::MemoryMaxBytes => "memory_max_bytes",
+            Setting::OriginBackend => "origin_backend",
+            Setting::S3AccessKeyId => "s3_access_key_id",
+            Setting::S3Bucket => "s3_bucket",
+            Setting::S3CaCertFile => "s3_ca_cert_file",
+            Setting::S3Checksums => "s3_checksums",
+            Setting::S3ConnectTimeout => "s3_connect_timeout",
+            Setting::S3ContainerAuthorizationToken => "s3_container_authorization_token",
+            Setting::S3ContainerAuthorizationTokenFile => "s3_container_authorization_token_file",
+            Setting::S3ContainerCredentialsUri => "s3_container_credentials_uri",
+            Setting::S3CopyMultipartThreshold => "s3_copy_multipart_threshold",
+            Setting::S3Credentials => "s3_credentials",
+            Setting::S3DeleteBatchSize => "s3_delete_batch_size",
+            Setting::S3DeleteObjects => "s3_delete_objects",
+            Setting::S3Endpoint => "s3_endpoint",
+            Setting::S3ListPageSize => "s3_list_page_size",
+            Setting::S3MaxRetries => "s3_max_retries",
+            Setting::S3MetadataEndpoint => "s3_metadata_endpoint",
+            Setting::S3MultipartThreshold => "s3_multipart_threshold",
+            Setting::S3PartSize => "s3_part_size",
+            Setting::S3PartsInFlight => "s3_parts_in_flight",
+            Setting::S3PoolSize => "s3_pool_size",
+            Setting::S3PostUploads => "s3_post_uploads",
+            Setting::S3Prefix => "s3_prefix",
+            Setting::S3Provider => "s3_provider",
+            Setting::S3Region => "s3_region",
+            Setting::S3RequestTimeout => "s3_request_timeout",
+            Setting::S3RoleArn => "s3_role_arn",
+            Setting::S3RoleSessionName => "s3_role_session_name",
+            Setting::S3SecretAccessKey => "s3_secret_access_key",
+            Setting::S3SessionToken => "s3_session_token",
+            Setting::S3Sse => "s3_sse",
+            Setting::S3SseKmsKeyId => "s3_sse_kms_key_id",
+            Setting::S3StsEndpoint => "s3_sts_endpoint",
+            Setting::S3UnsignedPayload => "s3_unsigned_payload",
+            Setting::S3UrlStyle => "s3_url_style",
+            Setting::S3WebIdentityTokenFile => "s3_web_identity_token_file",
+        }
+    }
+}
+
 /// One resolved value.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum SettingValue {
@@ -45,12 +202,12 @@ impl Settings {
     }
 
     /// The value of `name`, `Nil` when absent.
-    pub fn value(&self, name: &str) -> &SettingValue {
-        self.0.get(name).unwrap_or(&SettingValue::Nil)
+    pub fn value(&self, name: Setting) -> &SettingValue {
+        self.0.get(name.as_str()).unwrap_or(&SettingValue::Nil)
     }
 
     /// An optional string.
-    pub fn text(&self, name: &'static str) -> Result<Option<String>, StoreError> {
+    pub fn text(&self, name: Setting) -> Result<Option<String>, StoreError> {
         match self.value(name) {
             SettingValue::Nil => Ok(None),
             SettingValue::Text(s) => Ok(Some(s.clone())),
@@ -59,18 +216,18 @@ impl Settings {
     }
 
     /// A string that must be set.
-    pub fn required_text(&self, name: &'static str) -> Result<String, StoreError> {
+    pub fn required_text(&self, name: Setting) -> Result<String, StoreError> {
         self.text(name)?
-            .ok_or_else(|| StoreError::InvalidConfig(name, "must be set".into()))
+            .ok_or_else(|| StoreError::InvalidConfig(name.as_str(), "must be set".into()))
     }
 
     /// A path that must be set.
-    pub fn path(&self, name: &'static str) -> Result<PathBuf, StoreError> {
+    pub fn path(&self, name: Setting) -> Result<PathBuf, StoreError> {
         self.required_text(name).map(PathBuf::from)
     }
 
     /// An integer that must be set.
-    pub fn int(&self, name: &'static str) -> Result<u64, StoreError> {
+    pub fn int(&self, name: Setting) -> Result<u64, StoreError> {
         match self.value(name) {
             SettingValue::Int(n) => Ok(*n),
             _ => Err(wrong(name, "a non-negative integer")),
@@ -78,7 +235,7 @@ impl Settings {
     }
 
     /// An integer that may be unset.
-    pub fn optional_int(&self, name: &'static str) -> Result<Option<u64>, StoreError> {
+    pub fn optional_int(&self, name: Setting) -> Result<Option<u64>, StoreError> {
         match self.value(name) {
             SettingValue::Nil => Ok(None),
             SettingValue::Int(n) => Ok(Some(*n)),
@@ -87,7 +244,7 @@ impl Settings {
     }
 
     /// A boolean that may be unset.
-    pub fn optional_flag(&self, name: &'static str) -> Result<Option<bool>, StoreError> {
+    pub fn optional_flag(&self, name: Setting) -> Result<Option<bool>, StoreError> {
         match self.value(name) {
             SettingValue::Nil => Ok(None),
             SettingValue::Bool(b) => Ok(Some(*b)),
@@ -96,12 +253,12 @@ impl Settings {
     }
 
     /// Milliseconds, as a duration.
-    pub fn millis(&self, name: &'static str) -> Result<Duration, StoreError> {
+    pub fn millis(&self, name: Setting) -> Result<Duration, StoreError> {
         self.int(name).map(Duration::from_millis)
     }
 
     /// A boolean; unset is `false`.
-    pub fn flag(&self, name: &'static str) -> Result<bool, StoreError> {
+    pub fn flag(&self, name: Setting) -> Result<bool, StoreError> {
         match self.value(name) {
             SettingValue::Nil => Ok(false),
             SettingValue::Bool(b) => Ok(*b),
@@ -110,6 +267,6 @@ impl Settings {
     }
 }
 
-fn wrong(name: &'static str, expected: &str) -> StoreError {
-    StoreError::InvalidConfig(name, format!("expected {expected}"))
+fn wrong(name: Setting, expected: &str) -> StoreError {
+    StoreError::InvalidConfig(name.as_str(), format!("expected {expected}"))
 }

@@ -36,6 +36,13 @@ defmodule Micelio.Storage.ReadmeFactsTest do
     end
   end
 
+  test "every setting the engine reads is in the settings table (one owner per name)" do
+    table = Enum.map(Micelio.Storage.Settings.names(), &Atom.to_string/1)
+    engine = Micelio.Storage.Native.engine_setting_names()
+    assert engine != []
+    assert engine -- table == []
+  end
+
   describe "the README's capability table" do
     @columns [
       :presigned_urls,

@@ -123,6 +123,16 @@ fn deadline(timeout_ms: u64) -> Deadline {
     Deadline::after(Duration::from_millis(timeout_ms))
 }
 
+/// The names of every setting the engine reads (checked against the Elixir
+/// settings table by a test).
+#[rustler::nif]
+fn engine_setting_names() -> Vec<&'static str> {
+    micelio_storage_core::settings::Setting::ALL
+        .iter()
+        .map(|s| s.as_str())
+        .collect()
+}
+
 /// Runs `operation` on the runtime; the result arrives as `{ref, result}`.
 #[rustler::nif]
 fn store_run<'a>(

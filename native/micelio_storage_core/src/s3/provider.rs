@@ -3,7 +3,7 @@
 //! endpoint's host; each switch can also be set alone, and wins.
 
 use crate::error::StoreError;
-use crate::settings::Settings;
+use crate::settings::{Setting, Settings};
 
 /// The services we know the differences of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,10 +142,10 @@ impl Provider {
 
     /// The profile's switches, each overridden by its own setting when set.
     pub fn switches_from(s: &Settings) -> Result<Switches, StoreError> {
-        let endpoint = s.text("s3_endpoint")?;
-        let provider = Provider::of(s.text("s3_provider")?.as_deref(), endpoint.as_deref())?;
+        let endpoint = s.text(Setting::S3Endpoint)?;
+        let provider = Provider::of(s.text(Setting::S3Provider)?.as_deref(), endpoint.as_deref())?;
         let mut switches = provider.switches();
-        match s.text("s3_checksums")?.as_deref() {
+        match s.text(Setting::S3Checksums)?.as_deref() {
             None => {}
             Some("when_supported") => switches.checksum_headers = true,
             Some("when_required") => switches.checksum_headers = false,
@@ -156,7 +156,7 @@ impl Provider {
                 ))
             }
         }
-        if let Some(n) = s.optional_int("s3_delete_batch_size")? {
+        if let Some(n) = s.optional_int(Setting::S3DeleteBatchSize)? {
             if !(1..=1000).contains(&n) {
                 return Err(StoreError::InvalidConfig(
                     "s3_delete_batch_size",
@@ -165,10 +165,10 @@ impl Provider {
             }
             switches.delete_batch = n as usize;
         }
-        if let Some(flag) = s.optional_flag("s3_delete_objects")? {
+        if let Some(flag) = s.optional_flag(Setting::S3DeleteObjects)? {
             switches.delete_objects = flag;
         }
-        if let Some(flag) = s.optional_flag("s3_post_uploads")? {
+        if let Some(flag) = s.optional_flag(Setting::S3PostUploads)? {
             switches.post_uploads = flag;
         }
         Ok(switches)

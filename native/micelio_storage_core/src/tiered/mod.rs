@@ -35,6 +35,7 @@ use futures_util::future::{BoxFuture, Shared};
 use crate::error::StoreError;
 use crate::key::Key;
 use crate::object::{Body, BodyBuf, Deadline, NativeBody, ObjectMeta};
+use crate::settings::Setting;
 use crate::store::{HeadOptions, SharedStore};
 use cdn::Cdn;
 use disk::DiskTier;
@@ -121,14 +122,14 @@ impl TieredConfig {
     /// Reads the cache settings.
     pub fn from_settings(s: &crate::settings::Settings) -> Result<Self, StoreError> {
         Ok(TieredConfig {
-            memory_max_bytes: s.int("cache_memory_max_bytes")?,
-            memory_max_object_bytes: s.int("cache_memory_max_object_bytes")?,
-            disk_path: s.path("cache_disk_path")?,
-            disk_max_bytes: s.int("cache_disk_max_bytes")?,
-            disk_max_object_bytes: s.int("cache_disk_max_object_bytes")?,
-            cdn_base_url: s.text("cdn_base_url")?,
-            cdn_timeout: s.millis("cdn_timeout_ms")?,
-            revalidate_after: Some(s.millis("cache_revalidate_after_ms")?),
+            memory_max_bytes: s.int(Setting::CacheMemoryMaxBytes)?,
+            memory_max_object_bytes: s.int(Setting::CacheMemoryMaxObjectBytes)?,
+            disk_path: s.path(Setting::CacheDiskPath)?,
+            disk_max_bytes: s.int(Setting::CacheDiskMaxBytes)?,
+            disk_max_object_bytes: s.int(Setting::CacheDiskMaxObjectBytes)?,
+            cdn_base_url: s.text(Setting::CdnBaseUrl)?,
+            cdn_timeout: s.millis(Setting::CdnTimeoutMs)?,
+            revalidate_after: Some(s.millis(Setting::CacheRevalidateAfterMs)?),
         })
     }
 }
