@@ -2,10 +2,11 @@ defmodule Micelio.Storage.Test.Moto do
   @moduledoc false
   # moto's S3 server (`pip install 'moto[server]'`), a second S3
   # implementation none of us wrote, started on loopback for the suite. It
-  # runs under a shell that stops it when the BEAM closes the port (the
-  # shell's stdin), so no server outlives the test run.
+  # runs under LoopbackServer, so no server outlives the test run.
 
   use Agent
+
+  alias Micelio.Storage.Test.LoopbackServer
 
   @bucket "micelio-moto"
   @access_key "moto-access"
@@ -50,31 +51,11 @@ defmodule Micelio.Storage.Test.Moto do
     File.exists?(bin) ||
       raise "moto_server not found at #{bin}: bin/test installs it (pip install 'moto[server]')"
 
-    {:ok, socket} = :gen_tcp.listen(0, ip: {127, 0, 0, 1})
-    {:ok, port} = :inet.port(socket)
-    :gen_tcp.close(socket)
-
-    script = ~s(#{bin} -H 127.0.0.1 -p #{port} >/dev/null 2>&1 & pid=$!; read _; kill $pid)
-
-    os_port = Port.open({:spawn_executable, "/bin/sh"}, [:binary, args: ["-c", script]])
-
+    port = LoopbackServer.free_port()
+    os_port = LoopbackServer.start!("#{bin} -H 127.0.0.1 -p #{port}", port, "moto_server")
     endpoint = "http://127.0.0.1:#{port}"
-    wait_ready(endpoint, 200)
     create_bucket(endpoint)
     %{endpoint: endpoint, port: os_port}
-  end
-
-  defp wait_ready(_endpoint, 0), do: raise("moto_server did not start")
-
-  defp wait_ready(endpoint, n) do
-    case :httpc.request(:get, {String.to_charlist(endpoint <> "/"), []}, [timeout: 1000], []) do
-      {:ok, _} ->
-        :ok
-
-      _ ->
-        Process.sleep(100)
-        wait_ready(endpoint, n - 1)
-    end
   end
 
   defp create_bucket(endpoint) do

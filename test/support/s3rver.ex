@@ -6,6 +6,8 @@ defmodule Micelio.Storage.Test.S3rver do
 
   use Agent
 
+  alias Micelio.Storage.Test.LoopbackServer
+
   @bucket "micelio-s3rver"
 
   def ensure_started do
@@ -42,31 +44,15 @@ defmodule Micelio.Storage.Test.S3rver do
     File.exists?(bin) ||
       raise "s3rver not found at #{bin}: bin/test installs it (npm install s3rver)"
 
-    {:ok, socket} = :gen_tcp.listen(0, ip: {127, 0, 0, 1})
-    {:ok, port} = :inet.port(socket)
-    :gen_tcp.close(socket)
+    port = LoopbackServer.free_port()
     dir = Micelio.Storage.Test.Tmp.dir!("s3rver")
 
-    script =
+    command =
       "#{bin} -d #{dir} -a 127.0.0.1 -p #{port} --silent --no-vhost-buckets " <>
-        "--configure-bucket #{@bucket} >/dev/null 2>&1 & pid=$!; read _; kill $pid"
+        "--configure-bucket #{@bucket}"
 
-    os_port = Port.open({:spawn_executable, "/bin/sh"}, [:binary, args: ["-c", script]])
+    os_port = LoopbackServer.start!(command, port, "s3rver")
     endpoint = "http://127.0.0.1:#{port}"
-    wait_ready(endpoint, 100)
     %{endpoint: endpoint, port: os_port}
-  end
-
-  defp wait_ready(_endpoint, 0), do: raise("s3rver did not start")
-
-  defp wait_ready(endpoint, n) do
-    case :httpc.request(:get, {String.to_charlist(endpoint <> "/"), []}, [timeout: 1000], []) do
-      {:ok, _} ->
-        :ok
-
-      _ ->
-        Process.sleep(100)
-        wait_ready(endpoint, n - 1)
-    end
   end
 end

@@ -2,8 +2,8 @@ defmodule Micelio.Storage.Test.WebDriver do
   @moduledoc false
   # Headless Chromium driven through ChromeDriver's W3C WebDriver API
   # (Debian's `chromium` and `chromium-driver`), over :httpc on loopback.
-  # ChromeDriver runs under a shell that stops it when the BEAM closes the
-  # port, so no browser outlives the test run.
+  # ChromeDriver runs under LoopbackServer, so no browser outlives the
+  # test run.
 
   @element "element-6066-11e4-a52e-4f735466cecf"
 
@@ -12,14 +12,12 @@ defmodule Micelio.Storage.Test.WebDriver do
   def start! do
     driver = System.get_env("MICELIO_CHROMEDRIVER") || System.find_executable("chromedriver")
     driver || raise "chromedriver not found: bin/test installs chromium and chromium-driver"
-    {:ok, socket} = :gen_tcp.listen(0, ip: {127, 0, 0, 1})
-    {:ok, port} = :inet.port(socket)
-    :gen_tcp.close(socket)
+    port = Micelio.Storage.Test.LoopbackServer.free_port()
 
-    script = ~s(#{driver} --port=#{port} >/dev/null 2>&1 & pid=$!; read _; kill $pid)
-    os_port = Port.open({:spawn_executable, "/bin/sh"}, [:binary, args: ["-c", script]])
+    os_port =
+      Micelio.Storage.Test.LoopbackServer.start!("#{driver} --port=#{port}", port, "chromedriver")
+
     base = "http://127.0.0.1:#{port}"
-    wait_ready(base, 100)
 
     binary = System.get_env("MICELIO_CHROMIUM") || System.find_executable("chromium")
 
@@ -79,19 +77,6 @@ defmodule Micelio.Storage.Test.WebDriver do
            raise("timed out waiting for: #{script}")) ||
         (Process.sleep(50) && false)
     end)
-  end
-
-  defp wait_ready(_base, 0), do: raise("chromedriver did not start")
-
-  defp wait_ready(base, n) do
-    case request(:get, base <> "/status", nil) do
-      {:ok, %{"value" => %{"ready" => true}}} ->
-        :ok
-
-      _ ->
-        Process.sleep(100)
-        wait_ready(base, n - 1)
-    end
   end
 
   defp post(url, body), do: request(:post, url, body)

@@ -64,7 +64,7 @@ if Code.ensure_loaded?(Phoenix.LiveView) do
       expires_in = Keyword.get(opts, :expires_in, 600)
 
       result =
-        with {:ok, handle} <- handle(store) do
+        with {:ok, handle} <- Micelio.Storage.Lookup.store(store) do
           case uploader(handle, Keyword.get(opts, :uploader, :auto)) do
             :post ->
               post = [
@@ -115,9 +115,6 @@ if Code.ensure_loaded?(Phoenix.LiveView) do
         get_in(socket.assigns, [:uploads, entry.upload_config, Access.key(:max_file_size)]) ||
         entry.client_size
     end
-
-    defp handle(module) when is_atom(module), do: Micelio.Storage.NamedStore.handle(module, [])
-    defp handle(opts), do: Micelio.Storage.open(opts)
 
     # Where the provider takes no POST uploads (Cloudflare R2), a signed PUT.
     defp uploader(handle, :auto),

@@ -79,4 +79,11 @@ defmodule Micelio.Storage.Lookup do
       _off -> resolve.(storage_opts)
     end
   end
+
+  @doc false
+  # The handle of a store named as integrations take it (the plug, the
+  # LiveView helpers): a store module (`use Micelio.Storage`) or storage
+  # options.
+  def store(module) when is_atom(module), do: Micelio.Storage.NamedStore.handle(module, [])
+  def store(opts), do: Micelio.Storage.open(opts)
 end

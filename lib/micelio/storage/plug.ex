@@ -96,7 +96,7 @@ if Code.ensure_loaded?(Plug.Conn) do
     def call(%Plug.Conn{method: method} = conn, opts) when method in ["GET", "HEAD"] do
       with {:ok, key} <- key(conn, opts),
            :ok <- authorize(conn, key, opts),
-           {:ok, handle} <- handle(opts.store) do
+           {:ok, handle} <- Micelio.Storage.Lookup.store(opts.store) do
         case opts.mode do
           :stream -> serve(conn, key, handle, opts)
           :redirect -> redirect(conn, key, handle, opts)
@@ -138,9 +138,6 @@ if Code.ensure_loaded?(Plug.Conn) do
         other -> raise ArgumentError, ":authorize returned #{inspect(other)}"
       end
     end
-
-    defp handle(module) when is_atom(module), do: Micelio.Storage.NamedStore.handle(module, [])
-    defp handle(opts), do: Micelio.Storage.open(opts)
 
     ## Streaming mode
 

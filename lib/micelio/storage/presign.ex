@@ -31,21 +31,7 @@ defmodule Micelio.Storage.Presign do
     {presign, storage_opts} = split_options(opts)
     expires_in = Keyword.get(presign, :expires_in, 3600)
 
-    storage =
-      case Keyword.pop(storage_opts, :storage) do
-        {%Handle{} = handle, _} ->
-          {:ok, handle}
-
-        {nil, storage_opts} ->
-          Lookup.presign_handle(
-            Micelio.Storage,
-            storage_opts,
-            &Lookup.handle(Keyword.put(&1, :backend, :s3))
-          )
-
-        {_other, _} ->
-          {:error, {:invalid_config, :storage, "expected a handle"}}
-      end
+    storage = signing_handle(storage_opts)
 
     with {:ok, method} <- presign_method(Keyword.get(presign, :method, :get)),
          :ok <- check_expiry(expires_in),
@@ -116,21 +102,7 @@ defmodule Micelio.Storage.Presign do
   def post(key_or_prefix, opts) do
     {post, storage_opts} = split_post_options(opts)
 
-    storage =
-      case Keyword.pop(storage_opts, :storage) do
-        {%Handle{} = handle, _} ->
-          {:ok, handle}
-
-        {nil, storage_opts} ->
-          Lookup.presign_handle(
-            Micelio.Storage,
-            storage_opts,
-            &Lookup.handle(Keyword.put(&1, :backend, :s3))
-          )
-
-        {_other, _} ->
-          {:error, {:invalid_config, :storage, "expected a handle"}}
-      end
+    storage = signing_handle(storage_opts)
 
     with {:ok, conditions} <- post_conditions(post),
          {:ok, handle} <- storage do
@@ -223,4 +195,24 @@ defmodule Micelio.Storage.Presign do
 
   defp optional_text(name, other),
     do: {:error, {:invalid_config, name, "expected a string, got #{inspect(other)}"}}
+
+  # The store a URL or policy is signed for: a handle given as `storage:`,
+  # else the S3 store the options resolve to (under the sandbox, its
+  # presigning configuration).
+  defp signing_handle(storage_opts) do
+    case Keyword.pop(storage_opts, :storage) do
+      {%Handle{} = handle, _} ->
+        {:ok, handle}
+
+      {nil, storage_opts} ->
+        Lookup.presign_handle(
+          Micelio.Storage,
+          storage_opts,
+          &Lookup.handle(Keyword.put(&1, :backend, :s3))
+        )
+
+      {_other, _} ->
+        {:error, {:invalid_config, :storage, "expected a handle"}}
+    end
+  end
 end

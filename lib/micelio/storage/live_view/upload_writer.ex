@@ -36,7 +36,7 @@ if Code.ensure_loaded?(Phoenix.LiveView.UploadWriter) do
       key = Keyword.fetch!(opts, :key)
       store = Keyword.fetch!(opts, :store)
 
-      with {:ok, handle} <- handle(store) do
+      with {:ok, handle} <- Micelio.Storage.Lookup.store(store) do
         parent = self()
         ref = make_ref()
         {pid, monitor} = spawn_monitor(fn -> upload(parent, ref, key, handle) end)
@@ -150,8 +150,5 @@ if Code.ensure_loaded?(Phoenix.LiveView.UploadWriter) do
 
       send(parent, {ref, :result, Micelio.Storage.put_stream(key, chunks, storage: handle)})
     end
-
-    defp handle(module) when is_atom(module), do: Micelio.Storage.NamedStore.handle(module, [])
-    defp handle(opts), do: Micelio.Storage.open(opts)
   end
 end
