@@ -95,7 +95,8 @@ defmodule Micelio.Storage.ProviderEmulationsTest do
             method in ["POST", "DELETE"],
             do: {method, Map.has_key?(query, "delete")}
 
-      assert {"POST", true} in deletes
+      # One DeleteObjects: NotImplemented is not retried.
+      assert Enum.count(deletes, &(&1 == {"POST", true})) == 1
       assert Enum.count(deletes, &(&1 == {"DELETE", false})) == 3
       HostileServer.stop(proxy)
     end
