@@ -98,6 +98,16 @@ defmodule Micelio.Storage.ProviderEmulationsTest do
       # One DeleteObjects: NotImplemented is not retried.
       assert Enum.count(deletes, &(&1 == {"POST", true})) == 1
       assert Enum.count(deletes, &(&1 == {"DELETE", false})) == 3
+
+      # The store remembers: the next batch asks no DeleteObjects.
+      for k <- ~w(d e), do: Micelio.Storage.put!(k, "x", plain)
+      assert {:ok, ~w(d e)} = Micelio.Storage.delete_many(~w(d e), plain)
+
+      posts =
+        for {"POST", _path, %{"delete" => _}} <- HostileServer.requests(proxy),
+            do: :delete_objects
+
+      assert posts == [:delete_objects]
       HostileServer.stop(proxy)
     end
   end

@@ -90,6 +90,7 @@ impl S3Store {
             bucket_seen: std::sync::atomic::AtomicBool::new(false),
             clock_offset: std::sync::atomic::AtomicI64::new(0),
             skew_logged: std::sync::atomic::AtomicBool::new(false),
+            no_delete_objects: std::sync::atomic::AtomicBool::new(false),
             scheme,
             host,
             bucket_path,

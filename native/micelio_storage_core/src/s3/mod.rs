@@ -112,6 +112,8 @@ pub struct S3Inner {
     /// How far the server's clock is ahead of ours, in seconds (negative:
     /// behind), learned from a skew answer; added to every signing time.
     clock_offset: std::sync::atomic::AtomicI64,
+    /// Set once the service answered DeleteObjects with NotImplemented.
+    no_delete_objects: std::sync::atomic::AtomicBool,
     /// Whether the skew was logged (once per store).
     skew_logged: std::sync::atomic::AtomicBool,
     scheme: String,

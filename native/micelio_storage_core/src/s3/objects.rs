@@ -418,6 +418,9 @@ impl S3Store {
         // A service without DeleteObjects (GCS) says so: one by one, then.
         if let Err(StoreError::S3 { code, .. }) = &answer {
             if code == "NotImplemented" {
+                // Remembered: later calls go one by one without asking again.
+                self.no_delete_objects
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
                 return self.delete_each(keys, deadline, outcome).await;
             }
         }

@@ -225,7 +225,10 @@ impl Store for S3Store {
         deadline: Deadline,
     ) -> Result<DeleteManyOutcome, StoreError> {
         let mut outcome = DeleteManyOutcome::default();
-        if !self.switches.delete_objects {
+        let answered_not_implemented = self
+            .no_delete_objects
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if !self.switches.delete_objects || answered_not_implemented {
             self.delete_each(keys, deadline, &mut outcome).await;
             return Ok(outcome);
         }
