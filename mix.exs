@@ -100,6 +100,8 @@ defmodule MicelioStorage.MixProject do
   # measured in the same VM, with the ratio.
   defp bench(names) do
     Mix.Task.run("app.start")
+    # As in an app that has it (it comes with Plug): events go through spans.
+    {:ok, _} = Application.ensure_all_started(:telemetry)
 
     files =
       case names do

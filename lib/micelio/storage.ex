@@ -404,14 +404,17 @@ defmodule Micelio.Storage do
       {:ok, "v1"}
       iex> Micelio.Storage.copy("drafts/missing.txt", "published/b.txt")
       {:error, :not_found}
+      iex> Micelio.Storage.copy("drafts/a.txt", "published/a.txt", if_absent: true)
+      {:error, :precondition_failed}
   """
   @spec copy(key, key, opts) :: {:ok, key} | {:error, reason}
   def copy(source_key, destination_key, opts \\ [])
 
   def copy(source, destination, opts) when is_binary(source) and is_binary(destination) do
-    with {:ok, handle} <- Lookup.handle(opts) do
+    with {:ok, if_absent, opts} <- copy_condition(opts),
+         {:ok, handle} <- Lookup.handle(opts) do
       Telemetry.observe(:copy, source, handle, fn ->
-        case Store.run(handle, {:copy, source, destination, handle.config.durable}) do
+        case Store.run(handle, {:copy, source, destination, handle.config.durable, if_absent}) do
           :ok -> {:moved, copied_bytes(handle, destination), {:ok, destination}}
           error -> error
         end
@@ -423,6 +426,25 @@ defmodule Micelio.Storage do
     bad = if is_binary(source), do: destination, else: source
     {:error, {:invalid_key, bad}}
   end
+
+  # `if_absent:` is the copy's own option; the rest picks the store.
+  defp copy_condition(opts) when is_list(opts) do
+    if Micelio.Storage.Config.proper_list?(opts) do
+      case Keyword.pop(opts, :if_absent, false) do
+        {flag, rest} when is_boolean(flag) ->
+          {:ok, flag, rest}
+
+        {other, _} ->
+          {:error,
+           {:invalid_config, :if_absent,
+            "expected a boolean in the call's options, got #{Micelio.Storage.Config.shape(other)}"}}
+      end
+    else
+      {:ok, false, opts}
+    end
+  end
+
+  defp copy_condition(opts), do: {:ok, false, opts}
 
   # The size of a copy, for telemetry's `bytes`: the engine's copy does not
   # report it (S3's CopyObject answer has no size), so the destination is

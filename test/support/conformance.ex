@@ -353,6 +353,49 @@ defmodule Micelio.Storage.Conformance do
         end
 
         @tag skip:
+               Map.get(
+                 @conformance_gaps,
+                 "copy if_absent writes only where nothing is"
+               )
+        test "copy if_absent writes only where nothing is",
+             %{opts: o} do
+          Storage.put!("cia/a", "first", o)
+          Storage.put!("cia/b", "second", o)
+          assert {:ok, "cia/dst"} = Storage.copy("cia/a", "cia/dst", o ++ [if_absent: true])
+
+          assert {:error, :precondition_failed} =
+                   Storage.copy("cia/b", "cia/dst", o ++ [if_absent: true])
+
+          assert Storage.get!("cia/dst", o) == "first"
+
+          assert {:error, :precondition_failed} =
+                   Storage.copy("cia/a", "cia/a", o ++ [if_absent: true])
+
+          assert {:error, :not_found} = Storage.copy("cia/none", "cia/x", o ++ [if_absent: true])
+
+          assert {:error, {:invalid_config, :if_absent, _}} =
+                   Storage.copy("cia/a", "cia/y", o ++ [if_absent: :yes])
+        end
+
+        @tag skip: Map.get(@conformance_gaps, "exactly one copy if_absent wins a race")
+
+        test "exactly one copy if_absent wins a race", %{opts: o} do
+          Storage.put!("cia/a", "first", o)
+          Storage.put!("cia/b", "second", o)
+
+          won =
+            ["cia/a", "cia/b", "cia/a", "cia/b"]
+            |> Task.async_stream(&Storage.copy(&1, "cia/once", o ++ [if_absent: true]),
+              max_concurrency: 4
+            )
+            |> Enum.map(fn {:ok, result} -> result end)
+
+          assert Enum.count(won, &match?({:ok, "cia/once"}, &1)) == 1
+          assert Enum.count(won, &(&1 == {:error, :precondition_failed})) == 3
+          assert Storage.get!("cia/once", o) in ["first", "second"]
+        end
+
+        @tag skip:
                Map.get(@conformance_gaps, "a missing source is :not_found and creates nothing")
 
         test "a missing source is :not_found and creates nothing", %{opts: o} do

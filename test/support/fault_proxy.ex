@@ -18,6 +18,18 @@ defmodule Micelio.Storage.Test.FaultProxy do
   def inject(proxy, faults), do: GenServer.call(proxy, {:inject, faults})
   def counts(proxy), do: GenServer.call(proxy, :counts)
 
+  @doc """
+  From now on, every request whose request line matches `regex` is held
+  `ms` before it goes to the server, as on a slow path (it goes on even
+  when the client has gone meanwhile, as a request already on the wire
+  does). Every request's arrival and every answer's first bytes are
+  logged, in order: see `events/1`.
+  """
+  def delay_matching(proxy, regex, ms), do: GenServer.call(proxy, {:delay_matching, regex, ms})
+
+  @doc "What `delay_matching/3` logged: `{:received | :answered, request line}`, oldest first."
+  def events(proxy), do: GenServer.call(proxy, :events)
+
   @doc "From now on, every request whose request line matches `regex` gets a 500."
   def fail_matching(proxy, regex), do: GenServer.call(proxy, {:fail_matching, regex})
 
@@ -46,6 +58,11 @@ defmodule Micelio.Storage.Test.FaultProxy do
 
   def handle_call(:counts, _from, s), do: {:reply, s.counts, s}
 
+  def handle_call({:delay_matching, regex, ms}, _from, s),
+    do: {:reply, :ok, Map.put(s, :delay_matching, {regex, ms})}
+
+  def handle_call(:events, _from, s), do: {:reply, Enum.reverse(Map.get(s, :events, [])), s}
+
   def handle_call({:fail_matching, regex}, _from, s),
     do: {:reply, :ok, Map.put(s, :fail_matching, regex)}
 
@@ -53,12 +70,20 @@ defmodule Micelio.Storage.Test.FaultProxy do
     {fault, rest} =
       case s.faults do
         [f | rest] -> {f, rest}
-        [] -> {Map.get(s, :fail_matching) |> then(&if(&1, do: {:inspect, &1}, else: :pass)), []}
+        [] -> {default_fault(s), []}
       end
 
     {:reply, {fault, s.upstream},
      %{s | faults: rest, counts: Map.update(s.counts, fault, 1, &(&1 + 1))}}
   end
+
+  @impl true
+  def handle_cast({:event, event}, s),
+    do: {:noreply, Map.update(s, :events, [event], &[event | &1])}
+
+  defp default_fault(%{delay_matching: {regex, ms}}), do: {:delay, regex, ms, self()}
+  defp default_fault(%{fail_matching: regex}), do: {:inspect, regex}
+  defp default_fault(_s), do: :pass
 
   defp accept_loop(listen, server) do
     case :gen_tcp.accept(listen) do
@@ -84,6 +109,31 @@ defmodule Micelio.Storage.Test.FaultProxy do
       :drop -> read_request(client) && :gen_tcp.close(client)
       :s503 -> read_request(client) && answer_503(client)
       {:inspect, regex} -> inspect_request(client, regex, upstream)
+      {:delay, regex, ms, server} -> delay_request(client, regex, ms, server, upstream)
+    end
+  end
+
+  # Reads the whole request, logs it, holds it `ms` when its request line
+  # matches, then sends it on (whether or not the client is still there)
+  # and relays the answer, logging its first bytes.
+  defp delay_request(client, regex, ms, server, upstream_port) do
+    request = read_all(client)
+    [line | _] = String.split(request, "\r\n", parts: 2)
+    GenServer.cast(server, {:event, {:received, line}})
+    if Regex.match?(regex, line), do: Process.sleep(ms)
+    {:ok, up} = :gen_tcp.connect({127, 0, 0, 1}, upstream_port, [:binary, active: false])
+    :gen_tcp.send(up, request)
+
+    case :gen_tcp.recv(up, 0, 60_000) do
+      {:ok, data} ->
+        GenServer.cast(server, {:event, {:answered, line}})
+        :gen_tcp.send(client, data)
+        back = spawn_link(fn -> pipe(up, client, nil) end)
+        :gen_tcp.controlling_process(up, back)
+        pipe(client, up, nil)
+
+      {:error, _} ->
+        :gen_tcp.close(client)
     end
   end
 

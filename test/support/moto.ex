@@ -28,6 +28,15 @@ defmodule Micelio.Storage.Test.Moto do
 
   def endpoint, do: Agent.get(__MODULE__, & &1.endpoint)
 
+  @doc "Its loopback port (for a proxy in front of it)."
+  def port, do: Agent.get(__MODULE__, & &1.tcp_port)
+
+  @doc "The keys of the multipart uploads in progress under `opts`'s prefix."
+  def uploads_in_progress(opts) do
+    {:ok, uploads} = Micelio.Storage.S3.incomplete_uploads(opts)
+    Enum.map(uploads, & &1.key)
+  end
+
   @doc "Storage options for an empty area of the moto bucket."
   def opts(extra \\ []) do
     [
@@ -55,7 +64,7 @@ defmodule Micelio.Storage.Test.Moto do
     os_port = LoopbackServer.start!("#{bin} -H 127.0.0.1 -p #{port}", port, "moto_server")
     endpoint = "http://127.0.0.1:#{port}"
     create_bucket(endpoint)
-    %{endpoint: endpoint, port: os_port}
+    %{endpoint: endpoint, tcp_port: port, port: os_port}
   end
 
   defp create_bucket(endpoint) do

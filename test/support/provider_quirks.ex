@@ -7,8 +7,9 @@ defmodule Micelio.Storage.Test.ProviderQuirks do
   #          headers (InvalidArgument);
   #   :r2  - refuses a multipart upload whose parts but the last differ in
   #          size (InvalidPart), fails DeleteObjects over 700 keys
-  #          (InternalError), has no POST uploads (NotImplemented), and
-  #          takes only the region `auto`;
+  #          (InternalError), has no POST uploads (NotImplemented), takes
+  #          only the region `auto`, and makes a copy conditional by its
+  #          own `cf-copy-destination-if-none-match` header;
   #   :gcs - answers DeleteObjects with NotImplemented.
   #
   # Built on HostileServer: clients set `s3_pool_size: 0` so every request
@@ -55,6 +56,25 @@ defmodule Micelio.Storage.Test.ProviderQuirks do
 
   defp rule(:r2, parts) do
     fn
+      # R2's own copy-if-absent header: answered here (SeaweedFS does not
+      # know it) by asking SeaweedFS whether the destination exists.
+      %{
+        method: "PUT",
+        path: path,
+        headers: %{"x-amz-copy-source" => _, "cf-copy-destination-if-none-match" => "*"}
+      } ->
+        "/" <> bucket_and_key = URI.decode(path)
+        [_bucket, key] = String.split(bucket_and_key, "/", parts: 2)
+
+        if Micelio.Storage.exists?(key, Seaweed.opts(s3_prefix: "")),
+          do:
+            error(
+              412,
+              "PreconditionFailed",
+              "At least one of the pre-conditions you specified did not hold"
+            ),
+          else: :pass
+
       %{method: "PUT", query: %{"partNumber" => n, "uploadId" => id}, body: body} ->
         :ets.insert(parts, {{id, String.to_integer(n)}, byte_size(body)})
         :pass

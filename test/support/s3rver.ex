@@ -21,6 +21,23 @@ defmodule Micelio.Storage.Test.S3rver do
 
   def endpoint, do: Agent.get(__MODULE__, & &1.endpoint)
 
+  @doc "Its loopback port (for a proxy in front of it)."
+  def port, do: Agent.get(__MODULE__, & &1.tcp_port)
+
+  @doc """
+  The multipart uploads in progress: s3rver has no ListMultipartUploads,
+  so they are read from its disk (a directory per upload under
+  `<bucket>/._S3rver_uploads`).
+  """
+  def uploads_in_progress(_opts) do
+    uploads = Path.join([Agent.get(__MODULE__, & &1.dir), @bucket, "._S3rver_uploads"])
+
+    case File.ls(uploads) do
+      {:ok, ids} -> Enum.filter(ids, &(File.ls!(Path.join(uploads, &1)) != []))
+      {:error, :enoent} -> []
+    end
+  end
+
   @doc "Storage options for an empty area of the s3rver bucket."
   def opts(extra \\ []) do
     [
@@ -53,6 +70,6 @@ defmodule Micelio.Storage.Test.S3rver do
 
     os_port = LoopbackServer.start!(command, port, "s3rver")
     endpoint = "http://127.0.0.1:#{port}"
-    %{endpoint: endpoint, port: os_port}
+    %{endpoint: endpoint, tcp_port: port, port: os_port, dir: dir}
   end
 end

@@ -428,19 +428,26 @@ defmodule Micelio.Storage.S3 do
   The provider profile of a store's settings: the provider (`s3_provider`,
   else guessed from `s3_endpoint`'s host) and the switches it sets
   (`checksum_headers`, `delete_batch`, `delete_objects`, `post_uploads`,
-  `equal_parts`, `default_region`, `virtual_hosts`). Settings given alone
-  override these; see the README's provider table.
+  `equal_parts`, `copy_if_absent`, `default_region`, `virtual_hosts`).
+  Settings given alone override these; see the README's provider table.
 
       iex> Micelio.Storage.S3.provider_profile(nil, "https://acct.r2.cloudflarestorage.com").provider
       :r2
       iex> Micelio.Storage.S3.provider_profile(:b2, nil).checksum_headers
       false
+      iex> Micelio.Storage.S3.provider_profile(:aws, nil).copy_if_absent
+      :if_none_match
   """
   @spec provider_profile(atom() | String.t() | nil, String.t() | nil) :: map()
   def provider_profile(provider, endpoint) do
     name = if is_atom(provider) and provider != nil, do: Atom.to_string(provider), else: provider
     profile = Native.s3_profile(name, endpoint)
-    %{profile | provider: String.to_existing_atom(profile.provider)}
+
+    %{
+      profile
+      | provider: String.to_existing_atom(profile.provider),
+        copy_if_absent: String.to_existing_atom(profile.copy_if_absent)
+    }
   end
 
   @doc false
@@ -465,7 +472,9 @@ defmodule Micelio.Storage.S3 do
   The capabilities: `:reachable`, `:tls`, `:credentials`, `:bucket`,
   `:clock_skew` (the server's `Date` within 5 minutes of ours), `:put`,
   `:get`, `:head`, `:range`, `:if_none_match`, `:if_match` (conditional
-  puts enforced), `:checksum_headers` (CRC-32 headers accepted),
+  puts enforced), `:copy_if_absent` (`copy(..., if_absent: true)` enforced
+  by the configured `s3_copy_if_absent`; else `{:error, {:use, mechanism}}`
+  naming one that is, or `{:error, {:unsupported, reason}}`), `:checksum_headers` (CRC-32 headers accepted),
   `:content_md5`, `:multipart`, `:multipart_unequal_parts`,
   `:delete_objects`, `:post_policy` (a browser form upload), `:cors` (a
   rule allowing POST or PUT) and `:delete`. `mix micelio.storage.doctor`
@@ -483,6 +492,8 @@ defmodule Micelio.Storage.S3 do
       iex> Micelio.Storage.S3.advice(%{checksum_headers: {:error, :x}, content_md5: :ok,
       ...>   delete_objects: :ok, post_policy: :ok}, %{})
       [s3_checksums: :when_required]
+      iex> Micelio.Storage.S3.advice(%{copy_if_absent: {:error, {:use, :multipart}}}, %{})
+      [s3_copy_if_absent: :multipart]
   """
   @spec advice(map(), map()) :: keyword()
   def advice(results, profile) do
@@ -493,9 +504,16 @@ defmodule Micelio.Storage.S3 do
       {:s3_delete_objects, false,
        match?({:error, _}, results[:delete_objects]) and Map.get(profile, :delete_objects, true)},
       {:s3_post_uploads, false,
-       match?({:error, _}, results[:post_policy]) and Map.get(profile, :post_uploads, true)}
+       match?({:error, _}, results[:post_policy]) and Map.get(profile, :post_uploads, true)},
+      copy_if_absent_advice(results[:copy_if_absent])
     ]
     |> Enum.filter(&elem(&1, 2))
     |> Enum.map(fn {k, v, _} -> {k, v} end)
   end
+
+  defp copy_if_absent_advice({:error, {:use, mechanism}}),
+    do: {:s3_copy_if_absent, mechanism, true}
+
+  defp copy_if_absent_advice({:error, {:unsupported, _}}), do: {:s3_copy_if_absent, :none, true}
+  defp copy_if_absent_advice(_), do: {:s3_copy_if_absent, nil, false}
 end

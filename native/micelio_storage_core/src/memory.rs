@@ -247,16 +247,21 @@ impl Store for MemoryStore {
         &self,
         from: &Key,
         to: &Key,
-        _opts: &CopyOptions,
+        opts: &CopyOptions,
         deadline: Deadline,
     ) -> Result<(), StoreError> {
         deadline.check()?;
+        let condition = if opts.if_absent {
+            PutCondition::IfNoneMatch
+        } else {
+            PutCondition::Always
+        };
         let (body, meta) = self
             .read()
             .map
             .get(from.as_str())
             .cloned()
             .ok_or(StoreError::NotFound)?;
-        self.insert(to, body, &PutCondition::Always, meta.attributes)
+        self.insert(to, body, &condition, meta.attributes)
     }
 }

@@ -172,6 +172,9 @@ impl Level {
 pub struct CopyOptions {
     /// Also fsync the new file and its directory (local backends).
     pub durable: bool,
+    /// Copy only when the destination does not exist, atomically: an
+    /// existing destination is `PreconditionFailed` and stays as it was.
+    pub if_absent: bool,
 }
 
 /// Options of a presigned URL.
@@ -452,9 +455,13 @@ pub trait Store: Send + Sync + 'static {
             .await?
             .into_bytes();
         let put = PutOptions {
+            condition: if opts.if_absent {
+                PutCondition::IfNoneMatch
+            } else {
+                PutCondition::Always
+            },
             durable: opts.durable,
             attributes: meta.attributes,
-            ..PutOptions::default()
         };
         self.put(to, body, &put, deadline).await
     }

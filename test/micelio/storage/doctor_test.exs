@@ -54,7 +54,7 @@ defmodule Micelio.Storage.DoctorTest do
     assert status == 0, out
 
     for cap <-
-          ~w(reachable credentials bucket put get head range if_none_match if_match multipart delete_objects post_policy delete),
+          ~w(reachable credentials bucket put get head range if_none_match if_match copy_if_absent multipart delete_objects post_policy delete),
         do: assert(row(out, cap) == ["ok"], "#{cap}: #{out}")
 
     assert row(out, "tls") == ["no: :plain_http"]
@@ -78,6 +78,19 @@ defmodule Micelio.Storage.DoctorTest do
     assert out =~ "profile: b2"
   end
 
+  test "a switch set in the config does not hide what the bucket lacks" do
+    # s3_checksums: :when_required is the right setting for B2; the probe of
+    # the checksum headers must still send them, and see them refused.
+    {_proxy, endpoint} = ProviderQuirks.start!(:b2)
+
+    {status, out} =
+      doctor(ProviderQuirks.opts(endpoint, s3_provider: :other, s3_checksums: :when_required))
+
+    assert status == 0, out
+    assert [no] = row(out, "checksum_headers")
+    assert no =~ "InvalidArgument"
+  end
+
   test "B2 under the wrong profile: exits 1 and says which setting to use" do
     {_proxy, endpoint} = ProviderQuirks.start!(:b2)
     {status, out} = doctor(ProviderQuirks.opts(endpoint, s3_provider: :other))
@@ -95,6 +108,26 @@ defmodule Micelio.Storage.DoctorTest do
     assert [post] = row(out, "post_policy")
     assert post =~ "no:"
     assert row(out, "multipart") == ["ok"]
+    # R2's own header, which the emulation enforces.
+    assert row(out, "copy_if_absent") == ["ok"]
+  end
+
+  test "moto ignores If-None-Match on CopyObject: the doctor names the mechanism that works" do
+    Micelio.Storage.Test.Moto.ensure_started()
+    opts = Micelio.Storage.Test.Moto.opts(s3_copy_if_absent: :if_none_match)
+    {_status, out} = doctor(opts)
+    assert [no] = row(out, "copy_if_absent")
+    assert no =~ ":multipart"
+    assert out =~ "s3_copy_if_absent: :multipart"
+    assert {:ok, []} = Micelio.Storage.list("", opts)
+  end
+
+  test "s3rver has no conditional copy at all: the doctor says to refuse such copies" do
+    Micelio.Storage.Test.S3rver.ensure_started()
+    {_status, out} = doctor(Micelio.Storage.Test.S3rver.opts())
+    assert [no] = row(out, "copy_if_absent")
+    assert no =~ "unsupported"
+    assert out =~ "s3_copy_if_absent: :none"
   end
 
   test "GCS: DeleteObjects is reported missing" do

@@ -4,7 +4,7 @@
 for provider <- [:b2, :r2, :gcs] do
   defmodule Module.concat(Micelio.Storage.ProviderConformanceTest, Macro.camelize("#{provider}")) do
     use ExUnit.Case, async: false
-    use Micelio.Storage.Conformance
+    use Micelio.Storage.Conformance, gaps: Micelio.Storage.Test.Seaweed.gaps()
 
     alias Micelio.Storage.Test.ProviderQuirks
 

@@ -1,7 +1,7 @@
 defmodule Micelio.Storage.S3ConformanceTest do
   # The shared contract, against a real SeaweedFS that verifies signatures.
   use ExUnit.Case, async: true
-  use Micelio.Storage.Conformance
+  use Micelio.Storage.Conformance, gaps: Micelio.Storage.Test.Seaweed.gaps()
 
   alias Micelio.Storage.Test.Seaweed
 

@@ -21,7 +21,7 @@ end
 defmodule Micelio.Storage.TieredS3ConformanceTest do
   # The shared contract through the tiered cache, over SeaweedFS.
   use ExUnit.Case, async: true
-  use Micelio.Storage.Conformance
+  use Micelio.Storage.Conformance, gaps: Micelio.Storage.Test.Seaweed.gaps()
 
   alias Micelio.Storage.Test.Seaweed
 

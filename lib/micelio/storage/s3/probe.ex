@@ -23,6 +23,7 @@ defmodule Micelio.Storage.S3.Probe do
     :range,
     :if_none_match,
     :if_match,
+    :copy_if_absent,
     :checksum_headers,
     :content_md5,
     :multipart,
@@ -139,8 +140,9 @@ defmodule Micelio.Storage.S3.Probe do
     Map.merge(basics, %{
       if_none_match: if_none_match(opts),
       if_match: if_match(opts),
-      checksum_headers: ok(Storage.put("crc.txt", "x", opts ++ [s3_checksums: :when_supported])),
-      content_md5: ok(Storage.put("md5.txt", "x", opts ++ [s3_checksums: :when_required])),
+      copy_if_absent: copy_if_absent(opts),
+      checksum_headers: ok(Storage.put("crc.txt", "x", set(opts, s3_checksums: :when_supported))),
+      content_md5: ok(Storage.put("md5.txt", "x", set(opts, s3_checksums: :when_required))),
       multipart: multipart(opts),
       multipart_unequal_parts: unequal_parts(opts),
       delete_objects: delete_objects(opts),
@@ -149,6 +151,11 @@ defmodule Micelio.Storage.S3.Probe do
       delete: delete(opts)
     })
   end
+
+  # The options with `settings` in place of the store's own: a probe of one
+  # switch must send what it probes, whatever the config says (appended,
+  # the config's value would win, as the first of a key does).
+  defp set(opts, settings), do: Keyword.merge(opts, settings)
 
   defp ok({:ok, _}), do: :ok
   defp ok(:ok), do: :ok
@@ -181,9 +188,39 @@ defmodule Micelio.Storage.S3.Probe do
     end
   end
 
+  # The configured mechanism of `copy(..., if_absent: true)`; when it is
+  # not enforced, the first other one that is (`{:error, {:use, mechanism}}`),
+  # else `{:error, {:unsupported, reason}}`.
+  defp copy_if_absent(opts) do
+    case copy_if_absent_enforced(opts) do
+      :ok ->
+        :ok
+
+      {:error, reason} ->
+        [:if_none_match, :multipart, :r2_header]
+        |> Enum.find(&(copy_if_absent_enforced(set(opts, s3_copy_if_absent: &1)) == :ok))
+        |> case do
+          nil -> {:error, {:unsupported, reason}}
+          mechanism -> {:error, {:use, mechanism}}
+        end
+    end
+  end
+
+  defp copy_if_absent_enforced(opts) do
+    target = "copy-#{System.unique_integer([:positive])}.txt"
+
+    with {:ok, _} <- Storage.copy("probe.txt", target, opts ++ [if_absent: true]) do
+      case Storage.copy("probe.txt", target, opts ++ [if_absent: true]) do
+        {:error, :precondition_failed} -> :ok
+        {:ok, _} -> {:error, :not_enforced}
+        {:error, reason} -> {:error, reason}
+      end
+    end
+  end
+
   defp multipart(opts) do
     big = :binary.copy("m", 11 * @mib)
-    mp = opts ++ [s3_multipart_threshold: 5 * @mib, s3_part_size: 5 * @mib]
+    mp = set(opts, s3_multipart_threshold: 5 * @mib, s3_part_size: 5 * @mib)
 
     with {:ok, _} <- Storage.put_stream("multipart.bin", [big], mp),
          {:ok, %{size: size}} when size == byte_size(big) <- Storage.head("multipart.bin", opts) do
@@ -251,7 +288,7 @@ defmodule Micelio.Storage.S3.Probe do
   end
 
   defp post_policy(opts) do
-    post_opts = opts ++ [s3_post_uploads: true, content_length_range: {1, 100}]
+    post_opts = set(opts, s3_post_uploads: true, content_length_range: {1, 100})
 
     with {:ok, %{url: url, fields: fields}} <- Storage.presigned_post("posted.txt", post_opts) do
       case form_post(url, fields, "posted by the doctor") do

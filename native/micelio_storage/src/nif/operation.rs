@@ -267,11 +267,12 @@ impl Operation {
                     prefix: Prefix::parse(raw.as_slice())?,
                 }
             }
-            [from, to, durable] if tag == atoms::copy() => Operation::Copy {
+            [from, to, durable, if_absent] if tag == atoms::copy() => Operation::Copy {
                 from: key(*from)?,
                 to: key(*to)?,
                 opts: CopyOptions {
                     durable: flag(durable)?,
+                    if_absent: flag(if_absent)?,
                 },
             },
             [keys, durable] if tag == atoms::delete_many() => {

@@ -13,6 +13,7 @@ struct ProfileTerm {
     delete_objects: bool,
     post_uploads: bool,
     equal_parts: bool,
+    copy_if_absent: String,
     default_region: String,
     virtual_hosts: bool,
 }
@@ -33,6 +34,7 @@ fn s3_profile(
         delete_objects: s.delete_objects,
         post_uploads: s.post_uploads,
         equal_parts: s.equal_parts,
+        copy_if_absent: s.copy_if_absent.name().to_string(),
         default_region: s.default_region.to_string(),
         virtual_hosts: s.virtual_hosts,
     })

@@ -254,21 +254,25 @@ impl LocalStore {
 
     /// Copies `from` to `to` in the kernel where it can (`copy_file_range`):
     /// the copy is staged in a temp file and renamed, so `to` appears whole
-    /// or not at all.
+    /// or not at all (with `if_absent`, only where nothing is).
     pub fn copy_file(
         &self,
         from: &Key,
         to: &Key,
-        durable: bool,
+        copy: &CopyOptions,
         deadline: Deadline,
     ) -> Result<(), StoreError> {
         deadline.check()?;
         let source = self.open_file(from).map_err(naming(from))?;
         regular_file_stat(&source)?;
         let opts = PutOptions {
-            durable,
+            condition: if copy.if_absent {
+                PutCondition::IfNoneMatch
+            } else {
+                PutCondition::Always
+            },
+            durable: copy.durable,
             attributes: stored_attributes(&source),
-            ..PutOptions::default()
         };
         self.write_with(to, &opts, deadline, &mut |fd| {
             copy_contents(&source, fd, deadline, &mut |_| {})

@@ -236,8 +236,8 @@ impl Store for LocalStore {
         opts: &CopyOptions,
         deadline: Deadline,
     ) -> Result<(), StoreError> {
-        let (store, from, to, durable) = (self.clone(), from.clone(), to.clone(), opts.durable);
-        offload(move || store.copy_file(&from, &to, durable, deadline)).await
+        let (store, from, to, opts) = (self.clone(), from.clone(), to.clone(), opts.clone());
+        offload(move || store.copy_file(&from, &to, &opts, deadline)).await
     }
 
     /// Writes, reads back and deletes a probe object under the reserved

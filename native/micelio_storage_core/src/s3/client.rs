@@ -31,13 +31,11 @@ impl S3Store {
             Some(port) => format!("{host_only}:{port}"),
             None => host_only.to_string(),
         };
-        let style = cfg
-            .url_style
-            .unwrap_or(if host_only.ends_with("amazonaws.com") {
-                UrlStyle::Virtual
-            } else {
-                UrlStyle::Path
-            });
+        let style = cfg.url_style.unwrap_or(if cfg.switches.virtual_hosts {
+            UrlStyle::Virtual
+        } else {
+            UrlStyle::Path
+        });
         if cfg.unsigned_payload && scheme != "https" {
             return Err(invalid(
                 "s3_unsigned_payload",

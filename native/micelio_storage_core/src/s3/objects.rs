@@ -6,6 +6,7 @@ use bytes::Bytes;
 use md5::{Digest, Md5};
 use reqwest::{Method, StatusCode};
 
+use super::provider::CopyIfAbsent;
 use super::signer::{uri_encode, AmzDate};
 use crate::error::StoreError;
 use crate::http::headers::meta_from_headers;
@@ -236,31 +237,63 @@ impl S3Store {
         Ok(page)
     }
 
-    /// CopyObject: the server copies, nothing passes through this client.
+    /// CopyObject of `from` to `to` (UploadPartCopy over the threshold).
+    /// With `if_absent`, the copy happens only where nothing is, by the
+    /// provider's mechanism (`s3_copy_if_absent`); an existing destination
+    /// is `PreconditionFailed`.
     pub(super) async fn copy_object(
         &self,
         from: &Key,
         to: &Key,
+        if_absent: bool,
         deadline: Deadline,
     ) -> Result<(), StoreError> {
         // S3 refuses to copy an object onto itself unchanged (400
         // InvalidRequest); every other backend answers with the object as
         // it was. The object is already where it should be: check that it
-        // exists, as a copy would.
+        // exists, as a copy would (and, if absent was asked, it is not).
         if from == to {
-            return self
-                .head(from, &HeadOptions::default(), deadline)
-                .await
-                .map(|_| ());
+            self.head(from, &HeadOptions::default(), deadline).await?;
+            return if if_absent {
+                Err(StoreError::PreconditionFailed)
+            } else {
+                Ok(())
+            };
         }
-        // Over the threshold (lowered, as in tests), the copy goes in parts.
-        if self.copy_multipart_threshold < COPY_OBJECT_LIMIT {
+        let mechanism = if_absent.then_some(self.switches.copy_if_absent);
+        if mechanism == Some(CopyIfAbsent::Unsupported) {
+            return Err(StoreError::InvalidConfig(
+                "s3_copy_if_absent",
+                "this provider has no atomic copy-if-absent (s3_copy_if_absent: :none), \
+                 and a HEAD before the copy would race; set the mechanism it supports"
+                    .into(),
+            ));
+        }
+        // Over the threshold (lowered, as in tests), or by the multipart
+        // mechanism, the copy goes in parts.
+        if self.copy_multipart_threshold < COPY_OBJECT_LIMIT
+            || mechanism == Some(CopyIfAbsent::Multipart)
+        {
             let meta = self.head(from, &HeadOptions::default(), deadline).await?;
-            if meta.size > self.copy_multipart_threshold {
-                return self.copy_in_parts(from, to, &meta, deadline).await;
+            if meta.size > self.copy_multipart_threshold
+                || mechanism == Some(CopyIfAbsent::Multipart)
+            {
+                return self
+                    .copy_in_parts(from, to, &meta, if_absent, deadline)
+                    .await;
             }
         }
-        let headers = vec![("x-amz-copy-source".to_string(), self.copy_source(from))];
+        let mut headers = vec![("x-amz-copy-source".to_string(), self.copy_source(from))];
+        match mechanism {
+            Some(CopyIfAbsent::IfNoneMatch) => {
+                headers.push(("if-none-match".to_string(), "*".to_string()))
+            }
+            Some(CopyIfAbsent::R2Header) => headers.push((
+                "cf-copy-destination-if-none-match".to_string(),
+                "*".to_string(),
+            )),
+            _ => {}
+        }
         // A copy can fail after the 200 is sent: the error is then in the
         // body, and a body that is not a CopyObjectResult copied nothing
         // we can vouch for.
@@ -286,7 +319,8 @@ impl S3Store {
             }) if code == "InvalidRequest" || code == "EntityTooLarge" => {
                 let meta = self.head(from, &HeadOptions::default(), deadline).await?;
                 if meta.size > COPY_OBJECT_LIMIT {
-                    self.copy_in_parts(from, to, &meta, deadline).await
+                    self.copy_in_parts(from, to, &meta, if_absent, deadline)
+                        .await
                 } else {
                     Err(StoreError::S3 {
                         status,

@@ -212,10 +212,10 @@ impl Store for S3Store {
         &self,
         from: &Key,
         to: &Key,
-        _opts: &CopyOptions,
+        opts: &CopyOptions,
         deadline: Deadline,
     ) -> Result<(), StoreError> {
-        self.copy_object(from, to, deadline).await
+        self.copy_object(from, to, opts.if_absent, deadline).await
     }
 
     async fn delete_many(

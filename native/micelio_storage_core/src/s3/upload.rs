@@ -19,19 +19,38 @@ use crate::object::{Deadline, ObjectMeta};
 use crate::store::{PutCondition, PutOptions};
 use crate::transfer::{crc32_header, read_part, ByteSource, Transfer};
 
+/// What one UploadPart task gives: the part, its CRC-32 and its length.
+type PartResult = Result<(CompletedPart, u32, u64), StoreError>;
+
 /// Aborts a multipart upload unless disarmed: explicitly on a failure, or
 /// from `Drop` (a detached task) when the upload's future is dropped.
+///
+/// It owns the part uploads in flight, and lets them finish before the
+/// abort is sent. A part the server is still writing when an abort lands
+/// can outlive the abort (the S3 docs say to abort again; s3s-fs keeps such
+/// a part on its disk for good, where no S3 call can reach it), so the
+/// abort waits until no part request is outstanding. That costs at most
+/// `parts_in_flight` parts, each bounded by its own deadline.
 struct AbortGuard {
     armed: Option<(S3Store, String, String)>,
+    in_flight: tokio::task::JoinSet<PartResult>,
 }
 
 impl AbortGuard {
+    fn new(store: &S3Store, path: &str, id: &str) -> Self {
+        AbortGuard {
+            armed: Some((store.clone(), path.to_string(), id.to_string())),
+            in_flight: tokio::task::JoinSet::new(),
+        }
+    }
+
     fn disarm(&mut self) {
         self.armed = None;
     }
 
-    /// Aborts now and waits for the answer.
+    /// Waits for the parts in flight, then aborts and waits for the answer.
     async fn abort_now(&mut self) {
+        while self.in_flight.join_next().await.is_some() {}
         if let Some((store, path, id)) = self.armed.take() {
             store.abort_upload(&path, &id).await;
         }
@@ -41,11 +60,33 @@ impl AbortGuard {
 impl Drop for AbortGuard {
     fn drop(&mut self) {
         if let Some((store, path, id)) = self.armed.take() {
+            let mut in_flight = std::mem::take(&mut self.in_flight);
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                rt.spawn(async move { store.abort_upload(&path, &id).await });
+                rt.spawn(async move {
+                    while in_flight.join_next().await.is_some() {}
+                    store.abort_upload(&path, &id).await
+                });
             }
         }
     }
+}
+
+/// S3's largest part.
+const MAX_PART: u64 = 5 << 30;
+
+/// How many bytes part `number` (from 1) of an upload holds when its
+/// parts are `base` bytes to start with. With `grow` (an upload of unknown
+/// size where the provider takes unequal parts), the size doubles every
+/// 1,000 parts, up to S3's 5 GiB: 8 MiB parts reach about 8 TiB in 10,000
+/// parts, beyond S3's 5 TiB object, where equal parts stop at 78 GiB.
+fn part_len(base: usize, number: u32, grow: bool) -> usize {
+    if !grow {
+        return base;
+    }
+    let doublings = ((number.saturating_sub(1)) / 1000).min(20);
+    (base as u64)
+        .saturating_mul(1 << doublings)
+        .min(MAX_PART.max(base as u64)) as usize
 }
 
 impl S3Store {
@@ -82,11 +123,18 @@ impl S3Store {
         }
         let path = self.object_path(key);
         let id = self.create_upload(key, opts, xfer.step()).await?;
-        let mut guard = AbortGuard {
-            armed: Some((self.clone(), path.clone(), id.clone())),
-        };
+        let mut guard = AbortGuard::new(self, &path, &id);
         let sent = self
-            .send_parts(&path, &id, head, &mut *source, part as usize, total, xfer)
+            .send_parts(
+                &path,
+                &id,
+                head,
+                &mut *source,
+                part as usize,
+                total,
+                xfer,
+                &mut guard.in_flight,
+            )
             .await;
         let done = match sent {
             Ok((parts, crc)) => self.complete(&path, &id, &parts, crc, opts, xfer).await,
@@ -107,12 +155,14 @@ impl S3Store {
     /// A server-side copy of an object too large for one CopyObject (over
     /// 5 GB, or over `s3_copy_multipart_threshold`): an UploadPartCopy per
     /// range, `parts_in_flight` at a time, then the completion. No byte
-    /// passes through this client; a failure aborts the upload.
+    /// passes through this client; a failure aborts the upload. With
+    /// `if_absent`, the completion carries `If-None-Match: *`.
     pub(super) async fn copy_in_parts(
         &self,
         from: &Key,
         to: &Key,
         source_meta: &ObjectMeta,
+        if_absent: bool,
         deadline: Deadline,
     ) -> Result<(), StoreError> {
         use futures_util::stream::{self, StreamExt, TryStreamExt};
@@ -126,9 +176,7 @@ impl S3Store {
             .send(Method::POST, &path, query, headers, None, true, deadline)
             .await?;
         let id = xml::parse_upload_id(&ans.body).map_err(|e| malformed(ans.status, e))?;
-        let mut guard = AbortGuard {
-            armed: Some((self.clone(), path.clone(), id.clone())),
-        };
+        let mut guard = AbortGuard::new(self, &path, &id);
         let source = self.copy_source(from);
         let size = source_meta.size;
         let part = self.part_size_for(Some(size));
@@ -150,7 +198,10 @@ impl S3Store {
         let done = match copied {
             Ok(parts) => {
                 let body = Bytes::from(xml::complete_request(&parts));
-                let headers = vec![("content-type".to_string(), "application/xml".to_string())];
+                let mut headers = vec![("content-type".to_string(), "application/xml".to_string())];
+                if if_absent {
+                    headers.push(("if-none-match".to_string(), "*".to_string()));
+                }
                 let query = vec![("uploadId".to_string(), id.clone())];
                 self.send_document(
                     Method::POST,
@@ -249,8 +300,8 @@ impl S3Store {
     }
 
     /// Sends every part, `parts_in_flight` at a time, each in its own task
-    /// (aborted with the set if this future is dropped). Returns the parts
-    /// in order and the whole object's CRC-32.
+    /// of `tasks` (the abort guard's, which lets them finish before it
+    /// aborts). Returns the parts in order and the whole object's CRC-32.
     #[allow(clippy::too_many_arguments)]
     async fn send_parts(
         &self,
@@ -261,6 +312,7 @@ impl S3Store {
         part_size: usize,
         total: Option<u64>,
         xfer: &Transfer,
+        tasks: &mut tokio::task::JoinSet<PartResult>,
     ) -> Result<(Vec<CompletedPart>, u32), StoreError> {
         let mut first: std::collections::VecDeque<Bytes> = Default::default();
         let mut rest = head;
@@ -268,14 +320,14 @@ impl S3Store {
             let n = rest.len().min(part_size);
             first.push_back(rest.split_to(n));
         }
-        let mut tasks = tokio::task::JoinSet::new();
         let mut parts: Vec<(CompletedPart, u32, u64)> = Vec::new();
         let (mut number, mut done, mut exhausted) = (0u32, 0u64, false);
+        let grow = total.is_none() && !self.switches.equal_parts;
         loop {
             while tasks.len() < self.parts_in_flight && !exhausted {
                 let body = match first.pop_front() {
                     Some(p) => Some(p),
-                    None => read_part(source, part_size, xfer).await?,
+                    None => read_part(source, part_len(part_size, number + 1, grow), xfer).await?,
                 };
                 let Some(body) = body else {
                     exhausted = true;
@@ -325,7 +377,7 @@ impl S3Store {
         number: u32,
         body: Bytes,
         deadline: Deadline,
-    ) -> Result<(CompletedPart, u32, u64), StoreError> {
+    ) -> PartResult {
         let len = body.len() as u64;
         let crc = crc32_of(&body).await;
         let headers = vec![self.integrity_header(&body).await];
@@ -518,5 +570,34 @@ impl S3Store {
             }
         }
         Ok(aborted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::part_len;
+
+    #[test]
+    fn equal_parts_stay_equal() {
+        assert_eq!(part_len(8 << 20, 1, false), 8 << 20);
+        assert_eq!(part_len(8 << 20, 9_999, false), 8 << 20);
+    }
+
+    #[test]
+    fn parts_of_unknown_uploads_double_every_thousand_up_to_5_gib() {
+        let mib = 1usize << 20;
+        assert_eq!(part_len(8 * mib, 1, true), 8 * mib);
+        assert_eq!(part_len(8 * mib, 1_000, true), 8 * mib);
+        assert_eq!(part_len(8 * mib, 1_001, true), 16 * mib);
+        assert_eq!(part_len(8 * mib, 2_001, true), 32 * mib);
+        assert_eq!(part_len(8 * mib, 10_000, true), 4096 * mib);
+        assert_eq!(part_len(64 * mib, 10_000, true), 5 << 30);
+        let total: u64 = (1..=10_000u32)
+            .map(|n| part_len(8 * mib, n, true) as u64)
+            .sum();
+        assert!(
+            total > 5 << 40,
+            "10,000 parts hold more than S3's 5 TiB object"
+        );
     }
 }
