@@ -5,6 +5,7 @@
 # each of our transfers and compared with the bound parts x part size x 1.5.
 # Run: mix bench large   (or: mix run bench/large.exs)
 Code.require_file("../test/support/seaweed.ex", __DIR__)
+Code.require_file("support/bench.ex", __DIR__)
 Code.require_file("support/object_store.ex", __DIR__)
 alias Micelio.Storage
 alias Micelio.Storage.Test.Seaweed
@@ -54,13 +55,15 @@ sampled = fn fun ->
       loop.(loop, {beam0, rss0})
     end)
 
+  cpu0 = Micelio.Bench.own_cpu_seconds()
   t0 = System.monotonic_time(:microsecond)
   :ok = fun.()
   secs = (System.monotonic_time(:microsecond) - t0) / 1.0e6
+  cpu = Micelio.Bench.own_cpu_seconds() - cpu0
   send(sampler, :stop)
 
   receive do
-    {:peak, b, r} -> {secs, b - beam0, r - rss0}
+    {:peak, b, r} -> {secs, b - beam0, r - rss0, cpu}
   end
 end
 
@@ -69,8 +72,8 @@ s3 = fn -> {Seaweed.endpoint(), Seaweed.bucket(), Seaweed.access_key(), Seaweed.
 object_store = fn op, key, file ->
   {endpoint, bucket, access, secret} = s3.()
 
-  [secs, rss_kib] =
-    Micelio.Bench.ObjectStore.run!(baseline, [
+  {[secs, rss_kib], cpu} =
+    Micelio.Bench.ObjectStore.run_with_cpu!(baseline, [
       op,
       endpoint,
       bucket,
@@ -80,12 +83,13 @@ object_store = fn op, key, file ->
       secret
     ])
 
-  {String.to_float(secs), String.to_integer(rss_kib) * 1024}
+  {String.to_float(secs), String.to_integer(rss_kib) * 1024, cpu}
 end
 
+# curl's wall seconds and CPU seconds.
 curl_time = fn args ->
-  {out, 0} = System.cmd(curl, ["-s", "-f", "-w", "%{time_total}" | args])
-  String.to_float(String.trim(out))
+  {out, cpu} = Micelio.Bench.cmd_with_cpu(curl, ["-s", "-f", "-w", "%{time_total}" | args])
+  {String.to_float(String.trim(out)), cpu}
 end
 
 # Connections and the store are warm before anything is timed.
@@ -99,41 +103,43 @@ settle = fn -> System.cmd("sync", []) end
 
 uploads = [
   ours: fn ->
-    {secs, beam, rss} =
+    {secs, beam, rss, cpu} =
       sampled.(fn ->
         {:ok, _} = Storage.put_file("ours", src, opts)
         :ok
       end)
 
-    %{up: secs, beam: beam, rss: rss}
+    %{up: secs, beam: beam, rss: rss, up_cpu: cpu}
   end,
   curl: fn ->
     {:ok, put_url} = Storage.presigned_url("curl", opts ++ [method: :put])
-    %{curl_up: curl_time.(["-o", "/dev/null", "-T", src, put_url])}
+    {secs, cpu} = curl_time.(["-o", "/dev/null", "-T", src, put_url])
+    %{curl_up: secs, curl_up_cpu: cpu}
   end,
   object_store: fn ->
-    {secs, rss} = object_store.("put", "object_store", src)
-    %{os_up: secs, os_rss: rss}
+    {secs, rss, cpu} = object_store.("put", "object_store", src)
+    %{os_up: secs, os_rss: rss, os_up_cpu: cpu}
   end
 ]
 
 downloads = [
   ours: fn ->
-    {secs, beam, rss} =
+    {secs, beam, rss, cpu} =
       sampled.(fn ->
         {:ok, _} = Storage.get_file("ours", out, opts)
         :ok
       end)
 
-    %{down: secs, beam: beam, rss: rss}
+    %{down: secs, beam: beam, rss: rss, down_cpu: cpu}
   end,
   curl: fn ->
     {:ok, get_url} = Storage.presigned_url("ours", opts)
-    %{curl_down: curl_time.(["-o", out, get_url])}
+    {secs, cpu} = curl_time.(["-o", out, get_url])
+    %{curl_down: secs, curl_down_cpu: cpu}
   end,
   object_store: fn ->
-    {secs, rss} = object_store.("get", "ours", out)
-    %{os_down: secs, os_rss: rss}
+    {secs, rss, cpu} = object_store.("get", "ours", out)
+    %{os_down: secs, os_rss: rss, os_down_cpu: cpu}
   end
 ]
 
@@ -186,6 +192,21 @@ for {label, ours, c, o} <- [
   IO.puts(
     String.pad_trailing(label, 9) <>
       "ours #{fmt.(ours_mbs)}  curl #{fmt.(curl_mbs)}  object_store #{fmt.(os_mbs)}  ratio #{:erlang.float_to_binary(ours_mbs / best, decimals: 2)}"
+  )
+end
+
+gib = size / (1024 * mib)
+cpu = fn key -> :erlang.float_to_binary(m.(key) / gib, decimals: 2) end
+
+IO.puts("\nCPU seconds per GiB (user + system of the client process; the server's not counted)")
+
+for {label, ours, c, o} <- [
+      {"upload", :up_cpu, :curl_up_cpu, :os_up_cpu},
+      {"download", :down_cpu, :curl_down_cpu, :os_down_cpu}
+    ] do
+  IO.puts(
+    String.pad_trailing(label, 9) <>
+      "ours #{cpu.(ours)}  curl #{cpu.(c)}  object_store #{cpu.(o)}"
   )
 end
 

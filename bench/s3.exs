@@ -283,6 +283,8 @@ IO.puts("\nvs object_store 0.14 (Rust) on the same SeaweedFS (5 interleaved roun
 Bench.header()
 os_put8 = versus.("8 MiB PUT vs object_store", :put, 8 * 1_048_576, 10, 1)
 os_get8 = versus.("8 MiB GET vs object_store", :get, 8 * 1_048_576, 10, 1)
+os_put1k_seq = versus.("1 KiB PUT sequential vs object_store", :put, 1024, 1_000, 1)
+os_get1k_seq = versus.("1 KiB GET sequential vs object_store", :get, 1024, 1_000, 1)
 os_put1k = versus.("1 KiB PUT 64 concurrent vs object_store", :put, 1024, 1_000, 64)
 os_get1k = versus.("1 KiB GET 64 concurrent vs object_store", :get, 1024, 1_000, 64)
 
@@ -323,6 +325,13 @@ Bench.target(
   "BEAM memory growth during 8 MiB ops <= 1.5x object (got #{Float.round(max(put_beam, get_beam) / obj, 2)}x)",
   max(put_beam, get_beam) / obj <= 1.5
 )
+
+for {label, ratio} <- [
+      {"1 KiB PUT sequential", os_put1k_seq},
+      {"1 KiB GET sequential", os_get1k_seq}
+    ] do
+  Bench.target("#{label} >= 0.95x object_store (got #{Float.round(ratio, 2)}x)", ratio >= 0.95)
+end
 
 for {label, ratio} <- [
       {"8 MiB PUT", os_put8},

@@ -74,4 +74,40 @@ defmodule Micelio.Bench do
   def target(label, ok?) do
     IO.puts("  target #{label}: #{if ok?, do: "MET", else: "MISSED"}")
   end
+
+  @doc """
+  CPU seconds (user + system, all threads) this VM has used so far, from
+  `/proc/self/stat`: what a transfer costs the machine, beside its wall time.
+  """
+  def own_cpu_seconds do
+    # The fields after the command name (which may hold spaces): utime and
+    # stime are the 12th and 13th, in clock ticks.
+    [_, rest] = File.read!("/proc/self/stat") |> String.split(") ", parts: 2)
+    fields = String.split(rest)
+    ticks = String.to_integer(Enum.at(fields, 11)) + String.to_integer(Enum.at(fields, 12))
+    ticks / clock_ticks()
+  end
+
+  defp clock_ticks do
+    {out, 0} = System.cmd("getconf", ["CLK_TCK"])
+    String.to_integer(String.trim(out))
+  end
+
+  @doc """
+  Runs `program` with `args` under a shell that reports its children's CPU
+  time (`times`); returns `{its standard output, CPU seconds}`.
+  """
+  def cmd_with_cpu(program, args) do
+    {out, 0} = System.cmd("sh", ["-c", ~s("$0" "$@" && times), program | args])
+    lines = String.split(String.trim_trailing(out), "\n")
+    {before, [_shell, children]} = Enum.split(lines, -2)
+    [user, sys] = String.split(children)
+    {Enum.join(before, "\n"), shell_seconds(user) + shell_seconds(sys)}
+  end
+
+  # `times` prints `1m2.345s`.
+  defp shell_seconds(text) do
+    [_, m, s] = Regex.run(~r/^(\d+)m([\d.]+)s$/, text)
+    String.to_integer(m) * 60 + String.to_float(s)
+  end
 end

@@ -28,6 +28,12 @@ defmodule Micelio.Bench.ObjectStore do
     String.split(String.trim(out))
   end
 
+  @doc "Like `run!/2`, with the CPU seconds the program used: `{fields, cpu}`."
+  def run_with_cpu!(program, args) do
+    {out, cpu} = Micelio.Bench.cmd_with_cpu(program, args)
+    {String.split(String.trim(out)), cpu}
+  end
+
   @doc "Seconds for `count` PUTs or GETs of `size` bytes, `concurrency` at a time."
   def ops!(program, op, s3, size, count, concurrency) do
     [secs] =

@@ -233,7 +233,29 @@ defmodule Micelio.Storage do
       else: Store.get(handle, key, false)
   end
 
-  def get(key, opts) when is_binary(key) and is_list(opts) do
+  # The documented call: no options to split, and while the remembered
+  # handle holds, not even the lookup.
+  def get(key, []) when is_binary(key) do
+    case Resolved.plain_hit() do
+      :miss -> with {:ok, handle} <- Lookup.handle([]), do: get(key, handle)
+      handle -> get(key, handle)
+    end
+  end
+
+  # Options the calling process used last and that still hold: no split,
+  # no lookup.
+  def get(key, [_ | _] = opts) when is_binary(key) do
+    case Lookup.remembered(opts) do
+      {:ok, handle} -> get(key, handle)
+      :miss -> get_with_options(key, opts)
+    end
+  end
+
+  def get(key, opts) when is_binary(key), do: get_with_options(key, opts)
+
+  def get(key, _opts), do: {:error, {:invalid_key, key}}
+
+  defp get_with_options(key, opts) when is_list(opts) do
     case ObjectOptions.split(opts) do
       {[], opts} ->
         with {:ok, handle} <- Lookup.handle(opts), do: get(key, handle)
@@ -252,11 +274,9 @@ defmodule Micelio.Storage do
     end
   end
 
-  def get(key, opts) when is_binary(key) do
+  defp get_with_options(key, opts) do
     with {:ok, handle} <- Lookup.handle(opts), do: get(key, handle)
   end
-
-  def get(key, _opts), do: {:error, {:invalid_key, key}}
 
   @doc """
   Reads the content and its metadata in one consistent step.
@@ -679,8 +699,8 @@ defmodule Micelio.Storage do
   Makes the next call of every configuration read the environment again.
 
   Application config is checked on every call. Environment variables
-  (`STORAGE_*`, `S3_*`, `AWS_*`) are re-read at most every 250 ms, which
-  keeps them off the hot path; call `reload/0` after `System.put_env/2`
+  (`STORAGE_*`, `S3_*`, `AWS_*`) are re-read every 250 ms by a background
+  tick, which keeps them off the hot path; call `reload/0` after `System.put_env/2`
   when a change must apply to the very next call (tests do).
 
       iex> Micelio.Storage.reload()

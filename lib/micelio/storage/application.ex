@@ -11,6 +11,7 @@ defmodule Micelio.Storage.Application do
     children = [
       {Task.Supervisor, name: Micelio.Storage.Builds},
       Micelio.Storage.Stores,
+      Micelio.Storage.Resolved.Watch,
       Micelio.Storage.Log,
       %{id: :pg, start: {:pg, :start_link, [Micelio.Storage.Coherence.scope()]}},
       Micelio.Storage.Coherence

@@ -12,8 +12,9 @@ defmodule Micelio.Storage.Config do
     3. an environment variable (`STORAGE_BACKEND`, `STORAGE_LOCAL_PATH`, ...);
     4. the default.
 
-  The application config is read on every call, so `Application.put_env/3`
-  takes effect on the next call. A bad value gives
+  The application config is checked on every call (through the
+  application controller, without reading it: see the README), so
+  `Application.put_env/3` takes effect on the next call. A bad value gives
   `{:error, {:invalid_config, setting, message}}`, where `message` says where
   the value came from.
 

@@ -11,11 +11,18 @@ defmodule Micelio.Storage.Lookup do
   @spec handle(Handle.t() | keyword() | term()) :: {:ok, Handle.t()} | {:error, term()}
   def handle(%Handle{} = handle), do: {:ok, handle}
 
-  # Calls without options are the ones a sandbox isolates.
+  # Calls without options are the ones a sandbox isolates. A handle kept
+  # for them exists only while no sandbox has started.
   def handle([]) do
-    case Sandbox.lookup() do
-      :off -> Resolved.fetch_plain()
-      sandboxed -> sandboxed
+    case Resolved.plain_hit() do
+      :miss ->
+        case Sandbox.lookup() do
+          :off -> Resolved.fetch_plain()
+          sandboxed -> sandboxed
+        end
+
+      handle ->
+        {:ok, handle}
     end
   end
 
@@ -26,6 +33,15 @@ defmodule Micelio.Storage.Lookup do
   end
 
   def handle(opts), do: Resolved.fetch(opts)
+
+  @doc false
+  # The fast path of calls with options: the calling process's last
+  # resolution of these very options, while they still hold. Never under
+  # the sandbox, whose stores depend on the calling process.
+  @spec remembered(keyword()) :: {:ok, Handle.t()} | :miss
+  def remembered(opts) do
+    if Sandbox.started?(), do: :miss, else: Resolved.remembered(opts)
+  end
 
   defp resolve_proper(opts) do
     case Keyword.pop(opts, :storage) do

@@ -93,7 +93,12 @@ defmodule Micelio.Storage.Sandbox do
       ensure_table()
       :ets.delete(@table, :presign)
       presign = Keyword.merge(@presign_defaults, presign)
-      :persistent_term.put(@state, %{backend: backend, root: root, opts: opts, presign: presign})
+      # From now on calls without options find their store here on every
+      # call: no handle of the real store is kept for them any more.
+      Micelio.Storage.Resolved.forbid_plain(fn ->
+        :persistent_term.put(@state, %{backend: backend, root: root, opts: opts, presign: presign})
+      end)
+
       :ok
     else
       {:error, {:invalid_config, :backend, "the sandbox runs on :memory or :local"}}

@@ -18,8 +18,24 @@ defmodule Micelio.Storage.SandboxEdgesTest do
   end
 
   Application.put_env(:sandbox_edges, Sessions, Application.get_env(:micelio, Micelio.Storage))
+  # A call without options before the sandbox starts: its store (the real
+  # one) is remembered for the next such call, which skips every lookup.
+  {:error, {:network, _}} = Micelio.Storage.get("before-the-sandbox")
+  {:error, {:network, _}} = Micelio.Storage.get("before-the-sandbox")
   :ok = Micelio.Storage.Sandbox.start(backend: :memory)
   ExUnit.start(autorun: false, max_cases: 4)
+
+  defmodule StartedLateTest do
+    use ExUnit.Case, async: true
+    setup context, do: Micelio.Storage.Sandbox.checkout(context)
+
+    test "a store remembered before the sandbox started is not reached after" do
+      assert {:error, :not_found} = Micelio.Storage.get("before-the-sandbox")
+      me = self()
+      spawn(fn -> send(me, {:stranger, Micelio.Storage.get("before-the-sandbox")}) end)
+      assert_receive {:stranger, {:error, {:sandbox, :not_checked_out}}}, 5_000
+    end
+  end
 
   defmodule PerCallTest do
     use ExUnit.Case, async: true
@@ -107,6 +123,6 @@ defmodule Micelio.Storage.SandboxEdgesTest do
       )
 
     assert status == 0, out
-    assert out =~ "5 tests, 0 failures"
+    assert out =~ "6 tests, 0 failures"
   end
 end
