@@ -57,6 +57,7 @@ defmodule Micelio.Storage do
     Lookup,
     Metadata,
     ObjectOptions,
+    Operation,
     Presign,
     Resolved,
     Store,
@@ -188,7 +189,10 @@ defmodule Micelio.Storage do
         key,
         opts,
         fn handle ->
-          case Store.run(handle, {:put, key, content, condition, handle.config.durable, attrs}) do
+          case Store.run(
+                 handle,
+                 Operation.put(key, content, condition, handle.config.durable, attrs)
+               ) do
             :ok -> {:ok, key}
             error -> error
           end
@@ -267,7 +271,7 @@ defmodule Micelio.Storage do
             :get,
             key,
             opts,
-            fn handle -> Store.run(handle, {:get, key, false, range}) end,
+            fn handle -> Store.run(handle, Operation.get(key, false, range)) end,
             &read_size/1
           )
         end
@@ -311,7 +315,7 @@ defmodule Micelio.Storage do
           :get_with_metadata,
           key,
           handle,
-          fn -> Store.run(handle, {:get, key, true, range}) end,
+          fn -> Store.run(handle, Operation.get(key, true, range)) end,
           &read_size/1
         )
 
@@ -339,7 +343,7 @@ defmodule Micelio.Storage do
   @spec head(key, opts) :: {:ok, metadata} | {:error, reason}
   def head(key, opts \\ []) do
     run(:head, key, opts, fn handle ->
-      case Store.run(handle, {:head, key}) do
+      case Store.run(handle, Operation.head(key)) do
         {:ok, meta} -> {:ok, Metadata.from_native(meta)}
         error -> error
       end
@@ -383,7 +387,9 @@ defmodule Micelio.Storage do
   def list(prefix, opts) when is_binary(prefix) do
     with {:ok, handle} <- Lookup.handle(opts),
          do:
-           Telemetry.observe(:list, prefix, handle, fn -> Store.run(handle, {:list, prefix}) end)
+           Telemetry.observe(:list, prefix, handle, fn ->
+             Store.run(handle, Operation.list(prefix))
+           end)
   end
 
   def list(prefix, _opts), do: {:error, {:invalid_prefix, prefix}}
@@ -400,7 +406,7 @@ defmodule Micelio.Storage do
   @spec delete(key, opts) :: {:ok, key} | {:error, reason}
   def delete(key, opts \\ []) do
     run(:delete, key, opts, fn handle ->
-      case Store.run(handle, {:delete, key, handle.config.durable}) do
+      case Store.run(handle, Operation.delete(key, handle.config.durable)) do
         :ok -> {:ok, key}
         error -> error
       end
@@ -434,7 +440,10 @@ defmodule Micelio.Storage do
     with {:ok, if_absent, opts} <- copy_condition(opts),
          {:ok, handle} <- Lookup.handle(opts) do
       Telemetry.observe(:copy, source, handle, fn ->
-        case Store.run(handle, {:copy, source, destination, handle.config.durable, if_absent}) do
+        case Store.run(
+               handle,
+               Operation.copy(source, destination, handle.config.durable, if_absent)
+             ) do
           :ok -> {:moved, copied_bytes(handle, destination), {:ok, destination}}
           error -> error
         end
@@ -471,7 +480,7 @@ defmodule Micelio.Storage do
   # asked, only when events are sent.
   defp copied_bytes(handle, destination) do
     with true <- Telemetry.enabled?(),
-         {:ok, meta} <- Store.run(handle, {:head, destination}) do
+         {:ok, meta} <- Store.run(handle, Operation.head(destination)) do
       Metadata.from_native(meta).size
     else
       _ -> 0
@@ -503,7 +512,7 @@ defmodule Micelio.Storage do
       nil ->
         with {:ok, handle} <- Lookup.handle(opts) do
           Telemetry.observe(:delete_many, nil, handle, fn ->
-            Store.run(handle, {:delete_many, keys, handle.config.durable})
+            Store.run(handle, Operation.delete_many(keys, handle.config.durable))
           end)
         end
 
@@ -790,7 +799,8 @@ defmodule Micelio.Storage do
   @spec health(opts) :: :ok | {:error, reason}
   def health(opts \\ []) do
     with {:ok, handle} <- Lookup.handle(opts),
-         do: Telemetry.observe(:health, nil, handle, fn -> Store.run(handle, {:health}) end)
+         do:
+           Telemetry.observe(:health, nil, handle, fn -> Store.run(handle, Operation.health()) end)
   end
 
   defp read_size({:ok, bin}) when is_binary(bin), do: byte_size(bin)
@@ -972,7 +982,7 @@ defmodule Micelio.Storage do
 
   def list_with_delimiter(prefix, opts) when is_binary(prefix) do
     run(:list_with_delimiter, prefix, opts, fn handle ->
-      case Store.run(handle, {:list_level, prefix}) do
+      case Store.run(handle, Operation.list_level(prefix)) do
         {:ok, {keys, prefixes}} -> {:ok, %{keys: keys, prefixes: prefixes}}
         error -> error
       end
@@ -1023,7 +1033,7 @@ defmodule Micelio.Storage do
           {:halt, state}
 
         %{cursor: {_, after_key}} = state ->
-          case Store.run(state.handle, {:list_page, prefix, after_key, page_size}) do
+          case Store.run(state.handle, Operation.list_page(prefix, after_key, page_size)) do
             {:ok, {keys, cursor}} ->
               next = if cursor, do: {:more, cursor}, else: :done
               {keys, %{state | cursor: next, keys: state.keys + length(keys)}}
@@ -1118,7 +1128,7 @@ defmodule Micelio.Storage do
   """
   @spec public_url(key, opts) :: {:ok, String.t()} | {:error, reason}
   def public_url(key, opts \\ []) do
-    run(:public_url, key, opts, fn handle -> Store.run(handle, {:public_url, key}) end)
+    run(:public_url, key, opts, fn handle -> Store.run(handle, Operation.public_url(key)) end)
   end
 
   @doc "Like `public_url/2`, but returns the URL or raises `Micelio.Storage.Error`."

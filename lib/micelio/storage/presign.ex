@@ -4,7 +4,7 @@ defmodule Micelio.Storage.Presign do
   # pick the store, checked, then signed by the engine (on its runtime, as
   # temporary credentials may need fetching).
 
-  alias Micelio.Storage.{Handle, Lookup, Store, Telemetry}
+  alias Micelio.Storage.{Handle, Lookup, Operation, Store, Telemetry}
 
   @doc false
   # `{presigning options, storage options}` (for store modules too).
@@ -40,10 +40,13 @@ defmodule Micelio.Storage.Presign do
       # Runs on the I/O runtime: temporary credentials may need fetching.
       Telemetry.observe(:presigned_url, key, handle, fn ->
         headers =
-          {presign[:content_type], presign[:response_content_type],
-           presign[:response_content_disposition]}
+          Keyword.take(presign, [
+            :content_type,
+            :response_content_type,
+            :response_content_disposition
+          ])
 
-        Store.run(handle, {:presigned_url, key, method, expires_in, unix, headers})
+        Store.run(handle, Operation.presigned_url(key, method, expires_in, unix, headers))
       end)
     end
   end
@@ -107,7 +110,7 @@ defmodule Micelio.Storage.Presign do
     with {:ok, conditions} <- post_conditions(post),
          {:ok, handle} <- storage do
       Telemetry.observe(:presigned_post, key_or_prefix, handle, fn ->
-        Store.run(handle, {:presigned_post, key_or_prefix, conditions})
+        Store.run(handle, Operation.presigned_post(key_or_prefix, conditions))
       end)
     end
   end

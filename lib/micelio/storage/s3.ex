@@ -26,7 +26,7 @@ defmodule Micelio.Storage.S3 do
   `Micelio.Storage.Config` for the settings. The signer is also public:
   `sign_headers/4` and `Micelio.Storage.presigned_url/2`.
   """
-  alias Micelio.Storage.{Config, Native, Secret}
+  alias Micelio.Storage.{Config, Native, Operation, Secret}
 
   @doc false
   # Which credentials the store uses, as the engine's `s3_credentials`:
@@ -219,7 +219,7 @@ defmodule Micelio.Storage.S3 do
           {:ok, [%{key: String.t(), upload_id: String.t()}]} | {:error, term()}
   def incomplete_uploads(opts \\ []) do
     with {:ok, handle} <- Micelio.Storage.open(opts),
-         {:ok, uploads} <- Micelio.Storage.Store.run(handle, {:incomplete_uploads}) do
+         {:ok, uploads} <- Micelio.Storage.Store.run(handle, Operation.incomplete_uploads()) do
       {:ok, for({key, id} <- uploads, do: %{key: key, upload_id: id})}
     end
   end
@@ -249,7 +249,7 @@ defmodule Micelio.Storage.S3 do
 
     with :ok <- check_older_than(older_than),
          {:ok, handle} <- Micelio.Storage.open(opts) do
-      Micelio.Storage.Store.run(handle, {:abort_incomplete_uploads, prefix, older_than})
+      Micelio.Storage.Store.run(handle, Operation.abort_incomplete_uploads(prefix, older_than))
     end
   end
 
@@ -292,7 +292,7 @@ defmodule Micelio.Storage.S3 do
   """
   @spec create_bucket(keyword() | Micelio.Storage.Handle.t()) ::
           {:ok, String.t()} | {:error, term()}
-  def create_bucket(opts \\ []), do: bucket_call(opts, {:create_bucket})
+  def create_bucket(opts \\ []), do: bucket_call(opts, Operation.create_bucket())
 
   @typedoc "A CORS rule: the origins, methods and headers a browser may use."
   @type cors_rule :: %{
@@ -320,7 +320,7 @@ defmodule Micelio.Storage.S3 do
           :ok | {:error, term()}
   def put_bucket_cors(rules, opts \\ []) do
     with {:ok, rules} <- cors_rules(rules),
-         {:ok, :done} <- done(bucket_call(opts, {:put_cors, rules})),
+         {:ok, :done} <- done(bucket_call(opts, Operation.put_cors(rules))),
          do: :ok
   end
 
@@ -330,7 +330,7 @@ defmodule Micelio.Storage.S3 do
   """
   @spec get_bucket_cors(keyword() | Micelio.Storage.Handle.t()) ::
           {:ok, [cors_rule()]} | {:error, term()}
-  def get_bucket_cors(opts \\ []), do: bucket_call(opts, {:get_cors})
+  def get_bucket_cors(opts \\ []), do: bucket_call(opts, Operation.get_cors())
 
   @doc """
   Sets the bucket's lifecycle configuration to one rule that aborts
@@ -345,7 +345,7 @@ defmodule Micelio.Storage.S3 do
   def put_lifecycle_abort_incomplete(days, opts \\ [])
 
   def put_lifecycle_abort_incomplete(days, opts) when is_integer(days) and days >= 1 do
-    with {:ok, :done} <- done(bucket_call(opts, {:put_lifecycle_abort_incomplete, days})),
+    with {:ok, :done} <- done(bucket_call(opts, Operation.put_lifecycle_abort_incomplete(days))),
          do: :ok
   end
 
@@ -363,7 +363,7 @@ defmodule Micelio.Storage.S3 do
   def get_tags(key, opts \\ [])
 
   def get_tags(key, opts) when is_binary(key) do
-    with {:ok, pairs} <- bucket_call(opts, {:get_tags, key}), do: {:ok, Map.new(pairs)}
+    with {:ok, pairs} <- bucket_call(opts, Operation.get_tags(key)), do: {:ok, Map.new(pairs)}
   end
 
   def get_tags(key, _opts), do: {:error, {:invalid_key, key}}

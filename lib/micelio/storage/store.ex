@@ -12,7 +12,7 @@ defmodule Micelio.Storage.Store do
   #   * `:cached` (tiered) - like `:async`, but a `get` first tries the RAM
   #     tier inline and then the disk tier on a dirty scheduler.
 
-  alias Micelio.Storage.{Async, Handle, Native, S3, Secret, Settings, Stores}
+  alias Micelio.Storage.{Async, Handle, Native, Operation, S3, Secret, Settings, Stores}
 
   @doc """
   Builds (or reuses) the store of a resolved config, as a handle. With
@@ -98,8 +98,8 @@ defmodule Micelio.Storage.Store do
 
   defp redact(pair), do: pair
 
-  @doc "Runs an operation tuple on the store of `handle`."
-  @spec run(Handle.t(), tuple()) :: term()
+  @doc "Runs an operation (built by `Micelio.Storage.Operation`) on the store of `handle`."
+  @spec run(Handle.t(), Micelio.Storage.Operation.t()) :: term()
   def run(%Handle{mode: :blocking, store: store, config: %{timeout: t}}, op),
     do: Native.store_run_dirty(store, op, t)
 
@@ -121,12 +121,12 @@ defmodule Micelio.Storage.Store do
     end
   end
 
-  def get(handle, key, with_meta, _below), do: run(handle, {:get, key, with_meta})
+  def get(handle, key, with_meta, _below), do: run(handle, Operation.get(key, with_meta))
 
   @doc "A tiered read after a RAM miss: the disk tier, then the CDN or origin."
   @spec below_ram(Handle.t(), binary(), boolean()) :: term()
   def below_ram(%Handle{store: store} = handle, key, with_meta) do
     with :miss <- Native.store_get_disk(store, key, with_meta),
-         do: run(handle, {:get, key, with_meta})
+         do: run(handle, Operation.get(key, with_meta))
   end
 end

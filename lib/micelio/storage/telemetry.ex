@@ -132,7 +132,7 @@ defmodule Micelio.Storage.Telemetry do
         case Micelio.Storage.Native.store_get_disk(handle.store, key, with_meta) do
           :miss ->
             {:tier, remote_tier(handle),
-             Micelio.Storage.Store.run(handle, {:get, key, with_meta})}
+             Micelio.Storage.Store.run(handle, Micelio.Storage.Operation.get(key, with_meta))}
 
           found ->
             {:tier, :disk, found}

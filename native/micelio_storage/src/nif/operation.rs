@@ -1,27 +1,12 @@
-//! The operations a caller can ask of a store, as they arrive from Elixir:
+//! The operations a caller can ask of a store, as they arrive from Elixir.
 //!
-//! | term | operation |
-//! |---|---|
-//! | `{:get, key, with_meta, range}` | `Store::get` |
-//! | `{:head, key}` | `Store::head` |
-//! | `{:put, key, content, condition, durable, attributes}` | `Store::put` |
-//! | `{:delete, key, durable}` | `Store::delete` |
-//! | `{:list, prefix}` | `Store::list` |
-//! | `{:copy, from, to, durable}` | `Store::copy` |
-//! | `{:delete_many, keys, durable}` | `Store::delete_many` |
-//! | `{:presigned_url, key, method, expires_in, unix_time, headers}` | `Store::presigned_url` |
-//! | `{:health}` | `Store::health` |
-//! | `{:incomplete_uploads}` | `Store::incomplete_uploads` |
-//! | `{:abort_incomplete_uploads, prefix, older_than_ms}` | `Store::abort_incomplete_uploads` |
-//! | `{:list_page, prefix, start_after, limit}` | `Store::list_page` |
-//! | `{:list_level, prefix}` | `Store::list_level` |
-//! | `{:public_url, key}` | `Store::public_url` |
-//! | `{:presigned_post, key_or_prefix, %{...}}` | `Store::presigned_post` |
-//! | `{:create_bucket}` | `Store::create_bucket` |
-//! | `{:put_cors, [%{...}]}` | `Store::put_cors` |
-//! | `{:get_cors}` | `Store::get_cors` |
-//! | `{:put_lifecycle_abort_incomplete, days}` | `Store::put_lifecycle_abort_incomplete` |
-//! | `{:get_tags, key}` | `Store::get_tags` |
+//! A request is typed at the boundary: `Request` is a rustler
+//! `NifTaggedEnum`, so each arrives as `{name, %{field => value}}` (or a
+//! bare atom when it has no fields), built on the Elixir side by
+//! `Micelio.Storage.Operation`, the one place that spells the fields. A
+//! misspelled name or a field of the wrong type fails to decode as a whole
+//! (`{:invalid_config, :operation, _}`), never half-read. Each variant runs
+//! the `Store` method of the same name.
 //!
 //! Keys and content are checked and taken here, once, before any work is
 //! scheduled; the same decoded operation then runs on any store.
@@ -34,8 +19,7 @@ use micelio_storage_core::store::{
     GetOptions, HeadOptions, Level, ListOptions, Page, PageOptions, PostPolicyOptions,
     PresignOptions, PresignedPost, PutOptions, SharedStore,
 };
-use rustler::types::tuple::get_tuple;
-use rustler::{Atom, Binary, Encoder, Env, Term};
+use rustler::{Binary, Encoder, Env, Term};
 
 use crate::buffers::{body_term, borrow_bytes, BeamBody};
 use crate::runtime::Reply;
@@ -45,7 +29,88 @@ use crate::terms::{
 };
 
 mod atoms {
-    rustler::atoms! { get, head, put, delete, list, copy, delete_many, presigned_url, health, incomplete_uploads, abort_incomplete_uploads, list_page, list_level, public_url, presigned_post, create_bucket, put_cors, get_cors, put_lifecycle_abort_incomplete, get_tags, error, partial, nil }
+    rustler::atoms! { error, partial }
+}
+
+/// A request as it crosses the boundary. Keys, prefixes, content, ranges
+/// and put conditions stay terms here: they are checked (with errors of
+/// their own: `:invalid_key`, `:invalid_prefix`, ...) when the request
+/// becomes an `Operation`.
+#[derive(rustler::NifTaggedEnum)]
+enum Request<'a> {
+    Get {
+        key: Term<'a>,
+        with_meta: bool,
+        range: Term<'a>,
+    },
+    Head {
+        key: Term<'a>,
+    },
+    Put {
+        key: Term<'a>,
+        content: Term<'a>,
+        condition: Term<'a>,
+        durable: bool,
+        attributes: Term<'a>,
+    },
+    Delete {
+        key: Term<'a>,
+        durable: bool,
+    },
+    List {
+        prefix: Term<'a>,
+    },
+    Copy {
+        from: Term<'a>,
+        to: Term<'a>,
+        durable: bool,
+        if_absent: bool,
+    },
+    DeleteMany {
+        keys: Vec<Term<'a>>,
+        durable: bool,
+    },
+    PresignedUrl {
+        key: Term<'a>,
+        method: String,
+        expires_in: u64,
+        unix_time: Option<i64>,
+        content_type: Option<String>,
+        response_content_type: Option<String>,
+        response_content_disposition: Option<String>,
+    },
+    Health,
+    IncompleteUploads,
+    AbortIncompleteUploads {
+        prefix: Term<'a>,
+        older_than_ms: u64,
+    },
+    ListPage {
+        prefix: Term<'a>,
+        start_after: Option<String>,
+        limit: usize,
+    },
+    ListLevel {
+        prefix: Term<'a>,
+    },
+    PublicUrl {
+        key: Term<'a>,
+    },
+    PresignedPost {
+        key_or_prefix: Term<'a>,
+        conditions: PostPolicyTerm,
+    },
+    CreateBucket,
+    PutCors {
+        rules: Term<'a>,
+    },
+    GetCors,
+    PutLifecycleAbortIncomplete {
+        days: u32,
+    },
+    GetTags {
+        key: Term<'a>,
+    },
 }
 
 /// One decoded request.
@@ -227,103 +292,112 @@ fn bad_request() -> StoreError {
 impl Operation {
     /// Decodes a request term; bad keys, prefixes or content fail here.
     pub fn decode<'a>(env: Env<'a>, term: Term<'a>) -> Result<Self, StoreError> {
-        let parts = get_tuple(term).map_err(|_| bad_request())?;
-        let (tag, args) = parts.split_first().ok_or_else(bad_request)?;
-        let tag: Atom = tag.decode().map_err(|_| bad_request())?;
-        let flag = |t: &Term| t.decode::<bool>().map_err(|_| bad_request());
-        let op = match args {
-            [k, m] if tag == atoms::get() => Operation::Get {
-                key: key(*k)?,
-                with_meta: flag(m)?,
-                range: None,
+        let request: Request = term.decode().map_err(|_| bad_request())?;
+        Ok(match request {
+            Request::Get {
+                key: k,
+                with_meta,
+                range,
+            } => Operation::Get {
+                key: key(k)?,
+                with_meta,
+                range: decode_range(range)?,
             },
-            [k, m, r] if tag == atoms::get() => Operation::Get {
-                key: key(*k)?,
-                with_meta: flag(m)?,
-                range: decode_range(*r)?,
-            },
-            [k] if tag == atoms::head() => Operation::Head { key: key(*k)? },
-            [k, content, condition, durable, attributes] if tag == atoms::put() => {
-                let key = key(*k)?;
+            Request::Head { key: k } => Operation::Head { key: key(k)? },
+            Request::Put {
+                key: k,
+                content,
+                condition,
+                durable,
+                attributes,
+            } => {
+                let key = key(k)?;
                 let opts = PutOptions {
-                    condition: decode_condition(*condition)?,
-                    durable: flag(durable)?,
-                    attributes: decode_attributes(*attributes)?,
+                    condition: decode_condition(condition)?,
+                    durable,
+                    attributes: decode_attributes(attributes)?,
                 };
-                let body = borrow_bytes(env, content_bytes(*content)?);
+                let body = borrow_bytes(env, content_bytes(content)?);
                 Operation::Put { key, body, opts }
             }
-            [k, durable] if tag == atoms::delete() => Operation::Delete {
-                key: key(*k)?,
-                opts: DeleteOptions {
-                    durable: flag(durable)?,
+            Request::Delete { key: k, durable } => Operation::Delete {
+                key: key(k)?,
+                opts: DeleteOptions { durable },
+            },
+            Request::List { prefix: p } => Operation::List { prefix: prefix(p)? },
+            Request::Copy {
+                from,
+                to,
+                durable,
+                if_absent,
+            } => Operation::Copy {
+                from: key(from)?,
+                to: key(to)?,
+                opts: CopyOptions { durable, if_absent },
+            },
+            Request::DeleteMany { keys, durable } => Operation::DeleteMany {
+                keys: keys.into_iter().map(key).collect::<Result<_, _>>()?,
+                opts: DeleteOptions { durable },
+            },
+            Request::PresignedUrl {
+                key: k,
+                method,
+                expires_in,
+                unix_time,
+                content_type,
+                response_content_type,
+                response_content_disposition,
+            } => Operation::Presign {
+                key: key(k)?,
+                opts: PresignOptions {
+                    method,
+                    expires_in,
+                    unix_time,
+                    content_type,
+                    response_content_type,
+                    response_content_disposition,
                 },
             },
-            [p] if tag == atoms::list() => {
-                let raw: Binary = p
-                    .decode()
-                    .map_err(|_| StoreError::InvalidPrefix(Vec::new()))?;
-                Operation::List {
-                    prefix: Prefix::parse(raw.as_slice())?,
-                }
-            }
-            [from, to, durable, if_absent] if tag == atoms::copy() => Operation::Copy {
-                from: key(*from)?,
-                to: key(*to)?,
-                opts: CopyOptions {
-                    durable: flag(durable)?,
-                    if_absent: flag(if_absent)?,
-                },
+            Request::Health => Operation::Health,
+            Request::IncompleteUploads => Operation::IncompleteUploads,
+            Request::AbortIncompleteUploads {
+                prefix: p,
+                older_than_ms,
+            } => Operation::AbortIncompleteUploads {
+                prefix: prefix(p)?,
+                older_than_ms,
             },
-            [keys, durable] if tag == atoms::delete_many() => {
-                let terms: Vec<Term> = keys.decode().map_err(|_| bad_request())?;
-                Operation::DeleteMany {
-                    keys: terms.into_iter().map(key).collect::<Result<_, _>>()?,
-                    opts: DeleteOptions {
-                        durable: flag(durable)?,
-                    },
-                }
-            }
-            [k, method, expires_in, unix_time, headers] if tag == atoms::presigned_url() => {
-                let (content_type, response_content_type, response_content_disposition) =
-                    headers.decode().map_err(|_| bad_request())?;
-                Operation::Presign {
-                    key: key(*k)?,
-                    opts: PresignOptions {
-                        method: method.decode().map_err(|_| bad_request())?,
-                        expires_in: expires_in.decode().map_err(|_| bad_request())?,
-                        unix_time: unix_time.decode().map_err(|_| bad_request())?,
-                        content_type,
-                        response_content_type,
-                        response_content_disposition,
-                    },
-                }
-            }
-            [] if tag == atoms::health() => Operation::Health,
-            [] if tag == atoms::incomplete_uploads() => Operation::IncompleteUploads,
-            [p, older] if tag == atoms::abort_incomplete_uploads() => {
-                Operation::AbortIncompleteUploads {
-                    prefix: prefix(*p)?,
-                    older_than_ms: older.decode().map_err(|_| bad_request())?,
-                }
-            }
-            [p, after, limit] if tag == atoms::list_page() => Operation::ListPage {
-                prefix: prefix(*p)?,
+            Request::ListPage {
+                prefix: p,
+                start_after,
+                limit,
+            } => Operation::ListPage {
+                prefix: prefix(p)?,
                 opts: PageOptions {
-                    cursor: if after.decode::<Atom>().is_ok_and(|a| a == atoms::nil()) {
-                        None
-                    } else {
-                        Some(after.decode().map_err(|_| bad_request())?)
-                    },
-                    limit: limit.decode().map_err(|_| bad_request())?,
+                    cursor: start_after,
+                    limit,
                 },
             },
-            [p] if tag == atoms::list_level() => Operation::ListLevel {
-                prefix: prefix(*p)?,
-            },
-            [k] if tag == atoms::public_url() => Operation::PublicUrl { key: key(*k)? },
-            [] if tag == atoms::create_bucket() => Operation::CreateBucket,
-            [rules] if tag == atoms::put_cors() => Operation::PutCors {
+            Request::ListLevel { prefix: p } => Operation::ListLevel { prefix: prefix(p)? },
+            Request::PublicUrl { key: k } => Operation::PublicUrl { key: key(k)? },
+            Request::PresignedPost {
+                key_or_prefix,
+                conditions,
+            } => {
+                let opts: PostPolicyOptions = conditions.into();
+                // An exact key follows the key rules; a prefix, the prefix rules.
+                let key_or_prefix = if opts.key_starts_with {
+                    prefix(key_or_prefix)?.as_str().to_string()
+                } else {
+                    key(key_or_prefix)?.as_str().to_string()
+                };
+                Operation::PresignPost {
+                    key_or_prefix,
+                    opts,
+                }
+            }
+            Request::CreateBucket => Operation::CreateBucket,
+            Request::PutCors { rules } => Operation::PutCors {
                 rules: rules
                     .decode::<Vec<CorsRuleTerm>>()
                     .map_err(|_| {
@@ -336,32 +410,12 @@ impl Operation {
                     .map(Into::into)
                     .collect(),
             },
-            [] if tag == atoms::get_cors() => Operation::GetCors,
-            [days] if tag == atoms::put_lifecycle_abort_incomplete() => {
-                Operation::PutLifecycleAbortIncomplete {
-                    days: days.decode().map_err(|_| bad_request())?,
-                }
+            Request::GetCors => Operation::GetCors,
+            Request::PutLifecycleAbortIncomplete { days } => {
+                Operation::PutLifecycleAbortIncomplete { days }
             }
-            [k] if tag == atoms::get_tags() => Operation::GetTags { key: key(*k)? },
-            [k, opts] if tag == atoms::presigned_post() => {
-                let opts: PostPolicyOptions = opts
-                    .decode::<PostPolicyTerm>()
-                    .map_err(|_| bad_request())?
-                    .into();
-                // An exact key follows the key rules; a prefix, the prefix rules.
-                let key_or_prefix = if opts.key_starts_with {
-                    prefix(*k)?.as_str().to_string()
-                } else {
-                    key(*k)?.as_str().to_string()
-                };
-                Operation::PresignPost {
-                    key_or_prefix,
-                    opts,
-                }
-            }
-            _ => return Err(bad_request()),
-        };
-        Ok(op)
+            Request::GetTags { key: k } => Operation::GetTags { key: key(k)? },
+        })
     }
 
     /// Runs the operation on `store`. `alloc` makes the buffers GET bodies
