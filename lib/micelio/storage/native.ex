@@ -30,17 +30,13 @@ defmodule Micelio.Storage.Native do
   def engine_setting_names, do: nif_error()
 
   # Transfers larger than memory.
-  def store_put_file(_store, _ref, _key, _path, _attrs, _durable, _idle, _limit, _progress),
-    do: nif_error()
-
-  def store_get_file(_store, _ref, _key, _path, _range, _idle, _limit, _progress),
-    do: nif_error()
-
-  def store_put_stream(_store, _ref, _key, _attrs, _durable, _idle, _limit, _progress),
-    do: nif_error()
+  # Each transfer takes one options map (see Micelio.Storage.Transfer).
+  def store_put_file(_store, _ref, _key, _path, _options), do: nif_error()
+  def store_get_file(_store, _ref, _key, _path, _options), do: nif_error()
+  def store_put_stream(_store, _ref, _key, _options), do: nif_error()
 
   def stream_feed(_feeder, _data), do: nif_error()
-  def store_get_stream(_store, _ref, _key, _range, _idle, _limit), do: nif_error()
+  def store_get_stream(_store, _ref, _key, _options), do: nif_error()
   def stream_demand(_reader, _n), do: nif_error()
 
   # The key rule a key breaks, in words (nil: none on its own).

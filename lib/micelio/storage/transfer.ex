@@ -12,12 +12,26 @@ defmodule Micelio.Storage.Transfer do
 
   @grace_ms 1_000
 
+  # The one options map of each kind of transfer, as the engine decodes it
+  # (`UploadOptions` and `DownloadOptions` in nif/transfer.rs).
+  defp upload_options(%Handle{config: config}, attrs, xfer) do
+    %{
+      attributes: attrs,
+      durable: config.durable,
+      idle_ms: config.timeout,
+      limit_ms: xfer.limit,
+      progress: true
+    }
+  end
+
+  defp download_options(%Handle{config: config}, range, xfer),
+    do: %{range: range, idle_ms: config.timeout, limit_ms: xfer.limit, progress: true}
+
   @doc "Uploads the file at `path` under `key`: `{:ok, bytes uploaded}`."
   def put_file(%Handle{} = h, key, path, attrs, xfer) do
     ref = make_ref()
-    %{timeout: idle, durable: durable} = h.config
-
-    start = Native.store_put_file(h.store, ref, key, path, attrs, durable, idle, xfer.limit, true)
+    idle = h.config.timeout
+    start = Native.store_put_file(h.store, ref, key, path, upload_options(h, attrs, xfer))
 
     with guard when not is_tuple(guard) <- start do
       # The engine's last progress message counts every byte sent.
@@ -32,7 +46,7 @@ defmodule Micelio.Storage.Transfer do
   def get_file(%Handle{} = h, key, path, xfer) do
     ref = make_ref()
     idle = h.config.timeout
-    start = Native.store_get_file(h.store, ref, key, path, nil, idle, xfer.limit, true)
+    start = Native.store_get_file(h.store, ref, key, path, download_options(h, nil, xfer))
 
     with guard when not is_tuple(guard) <- start do
       case await(ref, guard, idle, xfer.progress, 0) do
@@ -48,9 +62,9 @@ defmodule Micelio.Storage.Transfer do
   """
   def put_stream(%Handle{} = h, key, enumerable, attrs, xfer) do
     ref = make_ref()
-    %{timeout: idle, durable: durable} = h.config
+    idle = h.config.timeout
 
-    case Native.store_put_stream(h.store, ref, key, attrs, durable, idle, xfer.limit, true) do
+    case Native.store_put_stream(h.store, ref, key, upload_options(h, attrs, xfer)) do
       {:ok, guard, feeder} ->
         source = %{cursor: Chunks.open(enumerable), failure: nil, fed: 0}
         {result, source} = feed_loop(ref, guard, idle, xfer.progress, feeder, source)
@@ -150,7 +164,7 @@ defmodule Micelio.Storage.Transfer do
     ref = make_ref()
     idle = h.config.timeout
 
-    case Native.store_get_stream(h.store, ref, key, range, idle, xfer.limit) do
+    case Native.store_get_stream(h.store, ref, key, download_options(h, range, xfer)) do
       {:ok, guard, reader} ->
         # One chunk in the mailbox ahead of the consumer.
         Native.stream_demand(reader, 2)

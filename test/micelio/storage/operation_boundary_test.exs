@@ -43,4 +43,23 @@ defmodule Micelio.Storage.OperationBoundaryTest do
     assert {:error, {:invalid_key, _}} = Store.run(h, Operation.get("../x", false))
     assert {:error, {:invalid_config, :range, _}} = Store.run(h, Operation.get("a", false, :bad))
   end
+
+  test "a transfer takes one options map, refused whole when it is not its own", %{handle: h} do
+    alias Micelio.Storage.Native
+    path = Path.join(System.tmp_dir!(), "micelio-boundary-#{System.unique_integer([:positive])}")
+    File.write!(path, "x")
+    on_exit(fn -> File.rm(path) end)
+
+    for bad <- [
+          %{durable: false},
+          %{attributes: nil, durable: "no", idle_ms: 1000, limit_ms: 0, progress: false},
+          [attributes: nil, durable: false, idle_ms: 1000, limit_ms: 0, progress: false]
+        ] do
+      assert {:error, {:invalid_config, :options, _}} =
+               Native.store_put_file(h.store, make_ref(), "k", path, bad)
+    end
+
+    assert {:error, {:invalid_config, :options, _}} =
+             Native.store_get_stream(h.store, make_ref(), "a", %{range: nil})
+  end
 end

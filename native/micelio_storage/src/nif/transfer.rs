@@ -134,31 +134,60 @@ fn put_options(attributes: Term, durable: bool) -> Result<PutOptions, StoreError
     })
 }
 
+/// The options of an upload (`store_put_file`, `store_put_stream`), as
+/// Elixir sends them: one map, decoded whole (a missing or misspelled
+/// field fails the call with `{:invalid_config, :options, _}`).
+#[derive(rustler::NifMap)]
+struct UploadOptions<'a> {
+    /// `nil` or the attributes map (content type, metadata, ...).
+    attributes: Term<'a>,
+    durable: bool,
+    /// Each step's bound, in ms (the call's `:timeout`).
+    idle_ms: u64,
+    /// The whole transfer's bound, in ms (`:transfer_timeout`; 0: none).
+    limit_ms: u64,
+    /// Send `{ref, :progress, done, total}` messages.
+    progress: bool,
+}
+
+/// The options of a download (`store_get_file`, `store_get_stream`).
+#[derive(rustler::NifMap)]
+struct DownloadOptions<'a> {
+    /// `nil` or `{offset, length}`.
+    range: Term<'a>,
+    idle_ms: u64,
+    limit_ms: u64,
+    progress: bool,
+}
+
+fn options<'a, T: rustler::Decoder<'a>>(term: Term<'a>) -> Result<T, StoreError> {
+    term.decode().map_err(|_| {
+        StoreError::InvalidConfig("options", "not the options of this transfer".into())
+    })
+}
+
 /// Uploads the file at `path` under `key`.
 #[rustler::nif]
-#[allow(clippy::too_many_arguments)]
 fn store_put_file<'a>(
     env: Env<'a>,
     store: ResourceArc<StoreResource>,
     reply_ref: Term<'a>,
     key_term: Term<'a>,
     path_term: Term<'a>,
-    attributes: Term<'a>,
-    durable: bool,
-    idle_ms: u64,
-    limit_ms: u64,
-    with_progress: bool,
+    options_term: Term<'a>,
 ) -> Term<'a> {
     guarded(env, || {
         let (key, path) = (key(key_term)?, path(path_term)?);
+        let o: UploadOptions = options(options_term)?;
         store.shared().check_key(&key)?;
-        let opts = put_options(attributes, durable)?;
+        let opts = put_options(o.attributes, o.durable)?;
         check_object_options(&*store.shared(), &opts.attributes)?;
         let messenger = Messenger::new(env, reply_ref);
+        let limit_ms = o.limit_ms;
         let xfer = transfer(
-            idle_ms,
+            o.idle_ms,
             limit_ms,
-            with_progress.then(|| messenger.progress()),
+            o.progress.then(|| messenger.progress()),
         );
         let shared = store.shared();
         let work = async move {
@@ -171,30 +200,28 @@ fn store_put_file<'a>(
 
 /// Downloads `key` into the file at `path` (whole, or not at all).
 #[rustler::nif]
-#[allow(clippy::too_many_arguments)]
 fn store_get_file<'a>(
     env: Env<'a>,
     store: ResourceArc<StoreResource>,
     reply_ref: Term<'a>,
     key_term: Term<'a>,
     path_term: Term<'a>,
-    range: Term<'a>,
-    idle_ms: u64,
-    limit_ms: u64,
-    with_progress: bool,
+    options_term: Term<'a>,
 ) -> Term<'a> {
     guarded(env, || {
         let (key, path) = (key(key_term)?, path(path_term)?);
+        let o: DownloadOptions = options(options_term)?;
         store.shared().check_key(&key)?;
         let opts = GetOptions {
-            range: decode_range(range)?,
+            range: decode_range(o.range)?,
             ..GetOptions::default()
         };
         let messenger = Messenger::new(env, reply_ref);
+        let limit_ms = o.limit_ms;
         let xfer = transfer(
-            idle_ms,
+            o.idle_ms,
             limit_ms,
-            with_progress.then(|| messenger.progress()),
+            o.progress.then(|| messenger.progress()),
         );
         let shared = store.shared();
         let work = async move { Ok(Meta(shared.get_file(&key, &path, &opts, &xfer).await?)) };
@@ -212,29 +239,22 @@ impl rustler::Resource for Feeder {}
 
 /// Starts an upload of chunks the caller feeds: `{:ok, guard, feeder}`.
 #[rustler::nif]
-#[allow(clippy::too_many_arguments)]
 fn store_put_stream<'a>(
     env: Env<'a>,
     store: ResourceArc<StoreResource>,
     reply_ref: Term<'a>,
     key_term: Term<'a>,
-    attributes: Term<'a>,
-    durable: bool,
-    idle_ms: u64,
-    limit_ms: u64,
-    with_progress: bool,
+    options_term: Term<'a>,
 ) -> Term<'a> {
     guarded(env, || {
         let key = key(key_term)?;
+        let o: UploadOptions = options(options_term)?;
         store.shared().check_key(&key)?;
-        let opts = put_options(attributes, durable)?;
+        let opts = put_options(o.attributes, o.durable)?;
         check_object_options(&*store.shared(), &opts.attributes)?;
         let messenger = Messenger::new(env, reply_ref);
-        let xfer = transfer(
-            idle_ms,
-            limit_ms,
-            with_progress.then(|| messenger.progress()),
-        );
+        let (idle_ms, limit_ms) = (o.idle_ms, o.limit_ms);
+        let xfer = transfer(idle_ms, limit_ms, o.progress.then(|| messenger.progress()));
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let asker = messenger.clone();
         let ask = Box::new(move || asker.send(|env, r| (r, atoms::more()).encode(env)));
@@ -285,19 +305,20 @@ fn store_get_stream<'a>(
     store: ResourceArc<StoreResource>,
     reply_ref: Term<'a>,
     key_term: Term<'a>,
-    range: Term<'a>,
-    idle_ms: u64,
-    limit_ms: u64,
+    options_term: Term<'a>,
 ) -> Term<'a> {
     guarded(env, || {
         let key = key(key_term)?;
+        let o: DownloadOptions = options(options_term)?;
         store.shared().check_key(&key)?;
         let opts = GetOptions {
-            range: decode_range(range)?,
+            range: decode_range(o.range)?,
             ..GetOptions::default()
         };
         let messenger = Messenger::new(env, reply_ref);
-        let xfer = transfer(idle_ms, limit_ms, None);
+        let limit_ms = o.limit_ms;
+        // Chunks are their own progress: no progress messages.
+        let xfer = transfer(o.idle_ms, limit_ms, None);
         let demand = Arc::new(tokio::sync::Semaphore::new(0));
         let wanted = demand.clone();
         let shared = store.shared();
