@@ -98,7 +98,7 @@ defmodule Micelio.Bench do
   time (`times`); returns `{its standard output, CPU seconds}`.
   """
   def cmd_with_cpu(program, args) do
-    {out, 0} = System.cmd("sh", ["-c", ~s("$0" "$@" && times), program | args])
+    {out, 0} = System.cmd("sh", ["-c", ~s("$0" "$@" && echo && times), program | args])
     lines = String.split(String.trim_trailing(out), "\n")
     {before, [_shell, children]} = Enum.split(lines, -2)
     [user, sys] = String.split(children)
