@@ -29,6 +29,8 @@ defmodule Micelio.Storage.ObjectOptions do
       bounded by `:timeout` instead, so a large transfer needs no raised
       timeout while a stalled one still ends;
     * `:prefix` - the key prefix of `Micelio.Storage.put_content_addressed/2`;
+    * `:if_absent` - `true` makes `Micelio.Storage.copy/3` copy only where
+      nothing is (`{:error, :precondition_failed}` otherwise);
     * `:page_size` - keys per page of `Micelio.Storage.stream_keys/2`;
     * `:storage` - a `Micelio.Storage.Handle` to use instead of resolving
       the configuration.
@@ -46,7 +48,8 @@ defmodule Micelio.Storage.ObjectOptions do
             :transfer_timeout,
             :storage,
             :prefix,
-            :page_size
+            :page_size,
+            :if_absent
           ]
 
   @doc "The option names this module owns."

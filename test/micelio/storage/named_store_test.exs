@@ -77,6 +77,9 @@ defmodule Micelio.Storage.NamedStoreTest do
            ]
 
     assert {:ok, "cas/sha256:" <> _} = Sessions.put_content_addressed("x", prefix: "cas/")
+    assert {:error, :precondition_failed} = Sessions.copy("d/f", "d/s", if_absent: true)
+    assert {:ok, "d/copy"} = Sessions.copy("d/f", "d/copy", if_absent: true)
+    assert Sessions.copy!("d/f", "d/copy2", if_absent: true) == "d/copy2"
     assert {:error, {:invalid_config, :backend, _}} = Sessions.public_url("d/f")
     assert File.read!(Path.join(root, "d/s")) == "ab"
   end
