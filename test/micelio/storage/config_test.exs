@@ -184,6 +184,24 @@ defmodule Micelio.Storage.ConfigTest do
       Application.delete_env(:micelio_storage, Micelio.Storage)
     end
 
+    test "the application controller working on something else changes nothing, and a change after it is seen" do
+      a = Tmp.dir!("ctl-a")
+      b = Tmp.dir!("ctl-b")
+      Application.put_env(:micelio_storage, Micelio.Storage, local_path: a)
+      Storage.put!("k", "in a")
+      assert {:ok, "in a"} = Storage.get("k")
+      # Another app's config: the controller's count moves, ours does not change.
+      Application.put_env(:micelio_config_test_other, :anything, System.unique_integer())
+      assert {:ok, "in a"} = Storage.get("k")
+      assert {:ok, "in a"} = Storage.get("k", timeout: 5_000)
+      Application.put_env(:micelio_storage, Micelio.Storage, local_path: b)
+      assert {:error, :not_found} = Storage.get("k")
+      assert {:error, :not_found} = Storage.get("k", timeout: 5_000)
+    after
+      Application.delete_env(:micelio_storage, Micelio.Storage)
+      Application.delete_env(:micelio_config_test_other, :anything)
+    end
+
     test "calls with options see an app config change on the very next call too" do
       a = Tmp.dir!("opts-a")
       b = Tmp.dir!("opts-b")
