@@ -4,53 +4,34 @@ defmodule Micelio.Storage.Test.S3rver do
   # loopback for the suite under a shell that stops it when the BEAM closes
   # the port. It checks signatures against its fixed credentials.
 
-  use Agent
-
   alias Micelio.Storage.Test.LoopbackServer
 
   @bucket "micelio-s3rver"
 
-  def ensure_started do
-    case Process.whereis(__MODULE__) do
-      nil -> {:ok, _} = Agent.start(&start/0, name: __MODULE__)
-      _ -> :ok
-    end
-
-    endpoint()
-  end
-
-  def endpoint, do: Agent.get(__MODULE__, & &1.endpoint)
-
-  @doc "Its loopback port (for a proxy in front of it)."
-  def port, do: Agent.get(__MODULE__, & &1.tcp_port)
+  use LoopbackServer, bucket: @bucket, access_key: "S3RVER", secret_key: "S3RVER", prefix: "r"
 
   @doc """
-  The multipart uploads in progress: s3rver has no ListMultipartUploads,
-  so they are read from its disk (a directory per upload under
-  `<bucket>/._S3rver_uploads`).
+  The multipart uploads in progress under `opts`'s prefix: s3rver has no
+  ListMultipartUploads, so they are read from its disk (a directory per
+  upload under `<bucket>/._S3rver_uploads`, holding its key in `key`).
+  The prefix matters: uploads other tests left (s3rver cannot abort them,
+  the doctor's probes among them) are not this test's.
   """
-  def uploads_in_progress(_opts) do
-    uploads = Path.join([Agent.get(__MODULE__, & &1.dir), @bucket, "._S3rver_uploads"])
+  def uploads_in_progress(opts) do
+    uploads = Path.join([field(:dir), @bucket, "._S3rver_uploads"])
+    prefix = Keyword.get(opts, :s3_prefix, "")
 
     case File.ls(uploads) do
-      {:ok, ids} -> Enum.filter(ids, &(File.ls!(Path.join(uploads, &1)) != []))
+      {:ok, ids} -> Enum.filter(ids, &under?(Path.join(uploads, &1), prefix))
       {:error, :enoent} -> []
     end
   end
 
-  @doc "Storage options for an empty area of the s3rver bucket."
-  def opts(extra \\ []) do
-    [
-      backend: :s3,
-      s3_bucket: @bucket,
-      s3_endpoint: endpoint(),
-      s3_region: "us-east-1",
-      s3_access_key_id: "S3RVER",
-      s3_secret_access_key: "S3RVER",
-      s3_session_token: nil,
-      s3_prefix: "r#{System.unique_integer([:positive])}/"
-    ]
-    |> Keyword.merge(extra)
+  defp under?(upload, prefix) do
+    case File.read(Path.join(upload, "key")) do
+      {:ok, key} -> String.starts_with?(key, prefix) and File.ls!(upload) != []
+      {:error, _} -> File.ls!(upload) != []
+    end
   end
 
   defp start do
