@@ -4,52 +4,22 @@ defmodule Micelio.Storage.Test.Moto do
   # implementation none of us wrote, started on loopback for the suite. It
   # runs under LoopbackServer, so no server outlives the test run.
 
-  use Agent
-
   alias Micelio.Storage.Test.LoopbackServer
 
   @bucket "micelio-moto"
   @access_key "moto-access"
   @secret_key "moto-secret"
 
-  def bucket, do: @bucket
-
-  @doc "Starts it once; returns its endpoint."
-  def ensure_started do
-    case Process.whereis(__MODULE__) do
-      nil ->
-        {:ok, _} = Agent.start(&start/0, name: __MODULE__)
-        endpoint()
-
-      _ ->
-        endpoint()
-    end
-  end
-
-  def endpoint, do: Agent.get(__MODULE__, & &1.endpoint)
-
-  @doc "Its loopback port (for a proxy in front of it)."
-  def port, do: Agent.get(__MODULE__, & &1.tcp_port)
+  use LoopbackServer,
+    bucket: @bucket,
+    access_key: @access_key,
+    secret_key: @secret_key,
+    prefix: "m"
 
   @doc "The keys of the multipart uploads in progress under `opts`'s prefix."
   def uploads_in_progress(opts) do
     {:ok, uploads} = Micelio.Storage.S3.incomplete_uploads(opts)
     Enum.map(uploads, & &1.key)
-  end
-
-  @doc "Storage options for an empty area of the moto bucket."
-  def opts(extra \\ []) do
-    [
-      backend: :s3,
-      s3_bucket: @bucket,
-      s3_endpoint: endpoint(),
-      s3_region: "us-east-1",
-      s3_access_key_id: @access_key,
-      s3_secret_access_key: @secret_key,
-      s3_session_token: nil,
-      s3_prefix: "m#{System.unique_integer([:positive])}/"
-    ]
-    |> Keyword.merge(extra)
   end
 
   defp start do

@@ -6,30 +6,17 @@ defmodule Micelio.Storage.Test.S3sFs do
   # so no server outlives the test run. It checks signatures against the
   # credentials it is started with.
 
-  use Agent
-
   alias Micelio.Storage.Test.LoopbackServer
 
   @bucket "micelio-s3s"
   @access_key "s3s-access"
   @secret_key "s3s-secret"
 
-  def bucket, do: @bucket
-
-  @doc "Starts it once; returns its endpoint."
-  def ensure_started do
-    case Process.whereis(__MODULE__) do
-      nil -> {:ok, _} = Agent.start(&start/0, name: __MODULE__)
-      _ -> :ok
-    end
-
-    endpoint()
-  end
-
-  def endpoint, do: Agent.get(__MODULE__, & &1.endpoint)
-
-  @doc "Its loopback port (for a proxy in front of it)."
-  def port, do: Agent.get(__MODULE__, & &1.tcp_port)
+  use LoopbackServer,
+    bucket: @bucket,
+    access_key: @access_key,
+    secret_key: @secret_key,
+    prefix: "f"
 
   @doc """
   The multipart uploads in progress: s3s-fs has no ListMultipartUploads,
@@ -37,7 +24,7 @@ defmodule Micelio.Storage.Test.S3sFs do
   part, removed by AbortMultipartUpload and CompleteMultipartUpload).
   """
   def uploads_in_progress(_opts) do
-    root = Agent.get(__MODULE__, & &1.root)
+    root = field(:root)
 
     root
     |> File.ls!()
@@ -48,21 +35,6 @@ defmodule Micelio.Storage.Test.S3sFs do
       end
     end)
     |> Enum.uniq()
-  end
-
-  @doc "Storage options for an empty area of the s3s-fs bucket."
-  def opts(extra \\ []) do
-    [
-      backend: :s3,
-      s3_bucket: @bucket,
-      s3_endpoint: endpoint(),
-      s3_region: "us-east-1",
-      s3_access_key_id: @access_key,
-      s3_secret_access_key: @secret_key,
-      s3_session_token: nil,
-      s3_prefix: "f#{System.unique_integer([:positive])}/"
-    ]
-    |> Keyword.merge(extra)
   end
 
   defp start do

@@ -48,6 +48,16 @@ impl AbortGuard {
         self.armed = None;
     }
 
+    /// Ends the upload with its outcome: a success disarms the guard, a
+    /// failure aborts (after the parts in flight) before it is returned.
+    async fn settle(mut self, done: Result<(), StoreError>) -> Result<(), StoreError> {
+        match done {
+            Ok(()) => self.disarm(),
+            Err(_) => self.abort_now().await,
+        }
+        done
+    }
+
     /// Waits for the parts in flight, then aborts and waits for the answer.
     async fn abort_now(&mut self) {
         while self.in_flight.join_next().await.is_some() {}
@@ -140,16 +150,7 @@ impl S3Store {
             Ok((parts, crc)) => self.complete(&path, &id, &parts, crc, opts, xfer).await,
             Err(e) => Err(e),
         };
-        match done {
-            Ok(()) => {
-                guard.disarm();
-                Ok(())
-            }
-            Err(e) => {
-                guard.abort_now().await;
-                Err(e)
-            }
-        }
+        guard.settle(done).await
     }
 
     /// A server-side copy of an object too large for one CopyObject (over
@@ -176,7 +177,7 @@ impl S3Store {
             .send(Method::POST, &path, query, headers, None, true, deadline)
             .await?;
         let id = xml::parse_upload_id(&ans.body).map_err(|e| malformed(ans.status, e))?;
-        let mut guard = AbortGuard::new(self, &path, &id);
+        let guard = AbortGuard::new(self, &path, &id);
         let source = self.copy_source(from);
         let size = source_meta.size;
         let part = self.part_size_for(Some(size));
@@ -218,16 +219,7 @@ impl S3Store {
             }
             Err(e) => Err(e),
         };
-        match done {
-            Ok(()) => {
-                guard.disarm();
-                Ok(())
-            }
-            Err(e) => {
-                guard.abort_now().await;
-                Err(e)
-            }
-        }
+        guard.settle(done).await
     }
 
     /// One UploadPartCopy of bytes `first..=last` of the source.
