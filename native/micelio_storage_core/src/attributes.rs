@@ -29,7 +29,7 @@ pub struct Attributes {
     pub storage_class: Option<String>,
     /// A canned ACL (`private`, `public-read`, ...), on write only.
     pub acl: Option<String>,
-    /// Object tags, on write only (read them with `Store::get_tags`).
+    /// Object tags, on write only (read them with `BucketOps::get_tags`).
     pub tags: Vec<(String, String)>,
 }
 

@@ -2,12 +2,14 @@
 //! tested with plain `cargo test`.
 //!
 //! - `store`: the contract every backend implements (`Store`), its options;
+//! - `bucket`: what stores that have a bucket add (`BucketOps`);
 //! - `key`, `object`, `error`: validated keys, metadata and bodies, errors;
 //! - `local`, `s3`, `memory`, `tiered`: the backends;
 //! - `settings`, `registry`: building a backend from its resolved settings.
 
 pub mod attributes;
 pub mod blocking;
+pub mod bucket;
 pub mod clock;
 pub mod error;
 #[doc(hidden)]

@@ -18,6 +18,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::attributes::Attributes;
+use crate::bucket::BucketOps;
 use crate::error::StoreError;
 use crate::key::{Key, Prefix};
 use crate::object::{vec_body, BodyAlloc, Deadline, Object, ObjectMeta};
@@ -230,21 +231,6 @@ pub struct PresignedPost {
     pub fields: Vec<(String, String)>,
 }
 
-/// One CORS rule of a bucket: which origins may send which requests.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct CorsRule {
-    /// `https://app.example.com`, or `*`.
-    pub allowed_origins: Vec<String>,
-    /// `GET`, `PUT`, `POST`, `DELETE`, `HEAD`.
-    pub allowed_methods: Vec<String>,
-    /// Request headers the browser may send (`*` for any).
-    pub allowed_headers: Vec<String>,
-    /// Response headers the page may read (`ETag`).
-    pub expose_headers: Vec<String>,
-    /// How long a browser may cache the preflight answer.
-    pub max_age_seconds: Option<u64>,
-}
-
 /// What `delete_many` did: every key is either deleted or failed.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct DeleteManyOutcome {
@@ -280,8 +266,8 @@ pub struct Capabilities {
     pub server_side_copy: bool,
     /// Reads are served from a cache in front of the store.
     pub read_cache: bool,
-    /// Writes take a storage class, a canned ACL and tags; `get_tags`
-    /// reads the tags.
+    /// Writes take a storage class, a canned ACL and tags;
+    /// `BucketOps::get_tags` reads the tags.
     pub object_tags: bool,
 }
 
@@ -295,6 +281,12 @@ pub trait Store: Send + Sync + 'static {
     /// adds one declares it here, and the defaults below say "not here".
     fn capabilities(&self) -> Capabilities {
         Capabilities::default()
+    }
+
+    /// The operations on this store's bucket, when it has one (S3); the
+    /// default has none, and each of them is then `Unsupported`.
+    fn bucket(&self) -> Option<&dyn BucketOps> {
+        None
     }
 
     /// True when the store's futures do blocking file I/O and complete on
@@ -536,49 +528,6 @@ pub trait Store: Send + Sync + 'static {
             "POST policies need the s3 backend, not {}",
             self.backend()
         )))
-    }
-
-    /// Creates the bucket (container) the store writes to, and returns its
-    /// name; one that exists and is ours is fine.
-    async fn create_bucket(&self, _deadline: Deadline) -> Result<String, StoreError> {
-        Err(self.unsupported("creating buckets"))
-    }
-
-    /// Replaces the bucket's CORS rules.
-    async fn put_cors(&self, _rules: &[CorsRule], _deadline: Deadline) -> Result<(), StoreError> {
-        Err(self.unsupported("CORS rules"))
-    }
-
-    /// The bucket's CORS rules (none set: empty).
-    async fn get_cors(&self, _deadline: Deadline) -> Result<Vec<CorsRule>, StoreError> {
-        Err(self.unsupported("CORS rules"))
-    }
-
-    /// A lifecycle rule that aborts multipart uploads left incomplete for
-    /// `days` days (it replaces the bucket's lifecycle configuration).
-    async fn put_lifecycle_abort_incomplete(
-        &self,
-        _days: u32,
-        _deadline: Deadline,
-    ) -> Result<(), StoreError> {
-        Err(self.unsupported("lifecycle rules"))
-    }
-
-    /// The tags of `key`, sorted by name.
-    async fn get_tags(
-        &self,
-        _key: &Key,
-        _deadline: Deadline,
-    ) -> Result<Vec<(String, String)>, StoreError> {
-        Err(self.unsupported("object tags"))
-    }
-
-    /// The error of an operation this backend does not have.
-    fn unsupported(&self, what: &str) -> StoreError {
-        StoreError::Unsupported(format!(
-            "{what} need the s3 backend, not {}",
-            self.backend()
-        ))
     }
 
     /// A URL that grants `opts.method` on `key` without credentials.

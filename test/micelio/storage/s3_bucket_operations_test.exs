@@ -108,6 +108,48 @@ defmodule Micelio.Storage.S3BucketOperationsTest do
              S3.get_tags("a", storage: elem(Micelio.Storage.open(backend: :memory), 1))
   end
 
+  test "a tiered store answers its origin's bucket operations" do
+    # The cache changes nothing these touch, so it hands them to the origin
+    # (a bucket of its own here, so the CORS rules are ours alone).
+    bucket = "tiered-#{System.unique_integer([:positive])}"
+
+    opts =
+      Seaweed.opts(
+        backend: :tiered,
+        origin_backend: :s3,
+        s3_bucket: bucket,
+        s3_prefix: "",
+        cache_disk_path: Micelio.Storage.Test.Tmp.dir!("tiered-bucket")
+      )
+
+    assert {:ok, ^bucket} = S3.create_bucket(opts)
+    assert {:ok, []} = S3.get_bucket_cors(opts)
+    assert :ok = S3.put_bucket_cors(@rules, opts)
+    assert {:ok, @rules} = S3.get_bucket_cors(opts)
+    assert :ok = S3.put_lifecycle_abort_incomplete(3, opts)
+    assert {:ok, "t.txt"} = Micelio.Storage.put("t.txt", "x", opts ++ [tags: %{"a" => "1"}])
+    assert {:ok, %{"a" => "1"}} = S3.get_tags("t.txt", opts)
+  end
+
+  test "stores without a bucket refuse each bucket operation, naming it" do
+    local = [backend: :local, local_path: Micelio.Storage.Test.Tmp.dir!("no-bucket")]
+    tiered = [backend: :tiered, origin_backend: :local, local_path: local[:local_path]]
+
+    for opts <- [[backend: :memory], local, tiered] do
+      for {call, feature} <- [
+            {fn -> S3.create_bucket(opts) end, "creating buckets"},
+            {fn -> S3.get_bucket_cors(opts) end, "CORS rules"},
+            {fn -> S3.put_bucket_cors(@rules, opts) end, "CORS rules"},
+            {fn -> S3.put_lifecycle_abort_incomplete(2, opts) end, "lifecycle rules"},
+            {fn -> S3.get_tags("a", opts) end, "object tags"}
+          ] do
+        assert {:error, {:invalid_config, :backend, message}} = call.()
+        assert message =~ feature
+        assert message =~ "need the s3 backend"
+      end
+    end
+  end
+
   test "bad options are clear errors" do
     opts = Seaweed.opts()
 

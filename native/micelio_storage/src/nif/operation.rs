@@ -11,13 +11,14 @@
 //! Keys and content are checked and taken here, once, before any work is
 //! scheduled; the same decoded operation then runs on any store.
 
+use micelio_storage_core::bucket::{bucket_of, CorsRule};
 use micelio_storage_core::error::StoreError;
 use micelio_storage_core::key::{Key, Prefix};
 use micelio_storage_core::object::{BodyAlloc, Deadline, Object, ObjectMeta};
 use micelio_storage_core::store::{
-    check_object_options, ByteRange, CopyOptions, CorsRule, DeleteManyOutcome, DeleteOptions,
-    GetOptions, HeadOptions, Level, ListOptions, Page, PageOptions, PostPolicyOptions,
-    PresignOptions, PresignedPost, PutOptions, SharedStore,
+    check_object_options, ByteRange, CopyOptions, DeleteManyOutcome, DeleteOptions, GetOptions,
+    HeadOptions, Level, ListOptions, Page, PageOptions, PostPolicyOptions, PresignOptions,
+    PresignedPost, PutOptions, SharedStore,
 };
 use rustler::{Binary, Encoder, Env, Term};
 
@@ -495,17 +496,31 @@ impl Operation {
                 Outcome::Level(store.list_level(&prefix, deadline).await?)
             }
             Operation::PublicUrl { key } => Outcome::Text(store.public_url(&key)?),
-            Operation::CreateBucket => Outcome::Name(store.create_bucket(deadline).await?),
+            Operation::CreateBucket => Outcome::Name(
+                bucket_of(&*store, "creating buckets")?
+                    .create_bucket(deadline)
+                    .await?,
+            ),
             Operation::PutCors { rules } => {
-                store.put_cors(&rules, deadline).await?;
+                bucket_of(&*store, "CORS rules")?
+                    .put_cors(&rules, deadline)
+                    .await?;
                 Outcome::Done
             }
-            Operation::GetCors => Outcome::Cors(store.get_cors(deadline).await?),
+            Operation::GetCors => {
+                Outcome::Cors(bucket_of(&*store, "CORS rules")?.get_cors(deadline).await?)
+            }
             Operation::PutLifecycleAbortIncomplete { days } => {
-                store.put_lifecycle_abort_incomplete(days, deadline).await?;
+                bucket_of(&*store, "lifecycle rules")?
+                    .put_lifecycle_abort_incomplete(days, deadline)
+                    .await?;
                 Outcome::Done
             }
-            Operation::GetTags { key } => Outcome::Pairs(store.get_tags(&key, deadline).await?),
+            Operation::GetTags { key } => Outcome::Pairs(
+                bucket_of(&*store, "object tags")?
+                    .get_tags(&key, deadline)
+                    .await?,
+            ),
             Operation::PresignPost {
                 key_or_prefix,
                 opts,

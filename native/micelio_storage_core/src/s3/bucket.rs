@@ -1,6 +1,8 @@
 //! The bucket's own configuration (creation, CORS, lifecycle) and object
-//! tags: what apps that provision their own buckets need.
+//! tags: what apps that provision their own buckets need (`BucketOps`),
+//! with the XML documents of those calls.
 
+use async_trait::async_trait;
 use base64::Engine;
 use bytes::Bytes;
 use md5::{Digest, Md5};
@@ -8,17 +10,18 @@ use reqwest::Method;
 
 use super::response::malformed;
 use super::{error, xml, S3Store};
+use crate::bucket::{BucketOps, CorsRule};
 use crate::error::StoreError;
 use crate::key::Key;
 use crate::object::Deadline;
-use crate::store::CorsRule;
 
-impl S3Store {
+#[async_trait]
+impl BucketOps for S3Store {
     /// CreateBucket in the store's region; a bucket that exists and is
     /// ours (`BucketAlreadyOwnedByYou`) is fine, one owned by another
     /// account (`BucketAlreadyExists`) is an error.
-    pub(super) async fn create_bucket(&self, deadline: Deadline) -> Result<String, StoreError> {
-        let body = xml::create_bucket_request(&self.region).map(Bytes::from);
+    async fn create_bucket(&self, deadline: Deadline) -> Result<String, StoreError> {
+        let body = create_bucket_request(&self.region).map(Bytes::from);
         let root = self.bucket_root();
         let answer = self
             .send(Method::PUT, &root, vec![], vec![], body, true, deadline)
@@ -34,24 +37,20 @@ impl S3Store {
     }
 
     /// PutBucketCors.
-    pub(super) async fn put_cors(
-        &self,
-        rules: &[CorsRule],
-        deadline: Deadline,
-    ) -> Result<(), StoreError> {
-        let body = Bytes::from(xml::cors_request(rules));
+    async fn put_cors(&self, rules: &[CorsRule], deadline: Deadline) -> Result<(), StoreError> {
+        let body = Bytes::from(cors_request(rules));
         self.put_bucket_document("cors", body, deadline).await
     }
 
     /// GetBucketCors; a bucket without rules has none.
-    pub(super) async fn get_cors(&self, deadline: Deadline) -> Result<Vec<CorsRule>, StoreError> {
+    async fn get_cors(&self, deadline: Deadline) -> Result<Vec<CorsRule>, StoreError> {
         let query = vec![("cors".to_string(), String::new())];
         let root = self.bucket_root();
         match self
             .send(Method::GET, &root, query, vec![], None, true, deadline)
             .await
         {
-            Ok(ans) => xml::parse_cors(&ans.body).map_err(|e| malformed(ans.status, e)),
+            Ok(ans) => parse_cors(&ans.body).map_err(|e| malformed(ans.status, e)),
             Err(StoreError::S3 { code, .. }) if code == "NoSuchCORSConfiguration" => Ok(vec![]),
             Err(e) => Err(e),
         }
@@ -59,17 +58,17 @@ impl S3Store {
 
     /// PutBucketLifecycleConfiguration with one rule that aborts
     /// incomplete multipart uploads after `days` days.
-    pub(super) async fn put_lifecycle_abort_incomplete(
+    async fn put_lifecycle_abort_incomplete(
         &self,
         days: u32,
         deadline: Deadline,
     ) -> Result<(), StoreError> {
-        let body = Bytes::from(xml::lifecycle_abort_request(days));
+        let body = Bytes::from(lifecycle_abort_request(days));
         self.put_bucket_document("lifecycle", body, deadline).await
     }
 
     /// GetObjectTagging.
-    pub(super) async fn get_tags(
+    async fn get_tags(
         &self,
         key: &Key,
         deadline: Deadline,
@@ -86,9 +85,11 @@ impl S3Store {
                 deadline,
             )
             .await?;
-        xml::parse_tagging(&ans.body).map_err(|e| malformed(ans.status, e))
+        parse_tagging(&ans.body).map_err(|e| malformed(ans.status, e))
     }
+}
 
+impl S3Store {
     /// A PUT of a bucket subresource's XML document. S3 requires an
     /// integrity header on these; Content-MD5 is the one every
     /// S3-compatible server takes.
@@ -126,5 +127,144 @@ impl S3Store {
             }
             e => e,
         })
+    }
+}
+
+// The XML documents of these calls, written and read here because no
+// other call uses them.
+
+/// A PutBucketCors body.
+fn cors_request(rules: &[CorsRule]) -> String {
+    let mut body = String::from("<CORSConfiguration>");
+    for rule in rules {
+        body.push_str("<CORSRule>");
+        let lists = [
+            ("AllowedOrigin", &rule.allowed_origins),
+            ("AllowedMethod", &rule.allowed_methods),
+            ("AllowedHeader", &rule.allowed_headers),
+            ("ExposeHeader", &rule.expose_headers),
+        ];
+        for (tag, values) in lists {
+            for v in values {
+                body.push_str(&format!("<{tag}>{}</{tag}>", quick_xml::escape::escape(v)));
+            }
+        }
+        if let Some(age) = rule.max_age_seconds {
+            body.push_str(&format!("<MaxAgeSeconds>{age}</MaxAgeSeconds>"));
+        }
+        body.push_str("</CORSRule>");
+    }
+    body.push_str("</CORSConfiguration>");
+    body
+}
+
+/// Parses a GetBucketCors answer.
+fn parse_cors(xml: &[u8]) -> Result<Vec<CorsRule>, String> {
+    let mut rules = Vec::new();
+    let mut rule = CorsRule::default();
+    let mut root = None;
+    xml::walk(xml, |path, text| {
+        if path.len() == 1 {
+            root = Some(path[0].to_string());
+        }
+        match path {
+            ["CORSConfiguration", "CORSRule", "AllowedOrigin"] => rule.allowed_origins.push(text),
+            ["CORSConfiguration", "CORSRule", "AllowedMethod"] => rule.allowed_methods.push(text),
+            ["CORSConfiguration", "CORSRule", "AllowedHeader"] => rule.allowed_headers.push(text),
+            ["CORSConfiguration", "CORSRule", "ExposeHeader"] => rule.expose_headers.push(text),
+            ["CORSConfiguration", "CORSRule", "MaxAgeSeconds"] => {
+                rule.max_age_seconds = text.trim().parse().ok()
+            }
+            ["CORSConfiguration", "CORSRule"] => rules.push(std::mem::take(&mut rule)),
+            _ => {}
+        }
+    })?;
+    match root.as_deref() {
+        Some("CORSConfiguration") => Ok(rules),
+        _ => Err("expected a CORSConfiguration document".into()),
+    }
+}
+
+/// A PutBucketLifecycleConfiguration body with one rule: abort multipart
+/// uploads left incomplete for `days` days, everywhere in the bucket.
+fn lifecycle_abort_request(days: u32) -> String {
+    format!(
+        "<LifecycleConfiguration><Rule><ID>micelio-abort-incomplete-uploads</ID>\
+         <Filter><Prefix></Prefix></Filter><Status>Enabled</Status>\
+         <AbortIncompleteMultipartUpload><DaysAfterInitiation>{days}</DaysAfterInitiation>\
+         </AbortIncompleteMultipartUpload></Rule></LifecycleConfiguration>"
+    )
+}
+
+/// A CreateBucket body naming the region (none for `us-east-1`).
+fn create_bucket_request(region: &str) -> Option<String> {
+    (region != "us-east-1" && !region.is_empty()).then(|| {
+        format!(
+            "<CreateBucketConfiguration><LocationConstraint>{}</LocationConstraint>\
+             </CreateBucketConfiguration>",
+            quick_xml::escape::escape(region)
+        )
+    })
+}
+
+/// Parses a GetObjectTagging answer, sorted by key.
+fn parse_tagging(xml: &[u8]) -> Result<Vec<(String, String)>, String> {
+    let mut tags = Vec::new();
+    let (mut key, mut value) = (String::new(), String::new());
+    let mut root = None;
+    xml::walk(xml, |path, text| {
+        if path.len() == 1 {
+            root = Some(path[0].to_string());
+        }
+        match path {
+            ["Tagging", "TagSet", "Tag", "Key"] => key = text,
+            ["Tagging", "TagSet", "Tag", "Value"] => value = text,
+            ["Tagging", "TagSet", "Tag"] => {
+                tags.push((std::mem::take(&mut key), std::mem::take(&mut value)))
+            }
+            _ => {}
+        }
+    })?;
+    if root.as_deref() != Some("Tagging") {
+        return Err("expected a Tagging document".into());
+    }
+    tags.sort();
+    Ok(tags)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cors_rules_survive_their_document() {
+        let rules = vec![CorsRule {
+            allowed_origins: vec!["https://a.example".into()],
+            allowed_methods: vec!["GET".into(), "PUT".into()],
+            allowed_headers: vec!["*".into()],
+            expose_headers: vec!["ETag".into()],
+            max_age_seconds: Some(600),
+        }];
+        assert_eq!(parse_cors(cors_request(&rules).as_bytes()), Ok(rules));
+        assert!(parse_cors(b"<Error><Code>x</Code></Error>").is_err());
+    }
+
+    #[test]
+    fn tags_come_sorted_and_only_from_a_tagging_document() {
+        let xml = b"<Tagging><TagSet><Tag><Key>z</Key><Value>1</Value></Tag>\
+            <Tag><Key>a</Key><Value>&amp;</Value></Tag></TagSet></Tagging>";
+        assert_eq!(
+            parse_tagging(xml),
+            Ok(vec![("a".into(), "&".into()), ("z".into(), "1".into())])
+        );
+        assert!(parse_tagging(b"<TagSet></TagSet>").is_err());
+    }
+
+    #[test]
+    fn us_east_1_creates_without_a_location() {
+        assert_eq!(create_bucket_request("us-east-1"), None);
+        assert!(create_bucket_request("eu-west-1")
+            .unwrap()
+            .contains("<LocationConstraint>eu-west-1</LocationConstraint>"));
     }
 }

@@ -6,12 +6,13 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use reqwest::Method;
 
+use crate::bucket::BucketOps;
 use crate::error::StoreError;
 use crate::http::headers::meta_from_headers;
 use crate::key::{Key, Prefix};
 use crate::object::{Deadline, Object, ObjectMeta};
 use crate::store::{
-    Capabilities, CopyOptions, CorsRule, DeleteManyOutcome, DeleteOptions, GetOptions, HeadOptions,
+    Capabilities, CopyOptions, DeleteManyOutcome, DeleteOptions, GetOptions, HeadOptions,
     ListOptions, PostPolicyOptions, PresignOptions, PresignedPost, PutOptions, Store,
 };
 use crate::transfer::{ByteSource, ByteStream, Transfer};
@@ -23,6 +24,10 @@ use super::S3Store;
 impl Store for S3Store {
     fn backend(&self) -> &'static str {
         "s3"
+    }
+
+    fn bucket(&self) -> Option<&dyn BucketOps> {
+        Some(self)
     }
 
     fn capabilities(&self) -> Capabilities {
@@ -236,34 +241,6 @@ impl Store for S3Store {
             self.delete_batch(batch, deadline, &mut outcome).await;
         }
         Ok(outcome)
-    }
-
-    async fn create_bucket(&self, deadline: Deadline) -> Result<String, StoreError> {
-        S3Store::create_bucket(self, deadline).await
-    }
-
-    async fn put_cors(&self, rules: &[CorsRule], deadline: Deadline) -> Result<(), StoreError> {
-        S3Store::put_cors(self, rules, deadline).await
-    }
-
-    async fn get_cors(&self, deadline: Deadline) -> Result<Vec<CorsRule>, StoreError> {
-        S3Store::get_cors(self, deadline).await
-    }
-
-    async fn put_lifecycle_abort_incomplete(
-        &self,
-        days: u32,
-        deadline: Deadline,
-    ) -> Result<(), StoreError> {
-        S3Store::put_lifecycle_abort_incomplete(self, days, deadline).await
-    }
-
-    async fn get_tags(
-        &self,
-        key: &Key,
-        deadline: Deadline,
-    ) -> Result<Vec<(String, String)>, StoreError> {
-        S3Store::get_tags(self, key, deadline).await
     }
 
     async fn presigned_post(

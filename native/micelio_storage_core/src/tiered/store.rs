@@ -3,11 +3,12 @@
 use async_trait::async_trait;
 use bytes::Bytes;
 
+use crate::bucket::BucketOps;
 use crate::error::StoreError;
 use crate::key::{Key, Prefix};
 use crate::object::{Body, Deadline, Object, ObjectMeta};
 use crate::store::{
-    ByteRange, Capabilities, CopyOptions, CorsRule, DeleteManyOutcome, DeleteOptions, GetOptions,
+    ByteRange, Capabilities, CopyOptions, DeleteManyOutcome, DeleteOptions, GetOptions,
     HeadOptions, ListOptions, PostPolicyOptions, PresignOptions, PresignedPost, PutOptions, Store,
 };
 use crate::transfer::{self, ByteSource, ByteStream, Transfer};
@@ -24,6 +25,11 @@ impl<V: Value> Store for TieredStore<V> {
     }
 
     /// The origin's, with the cache; a CDN adds public URLs.
+    /// The origin's bucket: the cache keeps nothing of what these change.
+    fn bucket(&self) -> Option<&dyn BucketOps> {
+        self.origin.bucket()
+    }
+
     fn capabilities(&self) -> Capabilities {
         let origin = self.origin.capabilities();
         Capabilities {
@@ -275,36 +281,6 @@ impl<V: Value> Store for TieredStore<V> {
             origin.delete_many(&ks, &opts, deadline).await
         })
         .await
-    }
-
-    async fn create_bucket(&self, deadline: Deadline) -> Result<String, StoreError> {
-        self.origin.create_bucket(deadline).await
-    }
-
-    async fn put_cors(&self, rules: &[CorsRule], deadline: Deadline) -> Result<(), StoreError> {
-        self.origin.put_cors(rules, deadline).await
-    }
-
-    async fn get_cors(&self, deadline: Deadline) -> Result<Vec<CorsRule>, StoreError> {
-        self.origin.get_cors(deadline).await
-    }
-
-    async fn put_lifecycle_abort_incomplete(
-        &self,
-        days: u32,
-        deadline: Deadline,
-    ) -> Result<(), StoreError> {
-        self.origin
-            .put_lifecycle_abort_incomplete(days, deadline)
-            .await
-    }
-
-    async fn get_tags(
-        &self,
-        key: &Key,
-        deadline: Deadline,
-    ) -> Result<Vec<(String, String)>, StoreError> {
-        self.origin.get_tags(key, deadline).await
     }
 
     async fn presigned_post(
