@@ -72,5 +72,7 @@ defmodule Micelio.Storage.Operation do
   def put_lifecycle_abort_incomplete(days),
     do: {:put_lifecycle_abort_incomplete, %{days: days}}
 
+  @doc "Replaces the tags of `key` with `tags`, a list of `{name, value}`."
+  def put_tags(key, tags), do: {:put_tags, %{key: key, tags: tags}}
   def get_tags(key), do: {:get_tags, %{key: key}}
 end

@@ -353,7 +353,35 @@ defmodule Micelio.Storage.S3 do
     do: {:error, {:invalid_config, :days, "expected a positive integer, got #{inspect(days)}"}}
 
   @doc """
-  The tags of `key` (set with the `tags:` option of a put), as a map.
+  Replaces the tags of the object at `key` with `tags`, a map of string
+  names to strings (at most 10; `%{}` removes them all). The object's
+  content, metadata and ETag stay as they are. A missing key is
+  `{:error, :not_found}`; tags outside S3's limits are
+  `{:error, {:invalid_config, :tags, message}}`, before any request.
+
+      :ok = Micelio.Storage.S3.put_tags("a.txt", %{"reviewed" => "yes"}, backend: :s3)
+      {:ok, %{"reviewed" => "yes"}} = Micelio.Storage.S3.get_tags("a.txt", backend: :s3)
+  """
+  @spec put_tags(String.t(), %{String.t() => String.t()}, keyword() | Micelio.Storage.Handle.t()) ::
+          :ok | {:error, term()}
+  def put_tags(key, tags, opts \\ [])
+
+  def put_tags(key, tags, opts) when is_binary(key) and is_map(tags) do
+    # The same checks as a put's `tags:` option.
+    with {:ok, attributes} <- Micelio.Storage.ObjectOptions.attributes(tags: tags),
+         pairs = if(attributes, do: attributes.tags, else: []),
+         {:ok, :done} <- done(bucket_call(opts, Operation.put_tags(key, pairs))),
+         do: :ok
+  end
+
+  def put_tags(key, tags, _opts) when is_binary(key),
+    do: {:error, {:invalid_config, :tags, "expected a map, got #{inspect(tags)}"}}
+
+  def put_tags(key, _tags, _opts), do: {:error, {:invalid_key, key}}
+
+  @doc """
+  The tags of `key` (set with the `tags:` option of a put, or with
+  `put_tags/3`), as a map.
 
       {:ok, "a.txt"} = Micelio.Storage.put("a.txt", "x", backend: :s3, tags: %{"team" => "web"})
       {:ok, %{"team" => "web"}} = Micelio.Storage.S3.get_tags("a.txt", backend: :s3)

@@ -52,6 +52,15 @@ pub trait BucketOps: Send + Sync {
         deadline: Deadline,
     ) -> Result<(), StoreError>;
 
+    /// Replaces the tags of `key` with `tags` (none: removes them all).
+    /// A missing key is `NotFound`.
+    async fn put_tags(
+        &self,
+        key: &Key,
+        tags: &[(String, String)],
+        deadline: Deadline,
+    ) -> Result<(), StoreError>;
+
     /// The tags of `key`, sorted by name.
     async fn get_tags(
         &self,

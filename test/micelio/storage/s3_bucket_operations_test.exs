@@ -89,6 +89,24 @@ defmodule Micelio.Storage.S3BucketOperationsTest do
         Micelio.Storage.put!("plain.txt", "y", opts)
         assert {:ok, %{}} = S3.get_tags("plain.txt", opts)
       end
+
+      test "put_tags replaces an object's tags and nothing else", %{server: server} do
+        opts = opts(server)
+        key = "retag-#{System.unique_integer([:positive])}.txt"
+        {:ok, _} = Micelio.Storage.put(key, "body", opts ++ [tags: %{"old" => "1"}])
+        {:ok, %{etag: etag}} = Micelio.Storage.head(key, opts)
+
+        assert :ok = S3.put_tags(key, %{"new" => "2", "a b" => "x=y/z@é"}, opts)
+        assert {:ok, %{"new" => "2", "a b" => "x=y/z@é"} = tags} = S3.get_tags(key, opts)
+        assert map_size(tags) == 2
+        assert {:ok, %{etag: ^etag}} = Micelio.Storage.head(key, opts)
+        assert {:ok, "body"} = Micelio.Storage.get(key, opts)
+
+        assert :ok = S3.put_tags(key, %{}, opts)
+        assert {:ok, %{}} = S3.get_tags(key, opts)
+
+        assert {:error, :not_found} = S3.put_tags("missing-#{key}", %{"a" => "b"}, opts)
+      end
     end
   end
 
@@ -129,6 +147,8 @@ defmodule Micelio.Storage.S3BucketOperationsTest do
     assert :ok = S3.put_lifecycle_abort_incomplete(3, opts)
     assert {:ok, "t.txt"} = Micelio.Storage.put("t.txt", "x", opts ++ [tags: %{"a" => "1"}])
     assert {:ok, %{"a" => "1"}} = S3.get_tags("t.txt", opts)
+    assert :ok = S3.put_tags("t.txt", %{"b" => "2"}, opts)
+    assert {:ok, %{"b" => "2"}} = S3.get_tags("t.txt", opts)
   end
 
   test "stores without a bucket refuse each bucket operation, naming it" do
@@ -141,7 +161,8 @@ defmodule Micelio.Storage.S3BucketOperationsTest do
             {fn -> S3.get_bucket_cors(opts) end, "CORS rules"},
             {fn -> S3.put_bucket_cors(@rules, opts) end, "CORS rules"},
             {fn -> S3.put_lifecycle_abort_incomplete(2, opts) end, "lifecycle rules"},
-            {fn -> S3.get_tags("a", opts) end, "object tags"}
+            {fn -> S3.get_tags("a", opts) end, "object tags"},
+            {fn -> S3.put_tags("a", %{"k" => "v"}, opts) end, "object tags"}
           ] do
         assert {:error, {:invalid_config, :backend, message}} = call.()
         assert message =~ feature
@@ -166,6 +187,14 @@ defmodule Micelio.Storage.S3BucketOperationsTest do
 
     assert {:error, {:invalid_config, :rules, _}} = S3.put_bucket_cors([%{origins: ["x"]}], opts)
     assert {:error, {:invalid_config, :rules, _}} = S3.put_bucket_cors("x", opts)
+
+    # Tags are checked before any request, as on a put.
+    assert {:error, {:invalid_config, :tags, _}} = S3.put_tags("a", eleven, opts)
+    assert {:error, {:invalid_config, :tags, _}} = S3.put_tags("a", %{"k" => 1}, opts)
+    assert {:error, {:invalid_config, :tags, _}} = S3.put_tags("a", nil, opts)
+    long = String.duplicate("v", 257)
+    assert {:error, {:invalid_config, :tags, _}} = S3.put_tags("a", %{"k" => long}, opts)
+    assert {:error, {:invalid_key, _}} = S3.put_tags("../a", %{"k" => "v"}, opts)
   end
 
   test "a copy over the threshold goes in parts (UploadPartCopy), keeping attributes" do

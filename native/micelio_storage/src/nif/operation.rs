@@ -11,6 +11,7 @@
 //! Keys and content are checked and taken here, once, before any work is
 //! scheduled; the same decoded operation then runs on any store.
 
+use micelio_storage_core::attributes::Attributes;
 use micelio_storage_core::bucket::{bucket_of, CorsRule};
 use micelio_storage_core::error::StoreError;
 use micelio_storage_core::key::{Key, Prefix};
@@ -109,6 +110,10 @@ enum Request<'a> {
     PutLifecycleAbortIncomplete {
         days: u32,
     },
+    PutTags {
+        key: Term<'a>,
+        tags: Vec<(String, String)>,
+    },
     GetTags {
         key: Term<'a>,
     },
@@ -176,6 +181,10 @@ pub enum Operation {
     GetCors,
     PutLifecycleAbortIncomplete {
         days: u32,
+    },
+    PutTags {
+        key: Key,
+        tags: Vec<(String, String)>,
     },
     GetTags {
         key: Key,
@@ -415,6 +424,16 @@ impl Operation {
             Request::PutLifecycleAbortIncomplete { days } => {
                 Operation::PutLifecycleAbortIncomplete { days }
             }
+            Request::PutTags { key: k, tags } => Operation::PutTags {
+                key: key(k)?,
+                // S3's limits on tags, checked as on a put's `tags:`.
+                tags: Attributes {
+                    tags,
+                    ..Attributes::default()
+                }
+                .validate()?
+                .tags,
+            },
             Request::GetTags { key: k } => Operation::GetTags { key: key(k)? },
         })
     }
@@ -516,6 +535,12 @@ impl Operation {
                     .await?;
                 Outcome::Done
             }
+            Operation::PutTags { key, tags } => {
+                bucket_of(&*store, "object tags")?
+                    .put_tags(&key, &tags, deadline)
+                    .await?;
+                Outcome::Done
+            }
             Operation::GetTags { key } => Outcome::Pairs(
                 bucket_of(&*store, "object tags")?
                     .get_tags(&key, deadline)
@@ -541,6 +566,7 @@ impl Operation {
             | Operation::Delete { key, .. }
             | Operation::Presign { key, .. }
             | Operation::PublicUrl { key }
+            | Operation::PutTags { key, .. }
             | Operation::GetTags { key } => vec![key],
             Operation::Copy { from, to, .. } => vec![from, to],
             Operation::DeleteMany { keys, .. } => keys.iter().collect(),

@@ -39,7 +39,8 @@ impl BucketOps for S3Store {
     /// PutBucketCors.
     async fn put_cors(&self, rules: &[CorsRule], deadline: Deadline) -> Result<(), StoreError> {
         let body = Bytes::from(cors_request(rules));
-        self.put_bucket_document("cors", body, deadline).await
+        self.put_document(&self.bucket_root(), "cors", body, deadline)
+            .await
     }
 
     /// GetBucketCors; a bucket without rules has none.
@@ -64,7 +65,29 @@ impl BucketOps for S3Store {
         deadline: Deadline,
     ) -> Result<(), StoreError> {
         let body = Bytes::from(lifecycle_abort_request(days));
-        self.put_bucket_document("lifecycle", body, deadline).await
+        self.put_document(&self.bucket_root(), "lifecycle", body, deadline)
+            .await
+    }
+
+    /// PutObjectTagging: the tag set replaces the object's. No tags is
+    /// DeleteObjectTagging, which every server takes (moto answers an
+    /// empty tag set with InternalError).
+    async fn put_tags(
+        &self,
+        key: &Key,
+        tags: &[(String, String)],
+        deadline: Deadline,
+    ) -> Result<(), StoreError> {
+        if tags.is_empty() {
+            let query = vec![("tagging".to_string(), String::new())];
+            let path = self.object_path(key);
+            self.send(Method::DELETE, &path, query, vec![], None, true, deadline)
+                .await?;
+            return Ok(());
+        }
+        let body = Bytes::from(tagging_request(tags));
+        self.put_document(&self.object_path(key), "tagging", body, deadline)
+            .await
     }
 
     /// GetObjectTagging.
@@ -90,11 +113,12 @@ impl BucketOps for S3Store {
 }
 
 impl S3Store {
-    /// A PUT of a bucket subresource's XML document. S3 requires an
-    /// integrity header on these; Content-MD5 is the one every
-    /// S3-compatible server takes.
-    async fn put_bucket_document(
+    /// A PUT of a subresource's XML document, of the bucket (`path` its
+    /// root) or of an object. S3 requires an integrity header on these;
+    /// Content-MD5 is the one every S3-compatible server takes.
+    async fn put_document(
         &self,
+        path: &str,
         subresource: &str,
         body: Bytes,
         deadline: Deadline,
@@ -105,10 +129,9 @@ impl S3Store {
             ("content-type".to_string(), "application/xml".to_string()),
         ];
         let query = vec![(subresource.to_string(), String::new())];
-        let root = self.bucket_root();
         self.send(
             Method::PUT,
-            &root,
+            path,
             query,
             headers,
             Some(body),
@@ -207,6 +230,20 @@ fn create_bucket_request(region: &str) -> Option<String> {
     })
 }
 
+/// A PutObjectTagging body.
+fn tagging_request(tags: &[(String, String)]) -> String {
+    let mut body = String::from("<Tagging><TagSet>");
+    for (k, v) in tags {
+        body.push_str(&format!(
+            "<Tag><Key>{}</Key><Value>{}</Value></Tag>",
+            quick_xml::escape::escape(k),
+            quick_xml::escape::escape(v)
+        ));
+    }
+    body.push_str("</TagSet></Tagging>");
+    body
+}
+
 /// Parses a GetObjectTagging answer, sorted by key.
 fn parse_tagging(xml: &[u8]) -> Result<Vec<(String, String)>, String> {
     let mut tags = Vec::new();
@@ -258,6 +295,9 @@ mod tests {
             Ok(vec![("a".into(), "&".into()), ("z".into(), "1".into())])
         );
         assert!(parse_tagging(b"<TagSet></TagSet>").is_err());
+        let tags = vec![("a <b>".to_string(), "x&y".to_string())];
+        assert_eq!(parse_tagging(tagging_request(&tags).as_bytes()), Ok(tags));
+        assert_eq!(parse_tagging(tagging_request(&[]).as_bytes()), Ok(vec![]));
     }
 
     #[test]
