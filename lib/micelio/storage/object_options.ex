@@ -17,8 +17,10 @@ defmodule Micelio.Storage.ObjectOptions do
     * `:acl` - a canned ACL: `:private`, `:public_read`,
       `:public_read_write`, `:authenticated_read`, `:aws_exec_read`,
       `:bucket_owner_read` or `:bucket_owner_full_control`;
-    * `:tags` - `%{"name" => "value"}` object tags (at most 10), read back
-      with `Micelio.Storage.S3.get_tags/2`. These three need the S3
+    * `:tags` - `%{"name" => "value"}` object tags (at most 10; names up to
+      128 characters and values up to 256, of letters, digits, spaces and
+      `+ - = . _ : / @`, as S3 allows), read back with
+      `Micelio.Storage.S3.get_tags/2`. These three need the S3
       backend; elsewhere a put is `{:error, {:invalid_config, :backend, _}}`;
     * `:range` - `{offset, length}` for `get/2`, `get_with_metadata/2` and
       `stream/2`; a `length` of `nil` reads to the end;

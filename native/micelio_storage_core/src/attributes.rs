@@ -200,7 +200,9 @@ impl Attributes {
 }
 
 /// S3's limits on object tags: at most 10, keys up to 128 characters and
-/// values up to 256, no key twice.
+/// values up to 256, no key twice, no `aws:` key, and only letters,
+/// digits, spaces and `+ - = . _ : / @` (servers refuse the rest with
+/// `InvalidTag`; checking here says which tag, before any request).
 fn check_tags(tags: &[(String, String)]) -> Result<(), StoreError> {
     let bad = |msg: String| Err(StoreError::InvalidConfig("tags", msg));
     if tags.len() > 10 {
@@ -212,6 +214,15 @@ fn check_tags(tags: &[(String, String)]) -> Result<(), StoreError> {
                 "tag {k:?}: keys are 1 to 128 characters, values at most 256"
             ));
         }
+        let allowed = |c: char| c.is_alphanumeric() || " +-=._:/@".contains(c);
+        if !k.chars().all(allowed) || !v.chars().all(allowed) {
+            return bad(format!(
+                "tag {k:?}: names and values take letters, digits, spaces and + - = . _ : / @"
+            ));
+        }
+        if k.starts_with("aws:") {
+            return bad(format!("tag {k:?}: the aws: prefix is reserved"));
+        }
         if tags[..i].iter().any(|(other, _)| other == k) {
             return bad(format!("tag {k:?} is given twice"));
         }
@@ -222,6 +233,24 @@ fn check_tags(tags: &[(String, String)]) -> Result<(), StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tags_take_only_what_s3_takes() {
+        let one = |k: &str, v: &str| check_tags(&[(k.to_string(), v.to_string())]);
+        assert!(one("build id", "x=y/z@é:1.0_a+b-c").is_ok());
+        for (k, v) in [
+            ("a&b", "x"),
+            ("a", "<c>"),
+            ("aws:x", "y"),
+            ("", "v"),
+            ("a", "a,b"),
+        ] {
+            assert!(
+                matches!(one(k, v), Err(StoreError::InvalidConfig("tags", _))),
+                "{k:?}={v:?}"
+            );
+        }
+    }
 
     #[test]
     fn guesses_from_the_extension_only() {

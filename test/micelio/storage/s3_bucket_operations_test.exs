@@ -188,6 +188,16 @@ defmodule Micelio.Storage.S3BucketOperationsTest do
     assert {:error, {:invalid_config, :rules, _}} = S3.put_bucket_cors([%{origins: ["x"]}], opts)
     assert {:error, {:invalid_config, :rules, _}} = S3.put_bucket_cors("x", opts)
 
+    # Characters servers refuse (InvalidTag) are refused here first, naming
+    # the tag, on a put and on put_tags alike.
+    for tags <- [%{"a&b" => "x"}, %{"a" => "<c>"}, %{"aws:owner" => "me"}] do
+      assert {:error, {:invalid_config, :tags, message}} =
+               Micelio.Storage.put("a", "b", opts ++ [tags: tags])
+
+      assert message =~ inspect(tags |> Map.keys() |> hd())
+      assert {:error, {:invalid_config, :tags, _}} = S3.put_tags("a", tags, opts)
+    end
+
     # Tags are checked before any request, as on a put.
     assert {:error, {:invalid_config, :tags, _}} = S3.put_tags("a", eleven, opts)
     assert {:error, {:invalid_config, :tags, _}} = S3.put_tags("a", %{"k" => 1}, opts)
