@@ -9,40 +9,39 @@
 //! file or a temp that the next start sweeps. On start the directory is
 //! scanned (oldest first by mtime) and the budget enforced again. An `flock`
 //! on `<dir>/.lock` keeps two OS processes from sharing one directory.
+//!
+//! Here: the tier, its reads and its budget; `file` is the format of one
+//! file, `index` the sizes and order of use, `stage` the writes.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fs::{self, File};
-use std::io::{Read, Write};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use bytes::Bytes;
 use rustix::fs::FlockOperation;
-use sha2::{Digest, Sha256};
 
 use super::memory::Counters;
-use crate::attributes::Attributes;
 use crate::error::StoreError;
 use crate::object::BodyBuf;
 use crate::object::ObjectMeta;
 
-const MAGIC: &[u8; 4] = b"MSC1";
-/// magic, header crc, body crc, key len, etag len, body len, mtime ns.
-const HEADER_LEN: usize = 4 + 4 + 4 + 4 + 4 + 8 + 16;
+mod file;
+mod index;
+mod stage;
+
+use file::{name_of, read_checked, read_header, HEADER_LEN};
+use index::{scan, Index};
+pub use stage::{Staged, StreamStage};
+// The fuzz target reads cache files through this.
+pub use file::parse_cache_file;
+
 const TEMP_PREFIX: &str = ".tmp-";
 /// An object above this share of the budget is not cached on disk.
 const MAX_ENTRY_SHARE: u64 = 4;
 
 type Name = [u8; 16];
-
-struct Index {
-    entries: HashMap<Name, (u64, u64)>,
-    order: BTreeMap<u64, Name>,
-    bytes: u64,
-    tick: u64,
-}
 
 /// The disk tier of one cache directory.
 pub struct DiskTier {
@@ -58,69 +57,6 @@ pub struct DiskTier {
     pub counters: Counters,
     /// Files dropped because they failed a check.
     pub corrupt: std::sync::atomic::AtomicU64,
-}
-
-/// A cache file being written chunk by chunk; removed unless finished.
-pub struct StreamStage {
-    file: File,
-    key: String,
-    meta: ObjectMeta,
-    crc: crc32fast::Hasher,
-    written: u64,
-    staged: Option<Staged>,
-}
-
-impl StreamStage {
-    /// Appends a chunk; false (and the stage is void) when it fails or runs
-    /// past the announced size.
-    pub fn write(&mut self, chunk: &[u8]) -> bool {
-        if self.staged.is_none()
-            || self.written + chunk.len() as u64 > self.meta.size
-            || self.file.write_all(chunk).is_err()
-        {
-            self.void();
-            return false;
-        }
-        self.crc.update(chunk);
-        self.written += chunk.len() as u64;
-        true
-    }
-
-    /// Writes the real header once the whole body is in; `None` when the
-    /// body fell short or a write failed.
-    pub fn finish(mut self) -> Option<Staged> {
-        if self.written != self.meta.size {
-            return None;
-        }
-        let crc = self.crc.clone().finalize();
-        let header = encode_header(&self.key, crc, self.written, &self.meta);
-        use std::os::unix::fs::FileExt;
-        if self.file.write_all_at(&header, 0).is_err() {
-            return None;
-        }
-        self.staged.take()
-    }
-}
-
-impl StreamStage {
-    fn void(&mut self) {
-        if let Some(staged) = self.staged.take() {
-            let _ = fs::remove_file(&staged.temp);
-        }
-    }
-}
-
-impl Drop for StreamStage {
-    fn drop(&mut self) {
-        self.void();
-    }
-}
-
-/// A written temp file, renamed into place by `commit`.
-pub struct Staged {
-    temp: PathBuf,
-    name: Name,
-    size: u64,
 }
 
 fn registry() -> &'static Mutex<HashMap<PathBuf, Weak<DiskTier>>> {
@@ -367,75 +303,6 @@ impl DiskTier {
         self.drop_corrupt(&name_of(key));
     }
 
-    /// Writes the object to a temp file; `commit` makes it visible.
-    /// Returns `None` when it is too big for this tier or the write fails.
-    pub fn stage(&self, key: &str, body: &[u8], meta: &ObjectMeta) -> Option<Staged> {
-        let mut meta = meta.clone();
-        meta.size = body.len() as u64;
-        let mut writer = self.stage_stream(key, &meta)?;
-        writer.write(body).then_some(())?;
-        writer.finish()
-    }
-
-    /// True when an object of `size` bytes may be cached here.
-    pub fn accepts(&self, size: u64) -> bool {
-        size <= self.max_object && size <= self.capacity / MAX_ENTRY_SHARE
-    }
-
-    /// Starts writing an object of `meta.size` bytes chunk by chunk (a
-    /// download filling the tier as it streams); `None` when it is too big
-    /// for this tier. `StreamStage::finish` gives what `commit` takes.
-    pub fn stage_stream(&self, key: &str, meta: &ObjectMeta) -> Option<StreamStage> {
-        let size = (HEADER_LEN + key.len() + tag_field(meta).len()) as u64 + meta.size;
-        if !self.accepts(meta.size) || size > self.capacity / MAX_ENTRY_SHARE {
-            return None;
-        }
-        let name = name_of(key);
-        let final_path = self.path_of(&name);
-        let parent = final_path.parent().expect("a cache file has a parent");
-        fs::create_dir_all(parent).ok()?;
-        let temp = parent.join(format!("{TEMP_PREFIX}{:016x}", rand::random::<u64>()));
-        let header = encode_header(key, 0, meta.size, meta);
-        let file = File::create_new(&temp).and_then(|mut f| {
-            // A placeholder header: the CRCs are known once the body is.
-            f.write_all(&header)?;
-            Ok(f)
-        });
-        match file {
-            Ok(file) => Some(StreamStage {
-                file,
-                key: key.to_string(),
-                meta: meta.clone(),
-                crc: crc32fast::Hasher::new(),
-                written: 0,
-                staged: Some(Staged { temp, name, size }),
-            }),
-            Err(_) => {
-                let _ = fs::remove_file(&temp);
-                None
-            }
-        }
-    }
-
-    /// Renames a staged file into place and evicts down to the budget.
-    pub fn commit(&self, staged: Staged) {
-        if fs::rename(&staged.temp, self.path_of(&staged.name)).is_err() {
-            let _ = fs::remove_file(&staged.temp);
-            return;
-        }
-        {
-            let mut idx = self.index();
-            idx.remove(&staged.name);
-            idx.insert(staged.name, staged.size);
-        }
-        self.enforce_budget();
-    }
-
-    /// Throws a staged file away.
-    pub fn discard(&self, staged: Staged) {
-        let _ = fs::remove_file(&staged.temp);
-    }
-
     /// Writes, reads back and removes a probe file in the cache directory.
     pub fn health(&self) -> Result<(), StoreError> {
         let path = self
@@ -516,197 +383,6 @@ impl DiskTier {
     }
 }
 
-impl Index {
-    fn insert(&mut self, name: Name, size: u64) {
-        self.tick += 1;
-        self.entries.insert(name, (size, self.tick));
-        self.order.insert(self.tick, name);
-        self.bytes += size;
-    }
-
-    fn remove(&mut self, name: &Name) -> Option<(u64, u64)> {
-        let (size, tick) = self.entries.remove(name)?;
-        self.order.remove(&tick);
-        self.bytes -= size;
-        Some((size, tick))
-    }
-}
-
-fn name_of(key: &str) -> Name {
-    let digest = Sha256::digest(key.as_bytes());
-    let mut name = [0u8; 16];
-    name.copy_from_slice(&digest[..16]);
-    name
-}
-
-/// Builds the index from the files present, oldest first; sweeps temp files.
-fn scan(dir: &Path) -> Result<Index, StoreError> {
-    let mut found: Vec<(i128, Name, u64)> = Vec::new();
-    for sub in fs::read_dir(dir)?.flatten() {
-        let sub_path = sub.path();
-        if !sub.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-            continue;
-        }
-        for file in fs::read_dir(&sub_path)?.flatten() {
-            let fname = file.file_name();
-            let fname = fname.to_string_lossy();
-            if fname.starts_with(TEMP_PREFIX) {
-                let _ = fs::remove_file(file.path());
-                continue;
-            }
-            let mut name = [0u8; 16];
-            if fname.len() != 32 || hex::decode_to_slice(fname.as_bytes(), &mut name).is_err() {
-                continue;
-            }
-            if let Ok(md) = file.metadata() {
-                let mtime = md.mtime() as i128 * 1_000_000_000 + md.mtime_nsec() as i128;
-                found.push((mtime, name, md.len()));
-            }
-        }
-    }
-    found.sort();
-    let mut idx = Index {
-        entries: HashMap::new(),
-        order: BTreeMap::new(),
-        bytes: 0,
-        tick: 0,
-    };
-    for (_, name, size) in found {
-        idx.insert(name, size);
-    }
-    Ok(idx)
-}
-
-struct Header {
-    header_crc: u32,
-    body_crc: u32,
-    key_len: usize,
-    etag_len: usize,
-    body_len: u64,
-    mtime: i128,
-}
-
-impl Header {
-    fn parse(b: &[u8; HEADER_LEN]) -> Option<Header> {
-        if &b[..4] != MAGIC {
-            return None;
-        }
-        let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap());
-        Some(Header {
-            header_crc: u32_at(4),
-            body_crc: u32_at(8),
-            key_len: u32_at(12) as usize,
-            etag_len: u32_at(16) as usize,
-            body_len: u64::from_le_bytes(b[20..28].try_into().unwrap()),
-            mtime: i128::from_le_bytes(b[28..44].try_into().unwrap()),
-        })
-    }
-
-    /// Checks the header CRC, the key and the file length; returns the metadata.
-    fn check(&self, fixed: &[u8], rest: &[u8], key: &str, file_len: u64) -> Option<ObjectMeta> {
-        let total = (HEADER_LEN + self.key_len + self.etag_len) as u64 + self.body_len;
-        if total != file_len || rest.len() != self.key_len + self.etag_len {
-            return None;
-        }
-        let mut crc = crc32fast::Hasher::new();
-        crc.update(&fixed[8..]);
-        crc.update(rest);
-        if crc.finalize() != self.header_crc || &rest[..self.key_len] != key.as_bytes() {
-            return None;
-        }
-        // The tag field is the ETag, then the attributes after a newline.
-        let field = std::str::from_utf8(&rest[self.key_len..]).ok()?;
-        let (etag, attributes) = match field.split_once('\n') {
-            Some((etag, attrs)) => (etag, Attributes::decode(attrs.as_bytes())?),
-            None => (field, Attributes::default()),
-        };
-        Some(ObjectMeta {
-            size: self.body_len,
-            etag: etag.to_string(),
-            last_modified_ns: self.mtime,
-            attributes,
-        })
-    }
-}
-
-/// The header's tag field: the ETag, and the attributes when there are any.
-fn tag_field(meta: &ObjectMeta) -> String {
-    if meta.attributes.is_empty() {
-        meta.etag.clone()
-    } else {
-        format!("{}\n{}", meta.etag, meta.attributes.encode())
-    }
-}
-
-fn encode_header(key: &str, body_crc: u32, body_len: u64, meta: &ObjectMeta) -> Vec<u8> {
-    let tag = tag_field(meta);
-    let mut h = Vec::with_capacity(HEADER_LEN + key.len() + tag.len());
-    h.extend_from_slice(MAGIC);
-    h.extend_from_slice(&[0; 4]);
-    h.extend_from_slice(&body_crc.to_le_bytes());
-    h.extend_from_slice(&(key.len() as u32).to_le_bytes());
-    h.extend_from_slice(&(tag.len() as u32).to_le_bytes());
-    h.extend_from_slice(&body_len.to_le_bytes());
-    h.extend_from_slice(&meta.last_modified_ns.to_le_bytes());
-    h.extend_from_slice(key.as_bytes());
-    h.extend_from_slice(tag.as_bytes());
-    let crc = crc32fast::hash(&h[8..]);
-    h[4..8].copy_from_slice(&crc.to_le_bytes());
-    h
-}
-
-/// Reads a cache file into `buf`, checking length, key and both CRCs.
-fn read_checked<B: BodyBuf + ?Sized>(f: &mut File, key: &str, buf: &mut B) -> Option<ObjectMeta> {
-    let file_len = f.metadata().ok()?.len();
-    read_checked_from(f, file_len, key, buf)
-}
-
-/// `read_checked` of any reader of `file_len` bytes.
-fn read_checked_from<R: Read, B: BodyBuf + ?Sized>(
-    f: &mut R,
-    file_len: u64,
-    key: &str,
-    buf: &mut B,
-) -> Option<ObjectMeta> {
-    let (h, meta) = read_header(f, file_len, key)?;
-    buf.resize(h.body_len as usize);
-    f.read_exact(buf.bytes_mut()).ok()?;
-    (crc32fast::hash(buf.bytes_mut()) == h.body_crc).then_some(meta)
-}
-
-/// Reads and checks a cache file's header (for `key`, in a file of
-/// `file_len` bytes). The lengths it names size a buffer only once they are
-/// known to add up to the file's length: a damaged header naming a 4 GiB
-/// key allocates nothing.
-fn read_header<R: Read>(f: &mut R, file_len: u64, key: &str) -> Option<(Header, ObjectMeta)> {
-    let mut fixed = [0u8; HEADER_LEN];
-    f.read_exact(&mut fixed).ok()?;
-    let h = Header::parse(&fixed)?;
-    let declared = (HEADER_LEN as u64)
-        .checked_add(h.key_len as u64)?
-        .checked_add(h.etag_len as u64)?
-        .checked_add(h.body_len)?;
-    if declared != file_len {
-        return None;
-    }
-    let mut rest = vec![0u8; h.key_len + h.etag_len];
-    f.read_exact(&mut rest).ok()?;
-    let meta = h.check(&fixed, &rest, key, file_len)?;
-    Some((h, meta))
-}
-
-/// Parses a whole cache file held in memory (for the fuzz target): the
-/// metadata when it is a sound file for `key`.
-pub fn parse_cache_file(bytes: &[u8], key: &str) -> Option<ObjectMeta> {
-    let mut body: Vec<u8> = Vec::new();
-    read_checked_from(
-        &mut std::io::Cursor::new(bytes),
-        bytes.len() as u64,
-        key,
-        &mut body,
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -718,19 +394,6 @@ mod tests {
             last_modified_ns: 42,
             attributes: Default::default(),
         }
-    }
-
-    #[test]
-    fn a_damaged_header_sizes_nothing_from_its_lengths() {
-        let mut file = encode_header("k", crc32fast::hash(b"z"), 1, &meta(1));
-        file.extend_from_slice(b"z");
-        assert!(parse_cache_file(&file, "k").is_some());
-        // A key length of 4 GiB: refused before any buffer is made for it.
-        file[12..16].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert!(parse_cache_file(&file, "k").is_none());
-        file[12..16].copy_from_slice(&1u32.to_le_bytes());
-        file[20..28].copy_from_slice(&u64::MAX.to_le_bytes());
-        assert!(parse_cache_file(&file, "k").is_none());
     }
 
     fn put(tier: &DiskTier, key: &str, body: &[u8]) {
