@@ -26,7 +26,6 @@ mod atoms {
         io,
         errno,
         forbidden,
-        s3_error,
         network,
         credentials,
         panic,
@@ -66,12 +65,14 @@ pub fn error_reason<'a>(env: Env<'a>, err: &StoreError) -> Term<'a> {
             (atoms::no_such_bucket(), string(env, bucket)).encode(env)
         }
         StoreError::Forbidden(code) => (atoms::forbidden(), string(env, code)).encode(env),
-        StoreError::S3 {
+        StoreError::Service {
+            service,
             status,
             code,
             message,
         } => (
-            atoms::s3_error(),
+            // `service` is a backend's static name: the atoms are bounded.
+            rustler::Atom::from_str(env, &format!("{service}_error")).unwrap(),
             *status,
             string(env, code),
             string(env, message),

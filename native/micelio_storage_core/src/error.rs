@@ -32,16 +32,23 @@ pub enum StoreError {
     /// A filesystem error, named like Erlang's `File` errors (`:enospc`, `:eacces`, ...).
     #[error("io error {0}")]
     Io(i32),
-    /// The bucket does not exist (S3 `NoSuchBucket`, or a HEAD 404 whose
-    /// bucket check failed). Never reported as `NotFound`.
+    /// The bucket (or container) the store names does not exist: S3's
+    /// `NoSuchBucket`, or a HEAD 404 whose bucket check failed. Never
+    /// reported as `NotFound`.
     #[error("no such bucket {0:?}")]
     NoSuchBucket(String),
-    /// The server refused the credentials or the request (HTTP 403), with the S3 `<Code>`.
+    /// The service refused the credentials or the request (HTTP 403), with
+    /// the service's own code (S3's `<Code>`).
     #[error("forbidden: {0}")]
     Forbidden(String),
-    /// Any other S3 error response.
-    #[error("s3 error {status} {code}: {message}")]
-    S3 {
+    /// Any other error answer of a storage service that no kind above
+    /// covers, with the service's own status, code and message kept as
+    /// detail. `service` names it (`"s3"`); Elixir sees
+    /// `{:<service>_error, status, code, message}`, so S3's stay
+    /// `{:s3_error, ...}`.
+    #[error("{service} error {status} {code}: {message}")]
+    Service {
+        service: &'static str,
         status: u16,
         code: String,
         message: String,

@@ -28,7 +28,7 @@ impl BucketOps for S3Store {
             .await;
         match answer {
             Ok(_) => {}
-            Err(StoreError::S3 { code, .. }) if code == "BucketAlreadyOwnedByYou" => {}
+            Err(StoreError::Service { code, .. }) if code == "BucketAlreadyOwnedByYou" => {}
             Err(e) => return Err(e),
         }
         self.bucket_seen
@@ -52,7 +52,9 @@ impl BucketOps for S3Store {
             .await
         {
             Ok(ans) => parse_cors(&ans.body).map_err(|e| malformed(ans.status, e)),
-            Err(StoreError::S3 { code, .. }) if code == "NoSuchCORSConfiguration" => Ok(vec![]),
+            Err(StoreError::Service { code, .. }) if code == "NoSuchCORSConfiguration" => {
+                Ok(vec![])
+            }
             Err(e) => Err(e),
         }
     }
@@ -141,10 +143,11 @@ impl S3Store {
         .await
         .map(|_| ())
         .map_err(|e| match e {
-            StoreError::S3 {
+            StoreError::Service {
                 status,
                 code,
                 message,
+                ..
             } if code.is_empty() => {
                 error::from_code(status, xml::ErrorBody { code, message }, &self.bucket)
             }

@@ -32,11 +32,17 @@ pub fn from_code(status: u16, parsed: ErrorBody, bucket: &str) -> StoreError {
         // AWS answers 409 to the losers of a race between conditional writes.
         (409, "ConditionalRequestConflict") => StoreError::PreconditionFailed,
         (403, _) => StoreError::Forbidden(code),
-        _ => StoreError::S3 {
-            status,
-            code,
-            message: parsed.message,
-        },
+        _ => service_error(status, code, parsed.message),
+    }
+}
+
+/// An S3 error answer no other kind covers, its code and message kept.
+pub fn service_error(status: u16, code: String, message: String) -> StoreError {
+    StoreError::Service {
+        service: "s3",
+        status,
+        code,
+        message,
     }
 }
 
@@ -73,13 +79,13 @@ pub fn redirect(status: u16, headers: &reqwest::header::HeaderMap, body: &[u8]) 
     } else {
         target.join(", ")
     };
-    StoreError::S3 {
+    service_error(
         status,
         code,
-        message: format!(
+        format!(
             "the server redirects to {asked}; redirects are not followed: set s3_endpoint or s3_region to match"
         ),
-    }
+    )
 }
 
 /// The HTTP status S3 gives with a `<Code>` (AWS S3 API reference, Error
@@ -115,7 +121,7 @@ fn default_code(status: u16) -> &'static str {
 /// applied, such as conditional puts.
 pub fn not_applied(err: &StoreError) -> bool {
     match err {
-        StoreError::S3 { status, code, .. } => {
+        StoreError::Service { status, code, .. } => {
             *status == 503 || *status == 429 || code == "SlowDown"
         }
         _ => false,
@@ -127,7 +133,7 @@ pub fn is_retryable(err: &StoreError) -> bool {
     match err {
         // 501 NotImplemented (GCS's DeleteObjects) will not change on a
         // retry: the caller falls back at once.
-        StoreError::S3 { status, code, .. } => {
+        StoreError::Service { status, code, .. } => {
             (*status >= 500 && *status != 501 && code != "NotImplemented")
                 || *status == 429
                 || code == "SlowDown"
@@ -148,7 +154,8 @@ mod tests {
         let no_upload = b"<Error><Code>NoSuchUpload</Code><Message>aborted</Message></Error>";
         assert_eq!(
             from_response(404, no_upload, "b"),
-            StoreError::S3 {
+            StoreError::Service {
+                service: "s3",
                 status: 404,
                 code: "NoSuchUpload".into(),
                 message: "aborted".into()
@@ -157,7 +164,7 @@ mod tests {
         // A 404 page with no S3 code is not a missing key either.
         assert!(matches!(
             from_response(404, b"<html>not here</html>", "b"),
-            StoreError::S3 { status: 404, .. }
+            StoreError::Service { status: 404, .. }
         ));
         assert_eq!(from_response(412, b"", "b"), StoreError::PreconditionFailed);
         let denied = b"<Error><Code>SignatureDoesNotMatch</Code><Message>no</Message></Error>";
@@ -173,7 +180,8 @@ mod tests {
         let err = from_response(503, slow, "b");
         assert_eq!(
             err,
-            StoreError::S3 {
+            StoreError::Service {
+                service: "s3",
                 status: 503,
                 code: "SlowDown".into(),
                 message: "Please reduce your request rate.".into()

@@ -77,7 +77,7 @@ impl S3Store {
             .await
         {
             // A range that starts past the end: empty, as on every backend.
-            Err(StoreError::S3 { status: 416, .. }) if range.is_some() => {
+            Err(StoreError::Service { status: 416, .. }) if range.is_some() => {
                 let meta = self.head(key, &HeadOptions::default(), deadline).await?;
                 return Ok(Object {
                     body: Body::Buf(alloc(0)),
@@ -312,21 +312,16 @@ impl S3Store {
             .map(|_| ());
         match copied {
             // Over 5 GB, CopyObject is refused: the copy goes in parts.
-            Err(StoreError::S3 {
-                status,
-                code,
-                message,
-            }) if code == "InvalidRequest" || code == "EntityTooLarge" => {
+            Err(refused @ StoreError::Service { .. })
+                if matches!(&refused, StoreError::Service { code, .. }
+                    if code == "InvalidRequest" || code == "EntityTooLarge") =>
+            {
                 let meta = self.head(from, &HeadOptions::default(), deadline).await?;
                 if meta.size > COPY_OBJECT_LIMIT {
                     self.copy_in_parts(from, to, &meta, if_absent, deadline)
                         .await
                 } else {
-                    Err(StoreError::S3 {
-                        status,
-                        code,
-                        message,
-                    })
+                    Err(refused)
                 }
             }
             other => other,
@@ -450,7 +445,7 @@ impl S3Store {
             )
             .await;
         // A service without DeleteObjects (GCS) says so: one by one, then.
-        if let Err(StoreError::S3 { code, .. }) = &answer {
+        if let Err(StoreError::Service { code, .. }) = &answer {
             if code == "NotImplemented" {
                 // Remembered: later calls go one by one without asking again.
                 self.no_delete_objects

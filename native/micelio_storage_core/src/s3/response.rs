@@ -29,11 +29,7 @@ impl Answer<Box<dyn BodyBuf>> {
 
 /// A 200 whose body is not the document the request calls for.
 pub(super) fn malformed(status: StatusCode, message: String) -> StoreError {
-    StoreError::S3 {
-        status: status.as_u16(),
-        code: "MalformedXML".into(),
-        message,
-    }
+    super::error::service_error(status.as_u16(), "MalformedXML".into(), message)
 }
 
 /// The object size a 206 names in `Content-Range: bytes a-b/size`.

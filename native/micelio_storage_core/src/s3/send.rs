@@ -381,9 +381,9 @@ pub(super) fn error_kind(e: &StoreError) -> &'static str {
     match e {
         StoreError::Timeout => "timeout",
         StoreError::Network(_) => "network",
-        StoreError::S3 { status: 503, .. } => "503",
-        StoreError::S3 { status: 429, .. } => "429",
-        StoreError::S3 { .. } => "server error",
+        StoreError::Service { status: 503, .. } => "503",
+        StoreError::Service { status: 429, .. } => "429",
+        StoreError::Service { .. } => "server error",
         StoreError::Credentials(_) => "credentials",
         _ => "error",
     }

@@ -557,7 +557,7 @@ impl S3Store {
             {
                 Ok(_) => aborted += 1,
                 // Completed or aborted by someone else meanwhile.
-                Err(StoreError::S3 { code, .. }) if code == "NoSuchUpload" => {}
+                Err(StoreError::Service { code, .. }) if code == "NoSuchUpload" => {}
                 Err(e) => return Err(e),
             }
         }
