@@ -23,4 +23,5 @@ defmodule Micelio.StorageDocTest do
   doctest Micelio.Storage.Tiered
   doctest Micelio.Storage.Settings
   doctest Micelio.Storage.Error
+  doctest Micelio.Storage.S3, only: [prepare_settings: 1]
 end

@@ -28,6 +28,31 @@ defmodule Micelio.Storage.S3 do
   """
   alias Micelio.Storage.{Config, Native, Operation, Secret}
 
+  @doc """
+  Completes a resolved S3 configuration before the engine reads it: the
+  shared AWS files' profile fills what is unset (`Micelio.Storage.S3.Profile`),
+  and `s3_credentials` becomes the source the store will use. Called by
+  `Micelio.Storage.Store` for every store with an S3 part; a missing
+  bucket or credentials is an error here, before anything is built.
+
+      iex> {:ok, config} =
+      ...>   Micelio.Storage.Config.resolve(
+      ...>     backend: :s3,
+      ...>     s3_bucket: "b",
+      ...>     s3_access_key_id: "k",
+      ...>     s3_secret_access_key: "s"
+      ...>   )
+      iex> {:ok, %{s3_credentials: source}} = Micelio.Storage.S3.prepare_settings(config)
+      iex> source
+      "static"
+  """
+  @spec prepare_settings(map()) :: {:ok, map()} | {:error, term()}
+  def prepare_settings(config) do
+    with {:ok, config} <- Micelio.Storage.S3.Profile.apply(config),
+         {:ok, source} <- credentials_source(config),
+         do: {:ok, %{config | s3_credentials: source}}
+  end
+
   @doc false
   # Which credentials the store uses, as the engine's `s3_credentials`:
   # keys when they are set; else the container endpoint when its URI is set

@@ -66,22 +66,31 @@ defmodule Micelio.Storage.Store do
   # The settings of the backend's groups, as the engine reads them:
   # enums as strings, secrets unwrapped.
   defp engine_settings(config) do
-    names = Settings.in_groups(Settings.groups(config.backend, config[:origin_backend]))
+    groups = Settings.groups(config.backend, config[:origin_backend])
+    names = Settings.in_groups(groups)
 
-    with {:ok, config} <- prepare(names, config) do
+    with {:ok, config} <- prepare(groups, config) do
       {:ok, Enum.map(names, fn name -> {Atom.to_string(name), engine_value(config[name])} end)}
     end
   end
 
-  # The S3 credentials source is chosen here, from what is set.
-  defp prepare(names, config) do
-    if :s3_bucket in names do
-      with {:ok, config} <- S3.Profile.apply(config),
-           {:ok, source} <- S3.credentials_source(config),
-           do: {:ok, %{config | s3_credentials: source}}
-    else
-      {:ok, config}
-    end
+  # Backends whose settings need a step before the engine reads them (S3:
+  # the shared-files profile and the credential source), by settings group.
+  @prepares %{s3: S3}
+
+  defp prepare(groups, config) do
+    Enum.reduce_while(groups, {:ok, config}, fn group, {:ok, config} ->
+      case Map.fetch(@prepares, group) do
+        {:ok, module} ->
+          case module.prepare_settings(config) do
+            {:ok, config} -> {:cont, {:ok, config}}
+            error -> {:halt, error}
+          end
+
+        :error ->
+          {:cont, {:ok, config}}
+      end
+    end)
   end
 
   defp engine_value(%Secret{} = secret), do: Secret.unwrap(secret)
