@@ -165,10 +165,11 @@ pub fn parse_cache_file(bytes: &[u8], key: &str) -> Option<ObjectMeta> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn meta(size: usize) -> ObjectMeta {
+    /// The metadata of a test object of `size` bytes (also the tier's tests).
+    pub(in crate::tiered::disk) fn meta(size: usize) -> ObjectMeta {
         ObjectMeta {
             size: size as u64,
             etag: "e1".into(),

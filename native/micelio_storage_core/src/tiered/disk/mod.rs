@@ -385,16 +385,8 @@ impl DiskTier {
 
 #[cfg(test)]
 mod tests {
+    use super::file::tests::meta;
     use super::*;
-
-    fn meta(size: usize) -> ObjectMeta {
-        ObjectMeta {
-            size: size as u64,
-            etag: "e1".into(),
-            last_modified_ns: 42,
-            attributes: Default::default(),
-        }
-    }
 
     fn put(tier: &DiskTier, key: &str, body: &[u8]) {
         let staged = tier.stage(key, body, &meta(body.len())).expect("staged");
