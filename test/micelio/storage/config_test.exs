@@ -202,6 +202,37 @@ defmodule Micelio.Storage.ConfigTest do
       Application.delete_env(:micelio_config_test_other, :anything)
     end
 
+    test "a change made by another process is seen on this process's next call" do
+      # Each process remembers the controller count it saw the config
+      # validated at; a change elsewhere moves the count it compares.
+      a = Tmp.dir!("other-a")
+      b = Tmp.dir!("other-b")
+      Application.put_env(:micelio_storage, Micelio.Storage, local_path: a)
+      Storage.put!("k", "in a")
+      assert {:ok, "in a"} = Storage.get("k")
+      assert {:ok, "in a"} = Storage.get("k", timeout: 5_000)
+      # Until this process has remembered a validated count (the first
+      # calls may find the count moved by the resolver's own work).
+      assert Enum.any?(1..100, fn _ ->
+               {:ok, "in a"} = Storage.get("k")
+               Process.get(:micelio_storage_resolved_seen) != nil
+             end)
+
+      Task.async(fn -> Application.put_env(:micelio_storage, Micelio.Storage, local_path: b) end)
+      |> Task.await()
+
+      assert {:error, :not_found} = Storage.get("k")
+      assert {:error, :not_found} = Storage.get("k", timeout: 5_000)
+
+      Task.async(fn -> Application.put_env(:micelio_storage, Micelio.Storage, local_path: a) end)
+      |> Task.await()
+
+      assert {:ok, "in a"} = Storage.get("k")
+      assert {:ok, "in a"} = Storage.get("k", timeout: 5_000)
+    after
+      Application.delete_env(:micelio_storage, Micelio.Storage)
+    end
+
     test "calls with options see an app config change on the very next call too" do
       a = Tmp.dir!("opts-a")
       b = Tmp.dir!("opts-b")
