@@ -142,6 +142,6 @@ const MAX_PARTS: u64 = 10_000;
 
 // Shared with the sibling modules (and `fuzzing`) by their old paths.
 pub(crate) use crate::http::headers::meta_from_headers;
+use response::malformed;
 pub(crate) use response::{content_range_total, full_object_crc32};
-use response::{crc32_of, malformed};
 use send::network_error;

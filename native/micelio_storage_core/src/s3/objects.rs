@@ -115,7 +115,7 @@ impl S3Store {
         let condition = &opts.condition;
         let mut headers = self.object_headers(key, &opts.attributes);
         // The server checks it and refuses a body damaged on the way.
-        headers.push(self.integrity_header(&body).await);
+        headers.extend(self.body_digests(&body).await.headers);
         match condition {
             PutCondition::Always => {}
             PutCondition::IfNoneMatch => headers.push(("if-none-match".into(), "*".into())),

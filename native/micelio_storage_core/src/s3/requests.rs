@@ -9,6 +9,7 @@ use crate::attributes::Attributes;
 use crate::key::Key;
 use crate::store::ByteRange;
 
+use super::response::PAYLOAD_HASH_HEADER;
 use super::{signer, S3Inner, S3Store, Sse};
 
 impl S3Store {
@@ -107,13 +108,20 @@ impl Request {
         method: Method,
         path: &str,
         query: Vec<(String, String)>,
-        headers: Vec<(String, String)>,
+        mut headers: Vec<(String, String)>,
         body: Option<Bytes>,
     ) -> Self {
-        let payload_hash = match (&body, store.unsigned_payload) {
-            (_, true) => UNSIGNED_PAYLOAD.to_string(),
-            (Some(b), false) => payload_sha256(b).await,
-            (None, false) => signer::EMPTY_SHA256.to_string(),
+        // A hash computed with the body's other digests is taken, not
+        // computed again; the signer adds the header back.
+        let given = headers
+            .iter()
+            .position(|(name, _)| name == PAYLOAD_HASH_HEADER)
+            .map(|i| headers.remove(i).1);
+        let payload_hash = match (&body, store.unsigned_payload, given) {
+            (_, true, _) => UNSIGNED_PAYLOAD.to_string(),
+            (_, false, Some(hash)) => hash,
+            (Some(b), false, None) => payload_sha256(b).await,
+            (None, false, None) => signer::EMPTY_SHA256.to_string(),
         };
         let query_string = signer::canonical_query(&query);
         let url = if query_string.is_empty() {

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use reqwest::Method;
 
 use super::xml::{self, CompletedPart};
-use super::{crc32_of, error, malformed, S3Store, MAX_PARTS, MIN_PART};
+use super::{error, malformed, S3Store, MAX_PARTS, MIN_PART};
 use crate::error::StoreError;
 use crate::key::Key;
 use crate::object::{Deadline, ObjectMeta};
@@ -371,8 +371,8 @@ impl S3Store {
         deadline: Deadline,
     ) -> PartResult {
         let len = body.len() as u64;
-        let crc = crc32_of(&body).await;
-        let headers = vec![self.integrity_header(&body).await];
+        let digests = self.body_digests(&body).await;
+        let (crc, headers) = (digests.crc, digests.headers);
         let query = vec![
             ("partNumber".to_string(), number.to_string()),
             ("uploadId".to_string(), id.to_string()),
