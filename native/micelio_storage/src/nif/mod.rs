@@ -10,6 +10,7 @@
 //! - `debug`: hooks for the test suite.
 
 pub mod debug;
+mod documents;
 pub mod keys;
 pub mod logging;
 pub mod operation;
