@@ -70,7 +70,12 @@ defmodule Micelio.Storage.Test.LoopbackServer do
   for `http://127.0.0.1:<port>/` to answer. Returns the OS port.
   """
   def start!(command, port, name) do
-    script = "#{command} >/dev/null 2>&1 & pid=$!; read _; kill $pid"
+    # The server runs in a session and process group of its own
+    # (`setsid`), and the whole group is stopped when the port closes: a
+    # server that starts children (ChromeDriver starts Chromium and its
+    # renderers) leaves none behind, even when its owner died before it
+    # could stop it cleanly.
+    script = "setsid #{command} >/dev/null 2>&1 & pid=$!; read _; kill -- -$pid"
     os_port = Port.open({:spawn_executable, "/bin/sh"}, [:binary, args: ["-c", script]])
     {:ok, _} = Application.ensure_all_started(:inets)
     wait_ready("http://127.0.0.1:#{port}/", name, 200)
