@@ -399,8 +399,10 @@ defmodule Micelio.Storage.S3 do
          do: :ok
   end
 
+  # Described by its shape, as the `tags:` option's errors are: a value
+  # of any size never ends up whole in a message.
   def put_tags(key, tags, _opts) when is_binary(key),
-    do: {:error, {:invalid_config, :tags, "expected a map, got #{inspect(tags)}"}}
+    do: {:error, {:invalid_config, :tags, "expected a map, got #{Config.shape(tags)}"}}
 
   def put_tags(key, _tags, _opts), do: {:error, {:invalid_key, key}}
 
