@@ -206,6 +206,21 @@ impl AsRef<[u8]> for EnvBinary {
     }
 }
 
+/// Content up to this size is copied rather than borrowed (see `body_bytes`).
+const COPIED_BODY: usize = 64 * 1024;
+
+/// The bytes of a body a task sends on: small ones copied, larger ones
+/// borrowed. Borrowing keeps the binary in an env made on this scheduler,
+/// and freeing that env from an I/O thread wakes the scheduler to take the
+/// memory back; copying 64 KiB costs a few µs and no wake-up.
+pub fn body_bytes(env: Env, content: Binary) -> Bytes {
+    if content.len() <= COPIED_BODY {
+        Bytes::copy_from_slice(content.as_slice())
+    } else {
+        borrow_bytes(env, content)
+    }
+}
+
 /// The bytes of a binary argument as `Bytes` a task can own, without a copy.
 pub fn borrow_bytes(env: Env, content: Binary) -> Bytes {
     let owned = OwnedEnv::new();

@@ -50,6 +50,30 @@ pub fn runtime() -> Result<&'static Runtime, StoreError> {
     Ok(RUNTIME.get_or_init(|| built))
 }
 
+/// The caller's reply reference, carried in the external term format.
+///
+/// Why not a term saved in an `OwnedEnv` made by the NIF: that env is
+/// memory of the calling scheduler's allocator, and freeing it on an I/O
+/// thread hands the free back to that scheduler and wakes it. `strace`
+/// showed three futex wakes per request after each reply. The bytes are
+/// Rust's, the reply env is made on the I/O thread, and the caller's
+/// scheduler is woken by the reply alone.
+pub struct ReplyTag(Vec<u8>);
+
+impl ReplyTag {
+    /// Encodes `reference` (a few dozen bytes).
+    pub fn of(reference: Term) -> Self {
+        ReplyTag(reference.to_binary().as_slice().to_vec())
+    }
+
+    /// The same reference, made in `env` (`:undefined` cannot happen: the
+    /// bytes came from `term_to_binary` above, never from a peer).
+    pub fn term<'a>(&self, env: Env<'a>) -> Term<'a> {
+        env.binary_to_term(&self.0)
+            .map_or_else(|| rustler::types::atom::undefined().encode(env), |(t, _)| t)
+    }
+}
+
 /// Aborts its task when dropped: held by the caller while it waits.
 pub struct TaskGuard {
     abort: tokio::task::AbortHandle,
@@ -91,8 +115,7 @@ where
 {
     let runtime = runtime()?;
     let pid: LocalPid = env.pid();
-    let mut owned = OwnedEnv::new();
-    let saved_ref = owned.save(reply_ref);
+    let tag = ReplyTag::of(reply_ref);
     let handle = runtime.spawn(async move {
         let _live = LiveTask::start();
         let guarded = tokio::time::timeout(timeout, AssertUnwindSafe(work).catch_unwind());
@@ -102,12 +125,12 @@ where
             Ok(Err(payload)) => Err(StoreError::Panic(panic_message(payload))),
             Ok(Ok(result)) => result,
         };
-        let _ = owned.send_and_clear(&pid, move |env| {
+        let _ = OwnedEnv::new().send_and_clear(&pid, move |env| {
             let reply = match outcome {
                 Ok(value) => value.encode_reply(env),
                 Err(err) => error_tuple(env, &err),
             };
-            (saved_ref.load(env), reply, retries).encode(env)
+            (tag.term(env), reply, retries).encode(env)
         });
     });
     Ok(ResourceArc::new(TaskGuard {

@@ -24,7 +24,7 @@ use micelio_storage_core::store::{
 use rustler::{Binary, Encoder, Env, Term};
 
 use super::documents::{CorsRuleTerm, PostPolicyTerm, PresignedPostTerm};
-use crate::buffers::{body_term, borrow_bytes, BeamBody};
+use crate::buffers::{body_bytes, body_term, BeamBody};
 use crate::runtime::Reply;
 use crate::terms::{
     body_reply, content_bytes, decode_attributes, decode_condition, decode_range, error_reason,
@@ -256,7 +256,7 @@ impl Operation {
                     durable,
                     attributes: decode_attributes(attributes)?,
                 };
-                let body = borrow_bytes(env, content_bytes(content)?);
+                let body = body_bytes(env, content_bytes(content)?);
                 Operation::Put { key, body, opts }
             }
             Request::Delete { key: k, durable } => Operation::Delete {

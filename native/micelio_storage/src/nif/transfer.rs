@@ -27,8 +27,8 @@ use rustler::{Atom, Binary, Encoder, Env, LocalPid, ResourceArc, Term};
 
 use super::guarded;
 use super::store::StoreResource;
-use crate::buffers::{borrow_bytes, bytes_term};
-use crate::runtime::{spawn_reply, Reply};
+use crate::buffers::{body_bytes, bytes_term};
+use crate::runtime::{spawn_reply, Reply, ReplyTag};
 use crate::terms::{content_bytes, decode_attributes, decode_range, meta_term, ok, ok_atom};
 use micelio_storage_core::store::check_object_options;
 
@@ -43,26 +43,21 @@ const PROGRESS_EVERY: u64 = 4 << 20;
 #[derive(Clone)]
 struct Messenger {
     pid: LocalPid,
-    /// The reply ref in the external term format, decoded into each message.
-    reply_ref: Arc<Vec<u8>>,
+    /// The reply ref, made anew in each message's env.
+    reply_ref: Arc<ReplyTag>,
 }
 
 impl Messenger {
     fn new(env: Env, reply_ref: Term) -> Self {
         Messenger {
             pid: env.pid(),
-            reply_ref: Arc::new(reply_ref.to_binary().as_slice().to_vec()),
+            reply_ref: Arc::new(ReplyTag::of(reply_ref)),
         }
     }
 
     fn send(&self, body: impl for<'a> FnOnce(Env<'a>, Term<'a>) -> Term<'a>) {
         let mut msg_env = OwnedEnv::new();
-        let _ = msg_env.send_and_clear(&self.pid, |env| {
-            let r = env
-                .binary_to_term(&self.reply_ref)
-                .map_or_else(|| ok_atom(env), |(t, _)| t);
-            body(env, r)
-        });
+        let _ = msg_env.send_and_clear(&self.pid, |env| body(env, self.reply_ref.term(env)));
     }
 
     /// A progress listener that sends at most every `PROGRESS_EVERY` bytes.
@@ -282,7 +277,7 @@ fn stream_feed<'a>(env: Env<'a>, feeder: ResourceArc<Feeder>, data: Term<'a>) ->
         } else if let Ok((_, message)) = data.decode::<(Atom, String)>() {
             Err(StoreError::InvalidConfig("content", message))
         } else {
-            Ok(Some(borrow_bytes(env, content_bytes(data)?)))
+            Ok(Some(body_bytes(env, content_bytes(data)?)))
         };
         // A finished upload has dropped its receiver: nothing to tell.
         let _ = feeder.tx.send(item);
