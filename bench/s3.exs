@@ -223,20 +223,11 @@ os_s3 = %{
 
 median = fn list -> list |> Enum.sort() |> Enum.at(div(length(list), 2)) end
 
-ours_ops = fn op, body, count, concurrency ->
-  keys = for i <- 1..count, do: "vs-ours/#{byte_size(body)}/#{i}"
-  if op == :get, do: Enum.each(keys, &Storage.put!(&1, body, opts))
-
-  run = fn k ->
-    if op == :put,
-      do: {:ok, _} = Storage.put(k, body, opts),
-      else: {:ok, _} = Storage.get(k, opts)
-  end
-
-  # `concurrency` long-lived callers, each taking the next key until none
-  # is left: object_store's side keeps as many futures in flight the same
-  # way (buffer_unordered), so neither side idles callers at the end while
-  # a slow share finishes.
+# `concurrency` long-lived callers, each taking the next key until none is
+# left: object_store's side keeps as many futures in flight the same way
+# (buffer_unordered), so neither side idles callers at the end while a slow
+# share finishes. Returns the seconds from the start to the last answer.
+run_callers = fn keys, concurrency, run ->
   key_at = List.to_tuple(keys)
   taken = :atomics.new(1, [])
   parent = self()
@@ -263,6 +254,17 @@ ours_ops = fn op, body, count, concurrency ->
   Enum.each(callers, &send(&1, :go))
   Enum.each(callers, fn _ -> receive do: (:done -> :ok) end)
   (System.monotonic_time(:microsecond) - t0) / 1.0e6
+end
+
+ours_ops = fn op, body, count, concurrency ->
+  keys = for i <- 1..count, do: "vs-ours/#{byte_size(body)}/#{i}"
+  if op == :get, do: Enum.each(keys, &Storage.put!(&1, body, opts))
+
+  run_callers.(keys, concurrency, fn k ->
+    if op == :put,
+      do: {:ok, _} = Storage.put(k, body, opts),
+      else: {:ok, _} = Storage.get(k, opts)
+  end)
 end
 
 versus = fn label, op, size, count, concurrency, rounds ->
@@ -304,6 +306,23 @@ os_put1k_seq = versus.("1 KiB PUT sequential vs object_store", :put, 1024, 1_000
 os_get1k_seq = versus.("1 KiB GET sequential vs object_store", :get, 1024, 1_000, 1, 7)
 os_put1k = versus.("1 KiB PUT 64 concurrent vs object_store", :put, 1024, 2_000, 64, 7)
 os_get1k = versus.("1 KiB GET 64 concurrent vs object_store", :get, 1024, 2_000, 64, 7)
+
+# Wake-ups per request on our side: each time one of our threads slept and
+# was woken, over 2,000 GETs by 64 callers of the keys the row above made.
+# A request can cost the I/O thread one (for the call) and a scheduler one
+# (for the reply); fewer when the thread was still busy or spinning.
+wake_keys = for i <- 1..2_000, do: "vs-ours/1024/#{i}"
+woken_before = Bench.thread_wakeups()
+
+run_callers.(wake_keys, 64, fn k -> {:ok, _} = Storage.get(k, opts) end)
+
+woken = Map.merge(Bench.thread_wakeups(), woken_before, fn _, now, was -> now - was end)
+per_request = fn kind -> Float.round(Map.get(woken, kind, 0) / length(wake_keys), 2) end
+
+IO.puts(
+  "wake-ups per request, 64 concurrent 1 KiB GETs: schedulers #{per_request.(:schedulers)}, " <>
+    "I/O thread #{per_request.(:io)}, aux #{per_request.(:aux)}, other #{per_request.(:other)}"
+)
 
 # --- list 5,000 keys -----------------------------------------------------------
 list_keys = for i <- 1..5_000, do: "list/#{i}"

@@ -76,6 +76,41 @@ defmodule Micelio.Bench do
   end
 
   @doc """
+  Times each of this VM's threads has slept and been woken so far (its
+  voluntary context switches, from `/proc/self/task`), summed by kind:
+  `:schedulers` (the normal schedulers), `:io` (the engine's I/O threads),
+  `:aux` (the VM's aux thread) and `:other`.
+  """
+  def thread_wakeups do
+    for task <- File.ls!("/proc/self/task"), reduce: %{} do
+      acc ->
+        dir = Path.join("/proc/self/task", task)
+
+        with {:ok, comm} <- File.read(Path.join(dir, "comm")),
+             {:ok, status} <- File.read(Path.join(dir, "status")),
+             [_, n] <- Regex.run(~r/^voluntary_ctxt_switches:\s+(\d+)/m, status) do
+          Map.update(
+            acc,
+            thread_kind(String.trim(comm)),
+            String.to_integer(n),
+            &(&1 + String.to_integer(n))
+          )
+        else
+          _ -> acc
+        end
+    end
+  end
+
+  defp thread_kind(comm) do
+    cond do
+      comm =~ ~r/^\d+_scheduler$/ -> :schedulers
+      String.starts_with?(comm, "micelio-storage") -> :io
+      comm =~ ~r/^\d+_aux$/ -> :aux
+      true -> :other
+    end
+  end
+
+  @doc """
   CPU seconds (user + system, all threads) this VM has used so far, from
   `/proc/self/stat`: what a transfer costs the machine, beside its wall time.
   """
