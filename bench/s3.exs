@@ -256,8 +256,11 @@ run_callers = fn keys, concurrency, run ->
   (System.monotonic_time(:microsecond) - t0) / 1.0e6
 end
 
+# Our side's keys for `count` objects of `size` bytes.
+our_keys = fn size, count -> for i <- 1..count, do: "vs-ours/#{size}/#{i}" end
+
 ours_ops = fn op, body, count, concurrency ->
-  keys = for i <- 1..count, do: "vs-ours/#{byte_size(body)}/#{i}"
+  keys = our_keys.(byte_size(body), count)
   if op == :get, do: Enum.each(keys, &Storage.put!(&1, body, opts))
 
   run_callers.(keys, concurrency, fn k ->
@@ -311,7 +314,7 @@ os_get1k = versus.("1 KiB GET 64 concurrent vs object_store", :get, 1024, 2_000,
 # was woken, over 2,000 GETs by 64 callers of the keys the row above made.
 # A request can cost the I/O thread one (for the call) and a scheduler one
 # (for the reply); fewer when the thread was still busy or spinning.
-wake_keys = for i <- 1..2_000, do: "vs-ours/1024/#{i}"
+wake_keys = our_keys.(1024, 2_000)
 woken_before = Bench.thread_wakeups()
 
 run_callers.(wake_keys, 64, fn k -> {:ok, _} = Storage.get(k, opts) end)

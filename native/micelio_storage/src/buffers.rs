@@ -211,8 +211,8 @@ const COPIED_BODY: usize = 64 * 1024;
 
 /// The bytes of a body a task sends on: small ones copied, larger ones
 /// borrowed. Borrowing keeps the binary in an env made on this scheduler,
-/// and freeing that env from an I/O thread wakes the scheduler to take the
-/// memory back; copying 64 KiB costs a few µs and no wake-up.
+/// and freeing that env on an I/O thread hands the memory back to the
+/// scheduler, waking it if it sleeps; copying 64 KiB costs a few µs.
 pub fn body_bytes(env: Env, content: Binary) -> Bytes {
     if content.len() <= COPIED_BODY {
         Bytes::copy_from_slice(content.as_slice())

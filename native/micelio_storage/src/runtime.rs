@@ -54,10 +54,9 @@ pub fn runtime() -> Result<&'static Runtime, StoreError> {
 ///
 /// Why not a term saved in an `OwnedEnv` made by the NIF: that env is
 /// memory of the calling scheduler's allocator, and freeing it on an I/O
-/// thread hands the free back to that scheduler and wakes it. `strace`
-/// showed three futex wakes per request after each reply. The bytes are
-/// Rust's, the reply env is made on the I/O thread, and the caller's
-/// scheduler is woken by the reply alone.
+/// thread hands the free back to that scheduler, waking it if it sleeps
+/// (with `+sbwt none`, 23% more concurrent GETs per second without it).
+/// The bytes are Rust's, and the reply env is made on the I/O thread.
 pub struct ReplyTag(Vec<u8>);
 
 impl ReplyTag {
