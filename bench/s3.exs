@@ -7,6 +7,7 @@ Code.require_file("../test/support/seaweed.ex", __DIR__)
 alias Micelio.Bench
 alias Micelio.Bench.HttpcS3
 alias Micelio.Storage
+alias Micelio.Storage.{Async, Native}
 alias Micelio.Storage.Test.Seaweed
 
 :ok = Seaweed.ensure_started()
@@ -325,6 +326,22 @@ per_request = fn kind -> Float.round(Map.get(woken, kind, 0) / length(wake_keys)
 IO.puts(
   "wake-ups per request, 64 concurrent 1 KiB GETs: schedulers #{per_request.(:schedulers)}, " <>
     "I/O thread #{per_request.(:io)}, aux #{per_request.(:aux)}, other #{per_request.(:other)}"
+)
+
+# A call through the runtime with no I/O at all (the NIF spawns a task that
+# replies at once, through the same `Async.call/2` as every request): what
+# each request pays for crossing to the I/O thread and back, on top of its
+# HTTP exchange. A Rust client already runs on its runtime's threads.
+round_trip =
+  Bench.percentiles(
+    fn -> :ok = Async.call(1_000, &Native.debug_sleep(&1, 0, 1_000)) end,
+    5_000,
+    [50, 90]
+  )
+
+IO.puts(
+  "a call through the runtime with no I/O (to the I/O thread and back): " <>
+    "p50 #{Float.round(round_trip[50], 1)} µs, p90 #{Float.round(round_trip[90], 1)} µs"
 )
 
 # --- list 5,000 keys -----------------------------------------------------------

@@ -48,7 +48,11 @@ fn debug_sleep<'a>(env: Env<'a>, reply_ref: Term<'a>, sleep_ms: u64, timeout_ms:
             reply_ref,
             Duration::from_millis(timeout_ms),
             async move {
-                tokio::time::sleep(Duration::from_millis(sleep_ms)).await;
+                // 0 replies at once: a round trip through the runtime
+                // (tokio rounds a zero sleep up to its 1 ms timer tick).
+                if sleep_ms > 0 {
+                    tokio::time::sleep(Duration::from_millis(sleep_ms)).await;
+                }
                 Ok::<Never, StoreError>(Never)
             },
         )?;
