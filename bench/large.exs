@@ -1,6 +1,7 @@
 # 1 GiB upload and download: ours (put_file / get_file) vs curl on a
 # presigned URL and object_store's multipart upload and parallel ranged
-# download (a small Rust program built here from crates.io), all on one
+# download (a small Rust program built here from crates.io), and a stream
+# read to its end beside curl writing to /dev/null, all on one
 # SeaweedFS started here. Peak BEAM memory and OS RSS are sampled through
 # each of our transfers and compared with the bound parts x part size x 1.5.
 # Run: mix bench large   (or: mix run bench/large.exs)
@@ -146,6 +147,25 @@ downloads = [
   end
 ]
 
+# A stream read to its end, beside curl writing the same object to
+# /dev/null: neither writes a file, so this is the network side alone.
+streams = [
+  ours: fn ->
+    {secs, beam, rss, cpu} =
+      sampled.(fn ->
+        ^size = "ours" |> Storage.stream(opts) |> Enum.reduce(0, &(byte_size(&1) + &2))
+        :ok
+      end)
+
+    %{stream: secs, stream_beam: beam, stream_rss: rss, stream_cpu: cpu}
+  end,
+  curl: fn ->
+    {:ok, get_url} = Storage.presigned_url("ours", opts)
+    {secs, cpu} = curl_time.(["-o", "/dev/null", get_url])
+    %{curl_null: secs, curl_null_cpu: cpu}
+  end
+]
+
 rotate = fn list, n -> Enum.drop(list, rem(n, 3)) ++ Enum.take(list, rem(n, 3)) end
 
 # Figures of one round; memory is the larger of the two directions.
@@ -160,7 +180,9 @@ results =
     if round == 1, do: Storage.put_file!("ours", src, opts)
 
     figures =
-      for {_name, step} <- rotate.(uploads, round - 1) ++ rotate.(downloads, round - 1) do
+      for {_name, step} <-
+            rotate.(uploads, round - 1) ++
+              rotate.(downloads, round - 1) ++ rotate.(streams, round - 1) do
         File.rm(out)
         settle.()
         step.()
@@ -212,6 +234,17 @@ for {label, ours, c, o} <- [
       "ours #{cpu.(ours)}  curl #{cpu.(c)}  object_store #{cpu.(o)}"
   )
 end
+
+stream_mbs = mbs.(m.(:stream))
+
+IO.puts(
+  String.pad_trailing("stream", 9) <>
+    "ours #{cpu.(:stream_cpu)}  curl to /dev/null #{cpu.(:curl_null_cpu)}  " <>
+    "(MB/s: ours #{fmt.(stream_mbs)}, curl #{fmt.(mbs.(m.(:curl_null)))}, " <>
+    "ratio #{:erlang.float_to_binary(stream_mbs / mbs.(m.(:curl_null)), decimals: 2)}; " <>
+    "peak growth BEAM #{fmt.(Enum.max(Enum.map(results, & &1.stream_beam)) / mib)} MiB, " <>
+    "RSS #{fmt.(Enum.max(Enum.map(results, & &1.stream_rss)) / mib)} MiB)"
+)
 
 peak_beam = Enum.max(Enum.map(results, & &1.beam))
 peak_rss = Enum.max(Enum.map(results, & &1.rss))
