@@ -24,10 +24,8 @@ use crate::transfer::{channel_stream, crc32_header, ByteStream, DestFile, Transf
 /// them, then flushed about every `CHUNK`.
 #[async_trait]
 trait Sink: Send {
-    /// Takes one of the connection's chunks.
-    fn take(&mut self, chunk: Bytes);
-    /// Bytes taken since the last flush.
-    fn pending(&self) -> usize;
+    /// What was taken since the last flush.
+    fn taken(&mut self) -> &mut Taken;
     /// Hands on what was taken, which starts at `offset` in the object.
     async fn flush(&mut self, offset: u64) -> Result<(), StoreError>;
 }
@@ -67,6 +65,52 @@ impl Buffers {
     }
 }
 
+/// The bytes a sink took since its last flush, in a buffer of its
+/// download's `Buffers` (given back when the sink is dropped).
+struct Taken {
+    /// No capacity until the first chunk.
+    buffer: Vec<u8>,
+    buffers: Buffers,
+}
+
+impl Taken {
+    fn new(buffers: Buffers) -> Self {
+        Taken {
+            buffer: Vec::new(),
+            buffers,
+        }
+    }
+
+    /// Copies one of the connection's chunks, which is dropped here.
+    fn push(&mut self, chunk: Bytes) {
+        if self.buffer.capacity() == 0 {
+            self.buffer = self.buffers.take();
+        }
+        self.buffer.extend_from_slice(&chunk);
+    }
+
+    fn len(&self) -> usize {
+        self.buffer.len()
+    }
+
+    /// The bytes taken, as one `Bytes` whose buffer goes back to the
+    /// download's `Buffers` once every slice of it is dropped.
+    fn lend(&mut self) -> Bytes {
+        Bytes::from_owner(Lent {
+            buffer: std::mem::take(&mut self.buffer),
+            home: self.buffers.clone(),
+        })
+    }
+}
+
+impl Drop for Taken {
+    fn drop(&mut self) {
+        if self.buffer.capacity() > 0 {
+            self.buffers.give(std::mem::take(&mut self.buffer));
+        }
+    }
+}
+
 /// A stream item's buffer: back to its download's `Buffers` once every
 /// slice of it (the binaries the BEAM was given) is dropped.
 struct Lent {
@@ -89,40 +133,26 @@ impl Drop for Lent {
 /// Into a stream's channel, in order, as one binary per flush.
 struct ChannelSink {
     tx: tokio::sync::mpsc::Sender<Result<Bytes, StoreError>>,
-    /// What was taken since the last flush (no capacity until the first
-    /// chunk).
-    buffer: Vec<u8>,
-    buffers: Buffers,
+    taken: Taken,
 }
 
 impl ChannelSink {
     fn new(tx: tokio::sync::mpsc::Sender<Result<Bytes, StoreError>>) -> Self {
         ChannelSink {
             tx,
-            buffer: Vec::new(),
-            buffers: Buffers::default(),
+            taken: Taken::new(Buffers::default()),
         }
     }
 }
 
 #[async_trait]
 impl Sink for ChannelSink {
-    fn take(&mut self, chunk: Bytes) {
-        if self.buffer.capacity() == 0 {
-            self.buffer = self.buffers.take();
-        }
-        self.buffer.extend_from_slice(&chunk);
-    }
-
-    fn pending(&self) -> usize {
-        self.buffer.len()
+    fn taken(&mut self) -> &mut Taken {
+        &mut self.taken
     }
 
     async fn flush(&mut self, _offset: u64) -> Result<(), StoreError> {
-        let mut chunk = Bytes::from_owner(Lent {
-            buffer: std::mem::take(&mut self.buffer),
-            home: self.buffers.clone(),
-        });
+        let mut chunk = self.taken.lend();
         // At most `CHUNK` (1 MiB) per item, as the docs promise: what is
         // buffered can pass it by the connection's last read. Slices of one
         // buffer, no copy.
@@ -147,27 +177,18 @@ struct FileSink {
     written: Arc<AtomicU64>,
     total: u64,
     xfer: Transfer,
-    /// What was taken since the last flush (no capacity until the first
-    /// chunk); kept from flush to flush, given back when the range ends.
-    buffer: Vec<u8>,
-    buffers: Buffers,
+    /// Its buffer is kept from flush to flush.
+    taken: Taken,
 }
 
 #[async_trait]
 impl Sink for FileSink {
-    fn take(&mut self, chunk: Bytes) {
-        if self.buffer.capacity() == 0 {
-            self.buffer = self.buffers.take();
-        }
-        self.buffer.extend_from_slice(&chunk);
-    }
-
-    fn pending(&self) -> usize {
-        self.buffer.len()
+    fn taken(&mut self) -> &mut Taken {
+        &mut self.taken
     }
 
     async fn flush(&mut self, offset: u64) -> Result<(), StoreError> {
-        let data = std::mem::take(&mut self.buffer);
+        let data = std::mem::take(&mut self.taken.buffer);
         let len = data.len() as u64;
         let (file, turn) = (self.file.clone(), self.turn.clone());
         let mut data = offload(move || {
@@ -176,18 +197,10 @@ impl Sink for FileSink {
         })
         .await?;
         data.clear();
-        self.buffer = data;
+        self.taken.buffer = data;
         let done = self.written.fetch_add(len, Ordering::Relaxed) + len;
         self.xfer.report(done, Some(self.total));
         Ok(())
-    }
-}
-
-impl Drop for FileSink {
-    fn drop(&mut self) {
-        if self.buffer.capacity() > 0 {
-            self.buffers.give(std::mem::take(&mut self.buffer));
-        }
     }
 }
 
@@ -273,9 +286,9 @@ impl S3Store {
                     chunk.truncate((end - received) as usize);
                     crc.update(&chunk);
                     received += chunk.len() as u64;
-                    sink.take(chunk);
-                    if sink.pending() >= CHUNK || received == end {
-                        let taken = sink.pending() as u64;
+                    sink.taken().push(chunk);
+                    if sink.taken().len() >= CHUNK || received == end {
+                        let taken = sink.taken().len() as u64;
                         sink.flush(flushed).await?;
                         flushed += taken;
                     }
@@ -418,8 +431,7 @@ impl S3Store {
                     written: written.clone(),
                     total: meta.size,
                     xfer: xfer.clone(),
-                    buffer: Vec::new(),
-                    buffers: buffers.clone(),
+                    taken: Taken::new(buffers.clone()),
                 };
                 let index = next;
                 tasks.spawn(async move {
@@ -469,8 +481,7 @@ mod tests {
             written: Arc::new(AtomicU64::new(0)),
             total: 0,
             xfer: Transfer::new(Duration::from_secs(5), None),
-            buffer: Vec::new(),
-            buffers: buffers.clone(),
+            taken: Taken::new(buffers.clone()),
         }
     }
 
@@ -485,19 +496,19 @@ mod tests {
         let mut sink = file_sink(file.clone(), &buffers);
         for round in 0..3u8 {
             read_buf.extend_from_slice(&[round; 64 * 1024]);
-            sink.take(read_buf.split().freeze());
+            sink.taken().push(read_buf.split().freeze());
             // Nothing holds the chunk: the next read fills the same memory
             // instead of a fresh allocation.
             assert!(read_buf.try_reclaim(64 * 1024), "round {round}");
         }
-        let own = sink.buffer.as_ptr();
+        let own = sink.taken.buffer.as_ptr();
         sink.flush(0).await.unwrap();
-        assert_eq!(sink.buffer.as_ptr(), own);
+        assert_eq!(sink.taken.buffer.as_ptr(), own);
         drop(sink);
         // The next range of the download takes the same buffer.
         let mut next = file_sink(file, &buffers);
-        next.take(Bytes::from_static(b"tail"));
-        assert_eq!(next.buffer.as_ptr(), own);
+        next.taken().push(Bytes::from_static(b"tail"));
+        assert_eq!(next.taken.buffer.as_ptr(), own);
         next.flush(3 * 64 * 1024).await.unwrap();
         let written = std::fs::read(&path).unwrap();
         assert_eq!(written.len(), 3 * 64 * 1024 + 4);
@@ -514,21 +525,21 @@ mod tests {
         let mut sink = ChannelSink::new(tx);
         let mut read_buf = BytesMut::with_capacity(64 * 1024);
         read_buf.extend_from_slice(&[1; 64 * 1024]);
-        sink.take(read_buf.split().freeze());
+        sink.taken().push(read_buf.split().freeze());
         assert!(read_buf.try_reclaim(64 * 1024));
         sink.flush(0).await.unwrap();
         let item = stream.next().await.unwrap().unwrap();
         assert_eq!(&item[..], &[1; 64 * 1024][..]);
         let first = item.as_ptr();
         // Held by the reader: the next flush takes another buffer.
-        sink.take(Bytes::from_static(b"two"));
+        sink.taken().push(Bytes::from_static(b"two"));
         sink.flush(0).await.unwrap();
         let second = stream.next().await.unwrap().unwrap();
         assert_ne!(second.as_ptr(), first);
         assert_eq!(&item[..3], &[1, 1, 1]);
         // Let go of: its buffer serves a later flush.
         drop(item);
-        sink.take(Bytes::from_static(b"three"));
+        sink.taken().push(Bytes::from_static(b"three"));
         sink.flush(0).await.unwrap();
         let third = stream.next().await.unwrap().unwrap();
         assert_eq!(third.as_ptr(), first);
