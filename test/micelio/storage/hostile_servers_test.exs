@@ -416,4 +416,56 @@ defmodule Micelio.Storage.HostileServersTest do
       assert length(HostileServer.requests(server)) == 1
     end
   end
+
+  describe "a stream from S3" do
+    # Each GET's Range and If-Match, sent to the test as the server sees them.
+    defp reporting_gets(then) do
+      me = self()
+      gets = :atomics.new(1, [])
+
+      fn
+        %{method: "GET", headers: h} ->
+          send(me, {:get, h["range"], h["if-match"]})
+          then.(:atomics.add_get(gets, 1, 1))
+
+        _ ->
+          :pass
+      end
+    end
+
+    defp gets_seen(acc \\ []) do
+      receive do
+        {:get, range, if_match} -> gets_seen([{range, if_match} | acc])
+      after
+        0 -> Enum.reverse(acc)
+      end
+    end
+
+    test "is one GET of the whole object, not a GET per part" do
+      content = :crypto.strong_rand_bytes(12 * 1_048_576 + 5)
+      server = HostileServer.start!(reporting_gets(fn _ -> :pass end), upstream_port())
+      # Parts of 5 MiB: a stream read part by part would make three GETs.
+      o = through(server, s3_part_size: 5 * 1_048_576)
+      {:ok, _} = Storage.put("streamed/whole", content, o)
+
+      assert "streamed/whole" |> Storage.stream(o) |> Enum.join() == content
+      assert [{"bytes=0-12582916", etag}] = gets_seen()
+      assert etag =~ ~r/^"[^"]+"$/
+    end
+
+    test "a body cut part-way resumes where it stopped, asking If-Match" do
+      content = :crypto.strong_rand_bytes(6 * 1_048_576)
+      # The first answer stops after 3 MB (headers included); the rest pass.
+      cut_first = fn n -> if n == 1, do: {:truncate, 3_000_000}, else: :pass end
+      server = HostileServer.start!(reporting_gets(cut_first), upstream_port())
+      o = through(server)
+      {:ok, _} = Storage.put("streamed/cut", content, o)
+
+      assert "streamed/cut" |> Storage.stream(o) |> Enum.join() == content
+      assert [{"bytes=0-6291455", etag}, {"bytes=" <> resumed, etag}] = gets_seen()
+      [from, "6291455"] = String.split(resumed, "-")
+      # Everything before the cut was kept, nothing asked for twice.
+      assert String.to_integer(from) in 2_000_000..3_000_000
+    end
+  end
 end
