@@ -208,6 +208,13 @@ IO.puts(
     "GET beam #{Float.round(get_beam / obj, 2)}x rss #{Float.round(get_rss / obj, 2)}x (of the object size)"
 )
 
+# Fresh pages a GET makes the process fault in (each one zeroed by the
+# kernel): a body whose memory is never reused faults in all of its pages
+# on every call.
+get_faults = Bench.minor_faults_per_call(fn -> {:ok, _} = Storage.get("big", opts) end, 20)
+
+IO.puts("page faults per 8 MiB GET: #{round(get_faults)} (the body is #{div(obj, 4096)} pages)")
+
 # --- vs object_store (Rust), same server ------------------------------------------
 # Interleaved rounds, ours and object_store's taking turns; each figure is the median
 # of its rounds, and the ratio is object_store's time / ours (above 1.00 we
@@ -260,15 +267,22 @@ end
 # Our side's keys for `count` objects of `size` bytes.
 our_keys = fn size, count -> for i <- 1..count, do: "vs-ours/#{size}/#{i}" end
 
+# `{seconds, cpu_seconds}`, as object_store's side reports: the CPU is
+# this VM's (all threads: schedulers, the I/O thread, the rest) during the
+# timed part.
 ours_ops = fn op, body, count, concurrency ->
   keys = our_keys.(byte_size(body), count)
   if op == :get, do: Enum.each(keys, &Storage.put!(&1, body, opts))
+  cpu_before = Bench.own_cpu_seconds()
 
-  run_callers.(keys, concurrency, fn k ->
-    if op == :put,
-      do: {:ok, _} = Storage.put(k, body, opts),
-      else: {:ok, _} = Storage.get(k, opts)
-  end)
+  secs =
+    run_callers.(keys, concurrency, fn k ->
+      if op == :put,
+        do: {:ok, _} = Storage.put(k, body, opts),
+        else: {:ok, _} = Storage.get(k, opts)
+    end)
+
+  {secs, Bench.own_cpu_seconds() - cpu_before}
 end
 
 versus = fn label, op, size, count, concurrency, rounds ->
@@ -283,15 +297,21 @@ versus = fn label, op, size, count, concurrency, rounds ->
       {ours, theirs}
     end
 
-  ratio = median.(Enum.map(rounds, fn {o, t} -> t / o end))
-  ours = median.(Enum.map(rounds, &elem(&1, 0)))
-  theirs = median.(Enum.map(rounds, &elem(&1, 1)))
+  ratio = median.(Enum.map(rounds, fn {{o, _}, {t, _}} -> t / o end))
+  per_request = fn pick -> median.(Enum.map(rounds, pick)) / count * 1.0e6 end
 
   Bench.row(
     label,
-    ours / count * 1.0e6,
-    theirs / count * 1.0e6,
+    per_request.(fn {{o, _}, _} -> o end),
+    per_request.(fn {_, {t, _}} -> t end),
     "median ratio #{Float.round(ratio, 2)}"
+  )
+
+  # On two cores shared with the server, CPU per request is what sets
+  # the concurrent rows: the client's CPU is taken from the server's.
+  IO.puts(
+    "  CPU per request: ours #{round(per_request.(fn {{_, c}, _} -> c end))} µs, " <>
+      "object_store #{round(per_request.(fn {_, {_, c}} -> c end))} µs"
   )
 
   ratio

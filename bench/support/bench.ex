@@ -111,6 +111,29 @@ defmodule Micelio.Bench do
   end
 
   @doc """
+  Minor page faults of this OS process per call of `fun`, over `n` calls,
+  each followed by a garbage collection (so memory a call leaves behind is
+  free for the next, as in a process that lives on).
+  """
+  def minor_faults_per_call(fun, n) do
+    before = minor_faults()
+
+    for _ <- 1..n do
+      fun.()
+      :erlang.garbage_collect()
+    end
+
+    (minor_faults() - before) / n
+  end
+
+  # `minflt`, the 10th field of `/proc/self/stat` (the 8th after the
+  # command name, which may hold spaces).
+  defp minor_faults do
+    [_, rest] = File.read!("/proc/self/stat") |> String.split(") ", parts: 2)
+    rest |> String.split() |> Enum.at(7) |> String.to_integer()
+  end
+
+  @doc """
   CPU seconds (user + system, all threads) this VM has used so far, from
   `/proc/self/stat`: what a transfer costs the machine, beside its wall time.
   """

@@ -34,9 +34,13 @@ defmodule Micelio.Bench.ObjectStore do
     {String.split(String.trim(out)), cpu}
   end
 
-  @doc "Seconds for `count` PUTs or GETs of `size` bytes, `concurrency` at a time."
+  @doc """
+  `{seconds, cpu_seconds}` for `count` PUTs or GETs of `size` bytes,
+  `concurrency` at a time: the wall time, and the CPU (user + system, all
+  threads) the program spent on them.
+  """
   def ops!(program, op, s3, size, count, concurrency) do
-    [secs] =
+    [secs, cpu] =
       run!(program, [
         "ops",
         op,
@@ -50,6 +54,9 @@ defmodule Micelio.Bench.ObjectStore do
         "#{concurrency}"
       ])
 
-    String.to_float(secs)
+    {String.to_float(secs), to_float(cpu)}
   end
+
+  # The program prints `0` when no clock tick passed.
+  defp to_float(text), do: elem(Float.parse(text), 0)
 end

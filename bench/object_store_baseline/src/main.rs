@@ -4,7 +4,8 @@
 //!     prints `seconds max_rss_kib`;
 //!   object_store_baseline ops put|get <endpoint> <bucket> <prefix> <access> <secret> <size> <count> <concurrency>
 //!     `count` PUTs (or GETs of keys it puts first, untimed) of `size` bytes,
-//!     `concurrency` at a time (bench/s3.exs); prints `seconds`.
+//!     `concurrency` at a time (bench/s3.exs); prints `seconds cpu_seconds`, the CPU
+//!     (user + system, all threads) the timed part cost this process.
 
 use std::io::{Read, Write};
 use std::time::Instant;
@@ -16,6 +17,24 @@ use object_store::{ObjectStoreExt, WriteMultipart};
 
 const PART: usize = 8 << 20;
 const IN_FLIGHT: usize = 4;
+
+/// CPU seconds (user + system, all threads) this process has used, from
+/// `/proc/self/stat` (clock ticks of 1/100 s, Linux's `CLK_TCK`).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The fields after the command name (which may hold spaces): utime
+    // and stime are the 12th and 13th.
+    let fields: Vec<u64> = stat
+        .rsplit_once(") ")
+        .map(|(_, rest)| rest.split_whitespace())
+        .into_iter()
+        .flatten()
+        .skip(11)
+        .take(2)
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    fields.iter().sum::<u64>() as f64 / 100.0
+}
 
 fn max_rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -126,7 +145,7 @@ async fn ops(args: &[String]) {
     if op == "get" {
         put_all(&keys).await;
     }
-    let started = Instant::now();
+    let (started, cpu_before) = (Instant::now(), cpu_seconds());
     match op.as_str() {
         "put" => {
             put_all(&keys).await;
@@ -134,7 +153,13 @@ async fn ops(args: &[String]) {
         "get" => {
             futures::stream::iter(keys.clone())
                 .map(|k| async move {
-                    store.get(&k).await.expect("get").bytes().await.expect("body")
+                    store
+                        .get(&k)
+                        .await
+                        .expect("get")
+                        .bytes()
+                        .await
+                        .expect("body")
                 })
                 .buffer_unordered(concurrency)
                 .collect::<Vec<_>>()
@@ -142,5 +167,9 @@ async fn ops(args: &[String]) {
         }
         other => panic!("unknown op {other}"),
     }
-    println!("{}", started.elapsed().as_secs_f64());
+    println!(
+        "{} {}",
+        started.elapsed().as_secs_f64(),
+        cpu_seconds() - cpu_before
+    );
 }
