@@ -5,6 +5,7 @@
 use std::any::Any;
 
 use bytes::Bytes;
+use micelio_storage_core::buffer_pool::{BufferPool, Lent};
 use micelio_storage_core::object::{Body, BodyBuf};
 use micelio_storage_core::tiered::{CachedBody, Value};
 use rustler::env::OwnedEnv;
@@ -12,20 +13,36 @@ use rustler::{Binary, Env, OwnedBinary, ResourceArc, Term};
 
 use crate::terms::bin;
 
-/// Bodies from this size on are read into a BEAM binary by the network
-/// path; smaller ones into a `Vec` (copied onto the process heap at reply,
-/// which measured cheaper for them).
-const BEAM_BODY_FROM: usize = 64 * 1024;
+/// Bodies from this size on are read by the network path into a buffer
+/// reused from GET to GET; smaller ones into a `Vec` (copied onto the
+/// process heap at reply, which measured cheaper for them).
+const POOLED_BODY_FROM: usize = 64 * 1024;
 
-/// A response body. A large one is read straight into a BEAM binary: the
-/// VM's allocator reuses its memory (no fresh pages to fault in for every
-/// request) and the VM accounts for it, so a GC frees it soon.
+/// A response body.
 pub enum BeamBody {
     /// A small body.
     Small(Vec<u8>),
-    /// A body in a BEAM binary of capacity `bin.len()`, `len` bytes used.
+    /// A file read: a BEAM binary of capacity `bin.len()`, `len` bytes
+    /// used, sized from the file's length (ours, not a peer's).
     Large { bin: OwnedBinary, len: usize },
+    /// A large network body, in a buffer from `BODY_POOL`, handed to the
+    /// BEAM as a resource binary and back to the pool once the BEAM lets go.
+    Pooled(PooledBody),
 }
+
+/// Buffers of large network bodies, kept for the next GET: idle, at most
+/// 4 of up to 16 MiB each.
+///
+/// Why: a body's buffer may only grow with the bytes that arrived (never
+/// from the peer's `Content-Length`), so a fresh one doubles from 64 KiB,
+/// and every growth either copies (into a new buffer) or maps fresh pages
+/// that fault in and are zeroed (in place): an 8 MiB GET faulted in all of
+/// its 2,048 pages on every call, or copied its body twice. A kept buffer
+/// has already grown, so the next GET only copies each chunk in once.
+static BODY_POOL: BufferPool = BufferPool::new(4, 16 << 20);
+
+/// A buffer of `BODY_POOL`'s, given back when dropped.
+pub type PooledBody = Lent<&'static BufferPool>;
 
 impl BeamBody {
     fn large(capacity: usize) -> Self {
@@ -35,10 +52,11 @@ impl BeamBody {
         }
     }
 
-    /// The buffer for network reads: a binary once the size hint is large.
+    /// The buffer for network reads: a pooled one once the size hint is
+    /// large.
     pub fn for_network(size_hint: usize) -> Box<dyn BodyBuf> {
-        Box::new(if size_hint >= BEAM_BODY_FROM {
-            BeamBody::large(size_hint)
+        Box::new(if size_hint >= POOLED_BODY_FROM {
+            BeamBody::Pooled(Lent::take(&BODY_POOL, size_hint))
         } else {
             BeamBody::Small(Vec::with_capacity(size_hint))
         })
@@ -59,6 +77,13 @@ impl BeamBody {
                 }
                 bin.release(env).to_term(env)
             }
+            // A buffer much larger than its body (a small body in a kept
+            // buffer) goes back now, its body copied into a binary of its
+            // own: what the BEAM holds is never more than twice its size.
+            BeamBody::Pooled(body) if body.buffer().capacity() > 2 * body.buffer().len() => {
+                bin(env, body.buffer())
+            }
+            BeamBody::Pooled(body) => bytes_term(env, Bytes::from_owner(body)),
         }
     }
 }
@@ -67,11 +92,12 @@ impl BodyBuf for BeamBody {
     fn push(&mut self, chunk: &[u8]) {
         match self {
             BeamBody::Small(v) => v.extend_from_slice(chunk),
+            BeamBody::Pooled(body) => body.buffer_mut().extend_from_slice(chunk),
             BeamBody::Large { bin, len } => {
                 let need = *len + chunk.len();
                 if need > bin.len() {
                     let grown = need.max(bin.len() * 2);
-                    grow(bin, *len, grown);
+                    bin.realloc_or_copy(grown);
                 }
                 bin.as_mut_slice()[*len..need].copy_from_slice(chunk);
                 *len = need;
@@ -82,9 +108,13 @@ impl BodyBuf for BeamBody {
     fn reserve_total(&mut self, total: usize) {
         match self {
             BeamBody::Small(v) => v.reserve_exact(total.saturating_sub(v.len())),
-            BeamBody::Large { bin, len } => {
+            BeamBody::Pooled(body) => {
+                let v = body.buffer_mut();
+                v.reserve_exact(total.saturating_sub(v.len()))
+            }
+            BeamBody::Large { bin, .. } => {
                 if total > bin.len() {
-                    grow(bin, *len, total);
+                    bin.realloc_or_copy(total);
                 }
             }
         }
@@ -93,11 +123,12 @@ impl BodyBuf for BeamBody {
     fn resize(&mut self, new_len: usize) {
         match self {
             BeamBody::Small(v) => v.resize(new_len, 0),
+            BeamBody::Pooled(body) => body.buffer_mut().resize(new_len, 0),
             // Not zeroed: every caller fills what it grows (a file read), and
             // zeroing 1 MiB measured a third of a local 1 MiB read.
             BeamBody::Large { bin, len } => {
                 if new_len > bin.len() {
-                    grow(bin, *len, new_len);
+                    bin.realloc_or_copy(new_len);
                 }
                 *len = new_len;
             }
@@ -107,6 +138,7 @@ impl BodyBuf for BeamBody {
     fn bytes_mut(&mut self) -> &mut [u8] {
         match self {
             BeamBody::Small(v) => v,
+            BeamBody::Pooled(body) => body.buffer_mut(),
             BeamBody::Large { bin, len } => &mut bin.as_mut_slice()[..*len],
         }
     }
@@ -114,6 +146,7 @@ impl BodyBuf for BeamBody {
     fn as_slice(&self) -> &[u8] {
         match self {
             BeamBody::Small(v) => v,
+            BeamBody::Pooled(body) => body.buffer(),
             BeamBody::Large { bin, len } => &bin.as_slice()[..*len],
         }
     }
@@ -121,22 +154,6 @@ impl BodyBuf for BeamBody {
     fn into_any(self: Box<Self>) -> Box<dyn Any + Send> {
         self
     }
-}
-
-/// Makes `bin` a binary of `capacity` bytes that starts with its first
-/// `len`: a new one, filled by a copy, the old one freed.
-///
-/// Why not `realloc_or_copy`: the VM grows a large binary in place
-/// (`mremap`), so every growth maps fresh pages that fault in and are
-/// zeroed, and the grown block never matches a size the VM keeps cached.
-/// A body read from the network doubles from 64 KiB to its length, and an
-/// 8 MiB GET faulted in 2,030 pages (all of it) on every call. Binaries
-/// allocated at each size come from the VM's cache of freed blocks of that
-/// size; the copies cost less than the faults.
-fn grow(bin: &mut OwnedBinary, len: usize, capacity: usize) {
-    let mut grown = OwnedBinary::new(capacity);
-    grown.as_mut_slice()[..len].copy_from_slice(&bin.as_slice()[..len]);
-    *bin = grown;
 }
 
 /// Holds `bytes::Bytes` so a binary can point into it without a copy.

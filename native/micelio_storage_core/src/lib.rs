@@ -10,6 +10,7 @@
 pub mod attributes;
 pub mod blocking;
 pub mod bucket;
+pub mod buffer_pool;
 pub mod clock;
 pub mod error;
 #[doc(hidden)]
