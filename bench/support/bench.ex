@@ -126,11 +126,21 @@ defmodule Micelio.Bench do
     (minor_faults() - before) / n
   end
 
-  # `minflt`, the 10th field of `/proc/self/stat` (the 8th after the
-  # command name, which may hold spaces).
-  defp minor_faults do
+  # `minflt`, the 8th field after the command name.
+  defp minor_faults, do: Enum.at(proc_stat_fields(), 7)
+
+  # The numbers of `/proc/self/stat` after the command name (which may
+  # hold spaces), from the state on: the first is the state letter, left
+  # as 0.
+  defp proc_stat_fields do
     [_, rest] = File.read!("/proc/self/stat") |> String.split(") ", parts: 2)
-    rest |> String.split() |> Enum.at(7) |> String.to_integer()
+
+    for field <- String.split(rest) do
+      case Integer.parse(field) do
+        {n, ""} -> n
+        _ -> 0
+      end
+    end
   end
 
   @doc """
@@ -138,12 +148,10 @@ defmodule Micelio.Bench do
   `/proc/self/stat`: what a transfer costs the machine, beside its wall time.
   """
   def own_cpu_seconds do
-    # The fields after the command name (which may hold spaces): utime and
-    # stime are the 12th and 13th, in clock ticks.
-    [_, rest] = File.read!("/proc/self/stat") |> String.split(") ", parts: 2)
-    fields = String.split(rest)
-    ticks = String.to_integer(Enum.at(fields, 11)) + String.to_integer(Enum.at(fields, 12))
-    ticks / clock_ticks()
+    # utime and stime, the 12th and 13th fields after the command name,
+    # in clock ticks.
+    fields = proc_stat_fields()
+    (Enum.at(fields, 11) + Enum.at(fields, 12)) / clock_ticks()
   end
 
   defp clock_ticks do

@@ -56,7 +56,7 @@ impl BufferPool {
         kept.insert(at, buffer);
     }
 
-    /// How many buffers wait (for tests and the bench).
+    /// How many buffers wait.
     pub fn kept(&self) -> usize {
         self.lock().len()
     }
